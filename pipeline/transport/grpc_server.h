@@ -1,0 +1,81 @@
+/*
+ * grpc_server.h — a gRPC server (grpc core C API) bridged onto the libuv loop.
+ *
+ * grpc core runs its own threads. One completion-queue thread receives calls
+ * and hands each complete request message to the loop through a locked list
+ * and uv_async_send (the list is drained whole: wake-ups coalesce). Handlers
+ * run on the loop thread; sp_grpc_respond() is called on the loop thread and
+ * the response is sent by the completion-queue thread. No pipeline state is
+ * touched off the loop thread.
+ *
+ * grpc core itself decompresses gzip messages and enforces the receive size
+ * limit (RESOURCE_EXHAUSTED).
+ */
+#ifndef SP_GRPC_SERVER_H
+#define SP_GRPC_SERVER_H
+
+#include "pipeline/tls.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct sp_grpc_server_s sp_grpc_server_t;
+typedef struct sp_grpc_call_s sp_grpc_call_t;
+
+/**
+ * Called on the loop thread with one unary request message. @p msg is valid
+ * until sp_grpc_respond() is called for @p call, which the handler must do
+ * exactly once (now or later).
+ */
+typedef void (*sp_grpc_handler_cb)(sp_grpc_call_t *call, const uint8_t *msg, size_t len,
+                                   void *ctx);
+
+typedef struct sp_grpc_method_s {
+  const char *path; /* "/opentelemetry.proto.collector.trace.v1.TraceService/Export" */
+  sp_grpc_handler_cb handler;
+  void *ctx;
+} sp_grpc_method_t;
+
+typedef struct sp_grpc_server_options_s {
+  const char *endpoint;         /* "host:port"; port 0 picks a free one (tests) */
+  const char *component;        /* component ID for log lines */
+  size_t max_recv_msg_size;     /* bytes; 0 = 4 MiB */
+  uint64_t keepalive_time_ms;   /* 0 = grpc default */
+  uint64_t keepalive_timeout_ms;/* 0 = grpc default */
+  uint64_t max_connection_idle_ms; /* 0 = unlimited */
+  const sp_tls_config_t *tls;   /* NULL or !present: insecure */
+  const sp_grpc_method_t *methods; /* copied */
+  size_t n_methods;
+} sp_grpc_server_options_t;
+
+/** Creates the server (not listening yet). 0, SP_EINVAL, SP_ECONFIG, SP_ENOMEM. */
+int sp_grpc_server_create(uv_loop_t *loop, const sp_grpc_server_options_t *opts,
+                          sp_grpc_server_t **out);
+/** Binds, starts grpc core and the completion-queue thread. 0, SP_EADDRINUSE, SP_EIO. */
+int sp_grpc_server_start(sp_grpc_server_t *self);
+/** The bound port after start. */
+int sp_grpc_server_port(const sp_grpc_server_t *self);
+/**
+ * Stops accepting calls, lets calls in flight be answered, joins the
+ * completion-queue thread and closes the async handle, then calls @p cb once
+ * from the loop (never from inside this call). Idempotent; safe without start.
+ */
+void sp_grpc_server_shutdown(sp_grpc_server_t *self, void (*cb)(void *arg), void *arg);
+/** Frees the server after its shutdown callback ran (or if never started). Accepts NULL. */
+void sp_grpc_server_destroy(sp_grpc_server_t *self);
+
+/** Request metadata lookup (lower-case key, e.g. "x-scope-orgid"); NULL when absent. */
+const char *sp_grpc_call_metadata(const sp_grpc_call_t *call, const char *key);
+
+/**
+ * Answers @p call on the loop thread: @p status is a grpc_status_code
+ * (0 = OK, then @p resp/@p len is the response message, copied); otherwise
+ * @p message is the status message. @p retry_after_ms > 0 attaches a
+ * google.rpc.RetryInfo in grpc-status-details-bin (for UNAVAILABLE /
+ * RESOURCE_EXHAUSTED refusals). After this call @p call is invalid.
+ */
+void sp_grpc_respond(sp_grpc_call_t *call, int status, const char *message, const uint8_t *resp,
+                     size_t len, uint64_t retry_after_ms);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * http_server.h — an HTTP/1.1 server on the libuv loop.
+ *
+ * Receivers (otlp, pyroscope) sit on this. It parses requests with
+ * http-parser, keeps connections alive, answers `Expect: 100-continue`,
+ * optionally speaks TLS (OpenSSL over memory BIOs), enforces a body limit
+ * while reading and while inflating `Content-Encoding: gzip|deflate`, and
+ * closes connections that stall (header / body / idle timeouts). Each
+ * complete request is handed to one handler callback on the loop thread with
+ * the whole, decoded body; the handler answers with sp_http_respond(), now or
+ * later (asynchronous handlers are fine). One request per connection is in
+ * flight at a time; pipelined requests wait their turn.
+ *
+ * Errors the server detects itself (body too large, bad encoding, corrupt
+ * gzip, malformed HTTP) are also delivered to the handler, as a request with
+ * `error_status` set, so the receiver formats the error body in its own
+ * protocol (google.rpc.Status for OTLP, text for Pyroscope, JSON for Connect).
+ * Malformed HTTP that cannot be answered in a protocol is answered 400 by the
+ * server itself and the connection closed.
+ *
+ * All functions run on the loop thread.
+ */
+#ifndef SP_HTTP_SERVER_H
+#define SP_HTTP_SERVER_H
+
+#include "pipeline/tls.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct sp_http_server_s sp_http_server_t;
+
+typedef struct sp_http_header_s {
+  const char *name;  /* lower-case in requests */
+  const char *value;
+} sp_http_header_t;
+
+typedef struct sp_http_request_s {
+  const char *method;       /* "POST", "GET", ... */
+  const char *path;         /* path without the query, e.g. "/v1/traces" */
+  const char *query;        /* text after '?', "" when none (not decoded) */
+  const sp_http_header_t *headers; /* names lower-cased */
+  size_t n_headers;
+  const uint8_t *body;      /* decoded body (after Content-Encoding); NULL when empty */
+  size_t body_len;
+  size_t wire_len;          /* body bytes as received, before inflating */
+  int error_status;         /* 0, or 400/408/413/415 when the server rejected it */
+  const char *error_message;/* why, when error_status != 0 */
+  const char *remote_addr;  /* "ip:port" of the peer */
+  void *user;               /* free for the handler's use */
+} sp_http_request_t;
+
+/**
+ * Called once per request on the loop thread. The request (and everything it
+ * points to) stays valid until sp_http_respond() is called for it. The
+ * handler must eventually call sp_http_respond() exactly once.
+ */
+typedef void (*sp_http_handler_cb)(sp_http_request_t *req, void *ctx);
+
+typedef struct sp_http_server_options_s {
+  const char *endpoint;        /* "host:port"; port 0 picks a free one (tests) */
+  const char *component;       /* component ID for log lines */
+  size_t max_body_size;        /* limit on wire and on inflated bytes; 0 = 20 MiB */
+  uint64_t header_timeout_ms;  /* time to receive the headers; 0 = 10 s */
+  uint64_t body_timeout_ms;    /* time to receive the body; 0 = 30 s */
+  uint64_t idle_timeout_ms;    /* keep-alive idle time; 0 = 60 s */
+  size_t max_connections;      /* 0 = 4096; further connections are closed */
+  const sp_tls_config_t *tls;  /* NULL or !present: plaintext */
+  sp_http_handler_cb handler;
+  void *handler_ctx;
+} sp_http_server_options_t;
+
+/**
+ * Creates a server (not yet listening). The options are copied.
+ * Returns 0, SP_EINVAL (bad endpoint), SP_ECONFIG (TLS files unreadable, with
+ * a log line naming them) or SP_ENOMEM.
+ */
+int sp_http_server_create(uv_loop_t *loop, const sp_http_server_options_t *opts,
+                          sp_http_server_t **out);
+
+/** Binds and listens. 0, SP_EADDRINUSE, SP_EPERM or SP_EIO. Never blocks. */
+int sp_http_server_start(sp_http_server_t *self);
+
+/** The bound TCP port (after start), e.g. when the endpoint asked for port 0. */
+int sp_http_server_port(const sp_http_server_t *self);
+
+/**
+ * Stops accepting, closes idle connections, lets requests in flight be
+ * answered (the handler's responses still go out), then closes everything and
+ * calls @p cb once from the loop (never from inside this call). Idempotent;
+ * safe without start.
+ */
+void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void *arg);
+
+/** Frees the server after its shutdown callback ran (or if never started). Accepts NULL. */
+void sp_http_server_destroy(sp_http_server_t *self);
+
+/** Case-insensitive header lookup; NULL when absent. */
+const char *sp_http_request_header(const sp_http_request_t *req, const char *name);
+
+/**
+ * Answers @p req. @p body is copied. `Content-Length`, `Date`-less minimal
+ * headers and keep-alive handling are added by the server; @p extra adds
+ * headers such as `Retry-After`. After this call @p req is invalid.
+ */
+void sp_http_respond(sp_http_request_t *req, int status, const char *content_type,
+                     const void *body, size_t len, const sp_http_header_t *extra,
+                     size_t n_extra);
+
+#endif
