@@ -1,0 +1,372 @@
+/*
+ * batch.c — reference-counted traces and profiles batches (see batch.h).
+ */
+#include "pipeline/batch.h"
+
+#include "pipeline/alloc.h"
+#include "pipeline/error.h"
+#include "pipeline/pbscan.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+/* ---- traces ----------------------------------------------------------------- */
+
+typedef struct sp_traces_scan_s {
+  size_t spans;
+} sp_traces_scan_t;
+
+/* Checks ID lengths and counts spans during the wire scan. */
+static int sp__traces_scan_cb(sp_pbscan_t *scan, const ProtobufCMessageDescriptor *msg,
+                              const ProtobufCFieldDescriptor *f, const uint8_t *data, size_t len,
+                              void *ctx) {
+  sp_traces_scan_t *st = ctx;
+  (void)data;
+  if (msg == &opentelemetry__proto__trace__v1__scope_spans__descriptor) {
+    if (f->id == 2)
+      st->spans++;
+    return 0;
+  }
+  if (msg != &opentelemetry__proto__trace__v1__span__descriptor &&
+      msg != &opentelemetry__proto__trace__v1__span__link__descriptor)
+    return 0;
+  size_t want = 0;
+  if (strcmp(f->name, "trace_id") == 0)
+    want = 16;
+  else if (strcmp(f->name, "span_id") == 0 || strcmp(f->name, "parent_span_id") == 0)
+    want = 8;
+  if (want != 0 && len != 0 && len != want)
+    return sp_pbscan_fail(scan, "%s must be %zu bytes, got %zu", f->name, want, len);
+  return 0;
+}
+
+static sp_traces_t *sp__traces_new(void) {
+  sp_traces_t *self = sp_calloc(1, sizeof(*self));
+  if (self == NULL)
+    return NULL;
+  self->arena = sp_arena_create(0);
+  if (self->arena == NULL) {
+    sp_free(self);
+    return NULL;
+  }
+  self->refcnt = 1;
+  self->received_ns = uv_hrtime();
+  return self;
+}
+
+int sp_traces_from_proto(uint8_t *buf, size_t len, bool copy, sp_traces_t **out, char *err,
+                         size_t errlen) {
+  sp_traces_scan_t st = {0};
+  sp_traces_t *self = NULL;
+  int rc = sp_pbscan(&opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
+                     buf, len, sp__traces_scan_cb, &st, err, errlen);
+  if (rc != 0)
+    goto fail;
+  rc = SP_ENOMEM;
+  self = sp__traces_new();
+  if (self == NULL)
+    goto fail;
+  if (copy) {
+    self->raw = sp_malloc(len > 0 ? len : 1);
+    if (self->raw == NULL)
+      goto fail;
+    if (len > 0)
+      memcpy(self->raw, buf, len);
+  } else {
+    self->raw = buf;
+    buf = NULL;
+  }
+  self->raw_len = len;
+  self->span_count = st.spans;
+  *out = self;
+  return 0;
+fail:
+  if (!copy)
+    sp_free(buf);
+  sp_traces_unref(self);
+  if (rc == SP_ENOMEM && err != NULL && errlen > 0)
+    snprintf(err, errlen, "out of memory");
+  return rc;
+}
+
+size_t sp_traces_count_spans(const sp_otlp_traces_req_t *req) {
+  size_t n = 0;
+  for (size_t i = 0; i < req->n_resource_spans; i++) {
+    const sp_otlp_resource_spans_t *rs = req->resource_spans[i];
+    for (size_t j = 0; j < rs->n_scope_spans; j++)
+      n += rs->scope_spans[j]->n_spans;
+  }
+  return n;
+}
+
+sp_traces_t *sp_traces_from_request(sp_arena_t *arena, sp_otlp_traces_req_t *req) {
+  sp_traces_t *self = sp_calloc(1, sizeof(*self));
+  if (self == NULL) {
+    sp_arena_destroy(arena);
+    return NULL;
+  }
+  self->refcnt = 1;
+  self->arena = arena;
+  self->req = req;
+  self->span_count = sp_traces_count_spans(req);
+  self->received_ns = uv_hrtime();
+  return self;
+}
+
+sp_traces_t *sp_traces_ref(sp_traces_t *self) {
+  self->refcnt++;
+  return self;
+}
+
+void sp_traces_unref(sp_traces_t *self) {
+  if (self == NULL || --self->refcnt > 0)
+    return;
+  sp_free(self->raw);
+  sp_free(self->enc);
+  sp_arena_destroy(self->arena);
+  sp_free(self);
+}
+
+const sp_otlp_traces_req_t *sp_traces_request(sp_traces_t *self) {
+  if (self->req != NULL)
+    return self->req;
+  const uint8_t *bytes = self->raw != NULL ? self->raw : self->enc;
+  size_t len = self->raw != NULL ? self->raw_len : self->enc_len;
+  self->req = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+      sp_arena_pbc(self->arena), len, bytes);
+  return self->req;
+}
+
+int sp_traces_encoded(sp_traces_t *self, const uint8_t **out, size_t *len) {
+  if (self->raw != NULL || (self->req == NULL && self->enc == NULL)) {
+    *out = self->raw != NULL ? self->raw : (const uint8_t *)"";
+    *len = self->raw_len;
+    return 0;
+  }
+  if (self->enc == NULL) {
+    const ProtobufCMessage *m = &self->req->base;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    self->enc = sp_malloc(n > 0 ? n : 1);
+    if (self->enc == NULL)
+      return SP_ENOMEM;
+    self->enc_len = protobuf_c_message_pack(m, self->enc);
+  }
+  *out = self->enc;
+  *len = self->enc_len;
+  return 0;
+}
+
+int sp_traces_writable(sp_traces_t **batch) {
+  sp_traces_t *self = *batch;
+  if (self->refcnt > 1) {
+    const uint8_t *bytes;
+    size_t len;
+    if (sp_traces_encoded(self, &bytes, &len) != 0)
+      return SP_ENOMEM;
+    sp_traces_t *copy = sp__traces_new();
+    if (copy == NULL)
+      return SP_ENOMEM;
+    copy->raw = sp_malloc(len > 0 ? len : 1);
+    if (copy->raw == NULL) {
+      sp_traces_unref(copy);
+      return SP_ENOMEM;
+    }
+    memcpy(copy->raw, bytes, len);
+    copy->raw_len = len;
+    copy->span_count = self->span_count;
+    copy->meta.tenant = self->meta.tenant ? sp_arena_strdup(copy->arena, self->meta.tenant) : NULL;
+    copy->meta.authorization =
+        self->meta.authorization ? sp_arena_strdup(copy->arena, self->meta.authorization) : NULL;
+    copy->received_ns = self->received_ns;
+    if (sp_traces_request(copy) == NULL) {
+      sp_traces_unref(copy);
+      return SP_ENOMEM;
+    }
+    sp_traces_unref(self);
+    *batch = self = copy;
+  } else if (sp_traces_request(self) == NULL) {
+    return SP_ENOMEM;
+  }
+  /* From here on the decoded message is the truth; stale encodings go. */
+  sp_free(self->raw);
+  self->raw = NULL;
+  self->raw_len = 0;
+  sp_free(self->enc);
+  self->enc = NULL;
+  self->enc_len = 0;
+  return 0;
+}
+
+/* ---- profiles --------------------------------------------------------------- */
+
+sp_profiles_t *sp_profiles_create(void) {
+  sp_profiles_t *self = sp_calloc(1, sizeof(*self));
+  if (self == NULL)
+    return NULL;
+  self->arena = sp_arena_create(0);
+  if (self->arena == NULL) {
+    sp_free(self);
+    return NULL;
+  }
+  self->refcnt = 1;
+  self->received_ns = uv_hrtime();
+  return self;
+}
+
+sp_profiles_t *sp_profiles_ref(sp_profiles_t *self) {
+  self->refcnt++;
+  return self;
+}
+
+void sp_profiles_unref(sp_profiles_t *self) {
+  if (self == NULL || --self->refcnt > 0)
+    return;
+  sp_free(self->items);
+  sp_arena_destroy(self->arena);
+  sp_free(self);
+}
+
+const char *sp_profiles_strdup(sp_profiles_t *self, const char *s) {
+  return s != NULL ? sp_arena_strdup(self->arena, s) : NULL;
+}
+
+static sp_profile_t *sp__profiles_push(sp_profiles_t *self, const sp_label_t *labels,
+                                       size_t n_labels, int64_t start_ns, int64_t end_ns) {
+  if (self->n == self->cap) {
+    size_t cap = self->cap ? self->cap * 2 : 4;
+    sp_profile_t *items = sp_realloc(self->items, cap * sizeof(*items));
+    if (items == NULL)
+      return NULL;
+    self->items = items;
+    self->cap = cap;
+  }
+  sp_label_t *copy = n_labels ? sp_arena_alloc(self->arena, n_labels * sizeof(*copy)) : NULL;
+  if (n_labels && copy == NULL)
+    return NULL;
+  for (size_t i = 0; i < n_labels; i++) {
+    copy[i].name = sp_arena_strdup(self->arena, labels[i].name);
+    copy[i].value = sp_arena_strdup(self->arena, labels[i].value ? labels[i].value : "");
+    if (copy[i].name == NULL || copy[i].value == NULL)
+      return NULL;
+  }
+  sp_profile_t *p = &self->items[self->n];
+  memset(p, 0, sizeof(*p));
+  p->labels = copy;
+  p->n_labels = n_labels;
+  p->time_start_ns = start_ns;
+  p->time_end_ns = end_ns;
+  self->n++;
+  return p;
+}
+
+sp_profile_t *sp_profiles_add(sp_profiles_t *self, const sp_label_t *labels, size_t n_labels,
+                              int64_t start_ns, int64_t end_ns, const uint8_t *pprof,
+                              size_t len) {
+  uint8_t *raw = sp_arena_memdup(self->arena, pprof, len > 0 ? len : 1);
+  if (raw == NULL)
+    return NULL;
+  sp_profile_t *p = sp__profiles_push(self, labels, n_labels, start_ns, end_ns);
+  if (p == NULL)
+    return NULL;
+  p->raw = raw;
+  p->raw_len = len;
+  return p;
+}
+
+sp_profile_t *sp_profiles_add_decoded(sp_profiles_t *self, const sp_label_t *labels,
+                                      size_t n_labels, int64_t start_ns, int64_t end_ns,
+                                      sp_pprof_t *pprof) {
+  sp_profile_t *p = sp__profiles_push(self, labels, n_labels, start_ns, end_ns);
+  if (p == NULL)
+    return NULL;
+  p->pprof = pprof;
+  p->modified = true;
+  return p;
+}
+
+sp_pprof_t *sp_profile_decode(sp_profiles_t *batch, sp_profile_t *p) {
+  if (p->pprof == NULL && p->raw != NULL)
+    p->pprof = perftools__profiles__profile__unpack(sp_arena_pbc(batch->arena), p->raw_len,
+                                                    p->raw);
+  return p->pprof;
+}
+
+const char *sp_profile_label(const sp_profile_t *p, const char *name) {
+  for (size_t i = 0; i < p->n_labels; i++)
+    if (strcmp(p->labels[i].name, name) == 0)
+      return p->labels[i].value;
+  return NULL;
+}
+
+size_t sp_profiles_count_samples(sp_profiles_t *self) {
+  size_t n = 0;
+  for (size_t i = 0; i < self->n; i++) {
+    sp_pprof_t *pp = sp_profile_decode(self, &self->items[i]);
+    if (pp != NULL)
+      n += pp->n_sample;
+  }
+  return n;
+}
+
+int sp_profile_encoded(sp_profiles_t *batch, sp_profile_t *p, const uint8_t **out, size_t *len) {
+  if (!p->modified && p->raw != NULL) {
+    *out = p->raw;
+    *len = p->raw_len;
+    return 0;
+  }
+  if (p->pprof == NULL)
+    return SP_EINVAL;
+  size_t n = protobuf_c_message_get_packed_size(&p->pprof->base);
+  uint8_t *buf = sp_arena_alloc(batch->arena, n > 0 ? n : 1);
+  if (buf == NULL)
+    return SP_ENOMEM;
+  p->raw_len = protobuf_c_message_pack(&p->pprof->base, buf);
+  p->raw = buf;
+  p->modified = false; /* the new bytes match the decoded profile again */
+  *out = p->raw;
+  *len = p->raw_len;
+  return 0;
+}
+
+int sp_profiles_writable(sp_profiles_t **batch) {
+  sp_profiles_t *self = *batch;
+  if (self->refcnt <= 1)
+    return 0;
+  sp_profiles_t *copy = sp_profiles_create();
+  if (copy == NULL)
+    return SP_ENOMEM;
+  copy->meta.tenant = sp_profiles_strdup(copy, self->meta.tenant);
+  copy->meta.authorization = sp_profiles_strdup(copy, self->meta.authorization);
+  copy->received_ns = self->received_ns;
+  for (size_t i = 0; i < self->n; i++) {
+    sp_profile_t *src = &self->items[i];
+    const uint8_t *bytes;
+    size_t len;
+    sp_profile_t *dst = NULL;
+    if (sp_profile_encoded(self, src, &bytes, &len) == 0)
+      dst = sp_profiles_add(copy, src->labels, src->n_labels, src->time_start_ns,
+                            src->time_end_ns, bytes, len);
+    if (dst == NULL)
+      goto fail;
+    if (src->n_ext > 0) {
+      size_t bytes_ext = src->n_ext * sizeof(int64_t);
+      dst->sample_time_ns = src->sample_time_ns
+                                ? sp_arena_memdup(copy->arena, src->sample_time_ns, bytes_ext)
+                                : NULL;
+      dst->sample_thread = src->sample_thread
+                               ? sp_arena_memdup(copy->arena, src->sample_thread, bytes_ext)
+                               : NULL;
+      if ((src->sample_time_ns && !dst->sample_time_ns) ||
+          (src->sample_thread && !dst->sample_thread))
+        goto fail;
+      dst->n_ext = src->n_ext;
+    }
+  }
+  sp_profiles_unref(self);
+  *batch = copy;
+  return 0;
+fail:
+  sp_profiles_unref(copy);
+  return SP_ENOMEM;
+}

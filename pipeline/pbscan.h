@@ -1,0 +1,43 @@
+/*
+ * pbscan.h — validate protobuf bytes against a protobuf-c descriptor without
+ * building anything.
+ *
+ * Receivers check every request before accepting it, but most batches are
+ * forwarded without ever being decoded. The scanner walks the wire format
+ * with the schema, checking exactly what protobuf-c's unpack would reject
+ * (truncation, wrong wire types for known fields, bad varints, nesting too
+ * deep), so a batch that passed the scan always decodes later. A callback
+ * sees every length-delimited field of a known type, before a sub-message is
+ * descended into, which is how callers count spans or check ID lengths in the
+ * same pass.
+ */
+#ifndef SP_PBSCAN_H
+#define SP_PBSCAN_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sp_pbscan_s sp_pbscan_t;
+
+/**
+ * Called for each length-delimited field of a known field (string, bytes,
+ * message) inside message type @p msg. Return 0 to go on, or a negative
+ * code after setting an error with sp_pbscan_fail().
+ */
+typedef int (*sp_pbscan_cb)(sp_pbscan_t *scan, const ProtobufCMessageDescriptor *msg,
+                            const ProtobufCFieldDescriptor *field, const uint8_t *data,
+                            size_t len, void *ctx);
+
+/**
+ * Scans @p buf as a @p desc message. On failure @p err holds
+ * "path: reason" (e.g. "resource_spans[0].scope_spans[1].spans[3]: truncated
+ * field"). Returns 0 or SP_EPROTO (or the callback's code).
+ */
+int sp_pbscan(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+              sp_pbscan_cb cb, void *ctx, char *err, size_t errlen);
+
+/** Sets the scan error to "path.field: <formatted reason>"; returns SP_EPROTO. */
+int sp_pbscan_fail(sp_pbscan_t *scan, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
