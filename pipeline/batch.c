@@ -90,6 +90,18 @@ fail:
   return rc;
 }
 
+sp_traces_t *sp_traces_wrap(uint8_t *buf, size_t len, size_t span_count) {
+  sp_traces_t *self = sp__traces_new();
+  if (self == NULL) {
+    sp_free(buf);
+    return NULL;
+  }
+  self->raw = buf;
+  self->raw_len = len;
+  self->span_count = span_count;
+  return self;
+}
+
 size_t sp_traces_count_spans(const sp_otlp_traces_req_t *req) {
   size_t n = 0;
   for (size_t i = 0; i < req->n_resource_spans; i++) {

@@ -75,6 +75,14 @@ typedef struct sp_traces_s {
 int sp_traces_from_proto(uint8_t *buf, size_t len, bool copy, sp_traces_t **out, char *err,
                          size_t errlen);
 
+/**
+ * Wraps bytes that are already known to be a valid request holding
+ * @p span_count spans (e.g. the concatenation of validated requests, which
+ * protobuf defines as their merge). Takes ownership of @p buf (sp_malloc'd)
+ * even on failure. NULL on OOM.
+ */
+sp_traces_t *sp_traces_wrap(uint8_t *buf, size_t len, size_t span_count);
+
 /** Wraps a decoded request allocated in @p arena (ownership of both passes to the batch). */
 sp_traces_t *sp_traces_from_request(sp_arena_t *arena, sp_otlp_traces_req_t *req);
 

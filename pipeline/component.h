@@ -8,7 +8,9 @@
  * config lives until the instance is destroyed.
  *
  * Instances embed sp_component_t first. Lifecycle (OpenTelemetry Collector
- * rules): `create` allocates and checks things that need no I/O; `start`
+ * rules): `create` (and `attach`) allocate and check things that need no
+ * I/O and open no libuv handle, so an instance that never started can be
+ * destroyed directly; `start`
  * binds sockets and arms timers, never blocks, and may fail (the service then
  * rolls back); `shutdown` is asynchronous, idempotent and safe without
  * `start`: it calls its callback exactly once, from the loop and never from
