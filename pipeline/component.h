@@ -52,12 +52,36 @@ enum {
 typedef struct sp_component_def_s sp_component_def_t;
 typedef struct sp_component_s sp_component_t;
 
+/** Something a component hands over to its successor across a reload. */
+typedef struct sp_stash_s {
+  char *key;                    /* e.g. "spanprofile:spanprofile/x" */
+  void *state;
+  void (*free_state)(void *state); /* called if nobody takes it */
+  struct sp_stash_s *next;
+} sp_stash_t;
+
 /** What the running service offers components. Owned by the service. */
 typedef struct sp_host_s {
   uv_loop_t *loop;
   sp_telemetry_t *telemetry;
   uint64_t drain_deadline; /* uv_now() value by which shutdown must finish draining */
+  /*
+   * True while the graph shuts down for a reload (SIGHUP): a component
+   * holding state worth keeping (the join's window) may put it in the stash
+   * instead of flushing it, and its successor — created right after, for the
+   * new configuration — takes it back. Whatever stays in the stash once the
+   * new graph runs is freed with free_state.
+   */
+  bool reloading;
+  sp_stash_t *stash;
 } sp_host_t;
+
+/** Parks @p state under @p key (copied) for the next graph. 0 or SP_ENOMEM. */
+int sp_host_stash_put(sp_host_t *host, const char *key, void *state, void (*free_state)(void *));
+/** Takes back what was parked under @p key, or NULL. The caller owns it afterwards. */
+void *sp_host_stash_take(sp_host_t *host, const char *key);
+/** Frees everything left in the stash. */
+void sp_host_stash_clear(sp_host_t *host);
 
 typedef void (*sp_done_cb)(void *arg);
 

@@ -4,6 +4,9 @@
  */
 #include "pipeline/component.h"
 
+#include "pipeline/alloc.h"
+#include "pipeline/error.h"
+
 #include <string.h>
 
 extern const sp_component_def_t sp_exporter_debug;
@@ -39,6 +42,44 @@ const sp_component_def_t *sp_registry_find(sp_kind_t kind, const char *type, siz
         return *d;
   }
   return NULL;
+}
+
+int sp_host_stash_put(sp_host_t *host, const char *key, void *state, void (*free_state)(void *)) {
+  sp_stash_t *e = sp_calloc(1, sizeof(*e));
+  if (e == NULL || (e->key = sp_strdup(key)) == NULL) {
+    sp_free(e);
+    return SP_ENOMEM;
+  }
+  e->state = state;
+  e->free_state = free_state;
+  e->next = host->stash;
+  host->stash = e;
+  return 0;
+}
+
+void *sp_host_stash_take(sp_host_t *host, const char *key) {
+  for (sp_stash_t **pp = &host->stash; *pp != NULL; pp = &(*pp)->next) {
+    sp_stash_t *e = *pp;
+    if (strcmp(e->key, key) == 0) {
+      void *state = e->state;
+      *pp = e->next;
+      sp_free(e->key);
+      sp_free(e);
+      return state;
+    }
+  }
+  return NULL;
+}
+
+void sp_host_stash_clear(sp_host_t *host) {
+  while (host->stash != NULL) {
+    sp_stash_t *e = host->stash;
+    host->stash = e->next;
+    if (e->free_state != NULL)
+      e->free_state(e->state);
+    sp_free(e->key);
+    sp_free(e);
+  }
 }
 
 const char *sp_kind_name(sp_kind_t kind) {

@@ -201,6 +201,8 @@ void sp_service_shutdown(sp_service_t *self, sp_done_cb cb, void *arg) {
 
 static void sp__reload_settled(sp_service_t *self) {
   self->state = SP_SVC_RUNNING;
+  /* State nobody took over (the component left the configuration) is freed. */
+  sp_host_stash_clear(&self->host);
   if (self->stop_requested)
     sp__stop_now(self);
 }
@@ -237,6 +239,7 @@ static void sp__fallback_stopped(void *arg) {
 
 static void sp__old_graph_stopped(void *arg) {
   sp_service_t *self = arg;
+  self->host.reloading = false;
   sp_graph_destroy(self->graph);
   self->graph = NULL;
   sp_errors_t errs = {0};
@@ -291,6 +294,7 @@ void sp_service_reload(sp_service_t *self) {
   sp_errors_free(&errs);
   self->next_doc = doc;
   self->state = SP_SVC_RELOADING;
+  self->host.reloading = true;
   uint64_t timeout = sp_graph_settings(self->graph)->shutdown_timeout_ms;
   sp_graph_shutdown(self->graph, timeout, sp__old_graph_stopped, self);
 }
@@ -331,6 +335,7 @@ void sp_service_destroy(sp_service_t *self) {
   if (self == NULL)
     return;
   sp_graph_destroy(self->graph);
+  sp_host_stash_clear(&self->host);
   sp_config_doc_free(self->doc);
   sp_config_doc_free(self->next_doc);
   for (size_t i = 0; i < self->n_paths; i++)
