@@ -227,4 +227,16 @@ const char *sp_strmap_get(const sp_strmap_t *map, const char *key);
 extern const sp_cfg_schema_t sp_tls_server_schema;
 extern const sp_cfg_schema_t sp_tls_client_schema;
 
+/* ---- internal (between config.c and config_schema.c) ---------------------- */
+
+/**
+ * Parses @p text as one YAML value of any kind (flow lists and maps such as
+ * "[a, b]" included), without `${...}` substitution, into nodes allocated in
+ * @p arena; marks name the file "<default>". Empty text gives a null node.
+ * Used to decode STRLIST/STRMAP defaults with the same code as user input.
+ * Returns 0, SP_ECONFIG (errors added to @p errs) or SP_ENOMEM.
+ */
+int sp__config_parse_value(sp_arena_t *arena, const char *text, const sp_node_t **out,
+                           sp_errors_t *errs);
+
 #endif

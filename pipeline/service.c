@@ -230,6 +230,7 @@ static void sp__restore_old(sp_service_t *self) {
 
 static void sp__fallback_stopped(void *arg) {
   sp_service_t *self = arg;
+  self->host.reloading = false;
   sp_graph_destroy(self->graph);
   self->graph = NULL;
   sp_config_doc_free(self->next_doc);
@@ -264,6 +265,8 @@ static void sp__old_graph_stopped(void *arg) {
     sp__restore_old(self);
     return;
   }
+  /* Whatever the new graph took over goes back to the stash for the old one. */
+  self->host.reloading = true;
   sp_graph_shutdown(g, 0, sp__fallback_stopped, self);
 }
 

@@ -5,8 +5,10 @@
  * and hands each complete request message to the loop through a locked list
  * and uv_async_send (the list is drained whole: wake-ups coalesce). Handlers
  * run on the loop thread; sp_grpc_respond() is called on the loop thread and
- * the response is sent by the completion-queue thread. No pipeline state is
- * touched off the loop thread.
+ * hands the response to grpc core there (grpc_call_start_batch never blocks;
+ * grpc core 1.51 has no public way to wake a completion-queue thread, so
+ * queueing it to that thread would cost a poll); the completion-queue thread
+ * reaps the finished call. No pipeline state is touched off the loop thread.
  *
  * grpc core itself decompresses gzip messages and enforces the receive size
  * limit (RESOURCE_EXHAUSTED).
@@ -47,26 +49,54 @@ typedef struct sp_grpc_server_options_s {
   const sp_tls_config_t *tls;   /* NULL or !present: insecure */
   const sp_grpc_method_t *methods; /* copied */
   size_t n_methods;
+  /* How long sp_grpc_server_shutdown() waits for handlers to answer calls in
+   * flight before cancelling them (clients see UNAVAILABLE); 0 = 5 s. */
+  uint64_t shutdown_timeout_ms;
 } sp_grpc_server_options_t;
 
-/** Creates the server (not listening yet). 0, SP_EINVAL, SP_ECONFIG, SP_ENOMEM. */
+/**
+ * Creates the server (not listening yet); the options and methods are copied,
+ * TLS files are read now. Loop thread. 0, SP_EINVAL (bad endpoint, no
+ * methods), SP_ECONFIG (TLS files unreadable or unsupported TLS setting,
+ * logged), SP_ENOMEM. Takes a grpc_init() reference, released by destroy.
+ */
 int sp_grpc_server_create(uv_loop_t *loop, const sp_grpc_server_options_t *opts,
                           sp_grpc_server_t **out);
-/** Binds, starts grpc core and the completion-queue thread. 0, SP_EADDRINUSE, SP_EIO. */
+/**
+ * Binds, starts grpc core and the completion-queue thread. Loop thread; does
+ * not block. 0, SP_EADDRINUSE (the bind failed: address in use or not
+ * available; logged), SP_ESTATE (already started or shut down), SP_ENOMEM,
+ * SP_EIO.
+ */
 int sp_grpc_server_start(sp_grpc_server_t *self);
-/** The bound port after start. */
+/** The bound port after start (0 before). Any thread after start returned. */
 int sp_grpc_server_port(const sp_grpc_server_t *self);
 /**
  * Stops accepting calls, lets calls in flight be answered, joins the
  * completion-queue thread and closes the async handle, then calls @p cb once
  * from the loop (never from inside this call). Idempotent; safe without start.
+ * Calls still unanswered after shutdown_timeout_ms are cancelled; their
+ * handlers must still call sp_grpc_respond() once (then it only frees the
+ * call), which may happen even after sp_grpc_server_destroy(). Loop thread.
  */
 void sp_grpc_server_shutdown(sp_grpc_server_t *self, void (*cb)(void *arg), void *arg);
 /** Frees the server after its shutdown callback ran (or if never started). Accepts NULL. */
 void sp_grpc_server_destroy(sp_grpc_server_t *self);
 
-/** Request metadata lookup (lower-case key, e.g. "x-scope-orgid"); NULL when absent. */
+/**
+ * Request metadata lookup (lower-case key, e.g. "x-scope-orgid"); NULL when
+ * absent. The first value wins when a key repeats; "-bin" values are the
+ * decoded bytes. The string belongs to @p call (valid until sp_grpc_respond).
+ * Loop thread (the first lookup copies the metadata into the call).
+ */
 const char *sp_grpc_call_metadata(const sp_grpc_call_t *call, const char *key);
+
+/**
+ * The peer's address, "ip:port" ("[v6]:port" for IPv6) or grpc's URI for
+ * other transports; "" when unknown. Owned by @p call (valid until
+ * sp_grpc_respond). Loop thread.
+ */
+const char *sp_grpc_call_peer(const sp_grpc_call_t *call);
 
 /**
  * Answers @p call on the loop thread: @p status is a grpc_status_code

@@ -45,7 +45,8 @@ typedef struct sp_http_request_s {
   const uint8_t *body;      /* decoded body (after Content-Encoding); NULL when empty */
   size_t body_len;
   size_t wire_len;          /* body bytes as received, before inflating */
-  int error_status;         /* 0, or 400/408/413/415 when the server rejected it */
+  int error_status;         /* 0, or 400/408/413/415 (503: out of memory) when the
+                               server rejected it; answer it and the connection closes */
   const char *error_message;/* why, when error_status != 0 */
   const char *remote_addr;  /* "ip:port" of the peer */
   void *user;               /* free for the handler's use */
@@ -58,6 +59,26 @@ typedef struct sp_http_request_s {
  */
 typedef void (*sp_http_handler_cb)(sp_http_request_t *req, void *ctx);
 
+/**
+ * Cross-origin (CORS) settings, as the OpenTelemetry Collector's confighttp
+ * `cors` block: browsers may send from any origin matching one of
+ * @p allowed_origins. The server answers preflight requests (OPTIONS with
+ * Origin and Access-Control-Request-Method) itself — they never reach the
+ * handler — and adds Access-Control-Allow-Origin to responses for allowed
+ * origins. Allowed methods are GET, POST and HEAD. Strings are copied by
+ * sp_http_server_create().
+ */
+typedef struct sp_http_cors_s {
+  const char *const *allowed_origins; /* patterns; '*' matches any run of characters,
+                                         e.g. "https://*.example.com" or "*" */
+  size_t n_allowed_origins;
+  const char *const *allowed_headers; /* request headers allowed beyond Accept,
+                                         Accept-Language, Content-Language, Content-Type,
+                                         Origin and X-Requested-With; "*" allows any */
+  size_t n_allowed_headers;
+  int max_age; /* seconds browsers may cache a preflight answer; 0: not sent */
+} sp_http_cors_t;
+
 typedef struct sp_http_server_options_s {
   const char *endpoint;        /* "host:port"; port 0 picks a free one (tests) */
   const char *component;       /* component ID for log lines */
@@ -69,7 +90,24 @@ typedef struct sp_http_server_options_s {
   const sp_tls_config_t *tls;  /* NULL or !present: plaintext */
   sp_http_handler_cb handler;
   void *handler_ctx;
+  size_t max_header_size;      /* request line + header bytes; 0 = 64 KiB; over it: 431 */
+  const sp_http_cors_t *cors;  /* NULL or no allowed origins: no CORS handling */
 } sp_http_server_options_t;
+
+/** Counters for self-telemetry and tests; read on the loop thread. */
+typedef struct sp_http_server_stats_s {
+  uint64_t connections_accepted;
+  uint64_t connections_rejected;  /* closed at once: max_connections reached */
+  uint64_t connections_active;    /* open now */
+  uint64_t requests;              /* handed to the handler, error ones included */
+  uint64_t requests_rejected;     /* handed to the handler with error_status != 0 */
+  uint64_t bad_requests;          /* answered by the server itself (400, 408, 431, 503) */
+  uint64_t timeouts;              /* header, body, idle-write timeouts that ended a request */
+  uint64_t tls_handshake_failures;
+  uint64_t preflights;            /* CORS preflight requests answered */
+  uint64_t bytes_received;        /* bytes read from sockets (ciphertext with TLS) */
+  size_t body_buffer_peak;        /* largest request body buffer ever allocated, in bytes */
+} sp_http_server_stats_t;
 
 /**
  * Creates a server (not yet listening). The options are copied.
@@ -90,11 +128,20 @@ int sp_http_server_port(const sp_http_server_t *self);
  * answered (the handler's responses still go out), then closes everything and
  * calls @p cb once from the loop (never from inside this call). Idempotent;
  * safe without start.
+ *
+ * Requests still being received finish (bounded by the header and body
+ * timeouts) and are answered with `Connection: close`. A call while a
+ * shutdown is in progress is ignored (its @p cb is not called); a call after
+ * one completed calls @p cb again (deferred). The server may be started
+ * again after its shutdown callback ran. @p cb may be NULL.
  */
 void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void *arg);
 
 /** Frees the server after its shutdown callback ran (or if never started). Accepts NULL. */
 void sp_http_server_destroy(sp_http_server_t *self);
+
+/** Copies the server's counters into @p out. */
+void sp_http_server_stats(const sp_http_server_t *self, sp_http_server_stats_t *out);
 
 /** Case-insensitive header lookup; NULL when absent. */
 const char *sp_http_request_header(const sp_http_request_t *req, const char *name);
