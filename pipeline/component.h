@@ -112,6 +112,13 @@ struct sp_component_def_s {
   const char *description;        /* one line for `spanprofd components` */
   const sp_cfg_schema_t *schema;  /* config table; NULL = takes no settings */
   size_t config_size;             /* sizeof the config struct */
+  /*
+   * A small YAML config that makes a working instance for the conformance
+   * test (tests/unit/test_conformance.c) when the defaults alone are not
+   * enough (a required endpoint) or would bind well-known ports: listeners
+   * use 127.0.0.1:0. NULL = the defaults.
+   */
+  const char *example;
 
   /** Allocates an instance (no I/O). 0 or SP_E* with a log line saying why. */
   int (*create)(const sp_create_settings_t *set, const void *config, sp_component_t **out);
