@@ -1,0 +1,116 @@
+/*
+ * compress.h — gzip / deflate decoding with a size limit, and gzip encoding.
+ *
+ * Receivers accept `Content-Encoding: gzip|deflate` and exporters send gzip.
+ * Decoding is where a hostile peer can make us allocate: a few kilobytes of
+ * deflate expand to gigabytes. So every decoder here takes an output limit
+ * that is enforced *while* inflating: the output buffer never grows past
+ * `limit + 1` bytes (plus the buffer's geometric growth step, itself capped
+ * at that size), and the call fails with SP_ETOOBIG as soon as one byte more
+ * than the limit would be produced.
+ *
+ * "deflate" in HTTP means the zlib format (RFC 1950), but many clients send
+ * a raw RFC 1951 stream under that name; both are accepted when decoding.
+ * SP_ENC_AUTO recognises gzip (magic 1f 8b), zlib (a valid CMF/FLG pair) and
+ * otherwise assumes raw deflate. Concatenated gzip members are decoded as one
+ * stream, as gzip(1) does.
+ *
+ * The streaming inflater lets the HTTP server decode a body while it
+ * arrives, so neither the wire bytes nor the inflated bytes are ever held
+ * beyond the limit. All functions are thread-safe on distinct objects (no
+ * global state), so they may run on the libuv thread pool.
+ */
+#ifndef SP_COMPRESS_H
+#define SP_COMPRESS_H
+
+#include "pipeline/buf.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+  SP_ENC_IDENTITY = 0, /* no encoding */
+  SP_ENC_GZIP,         /* RFC 1952, possibly several members */
+  SP_ENC_DEFLATE,      /* HTTP "deflate": zlib (RFC 1950); decoding also accepts raw RFC 1951 */
+  SP_ENC_RAW_DEFLATE,  /* bare RFC 1951 stream */
+  SP_ENC_AUTO,         /* decoding only: detect gzip, zlib or raw deflate from the first bytes */
+} sp_encoding_t;
+
+/**
+ * Parses a Content-Encoding value: "gzip", "x-gzip", "deflate", "identity",
+ * or empty / NULL (identity). Case-insensitive, surrounding blanks ignored.
+ * Returns 0 and sets @p out, or SP_ENOTSUP for anything else (including
+ * lists such as "gzip, br").
+ */
+int sp_encoding_parse(const char *value, sp_encoding_t *out);
+
+/** The HTTP token for @p enc ("gzip", "deflate", "identity"; "auto"/"raw-deflate"). */
+const char *sp_encoding_name(sp_encoding_t enc);
+
+/** True when @p p starts with the gzip magic bytes (1f 8b); needs @p len >= 2. */
+bool sp_is_gzip(const uint8_t *p, size_t len);
+
+/**
+ * Decodes @p len bytes of @p in, encoded as @p enc, appending the result to
+ * @p out. At most @p limit decoded bytes are accepted (0 = no limit; the
+ * buffer's own limit, when set, also applies). The caller owns @p out and
+ * frees it with sp_buf_free() on success and failure alike; on failure its
+ * contents past the original length are unspecified.
+ * Returns 0, SP_ETOOBIG (limit hit: decoding stopped there), SP_EPROTO
+ * (corrupt, truncated or trailing garbage), SP_EINVAL or SP_ENOMEM.
+ */
+int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_buf_t *out);
+
+/**
+ * Compresses @p len bytes as one gzip member at @p level (-1 = zlib default,
+ * 0..9), appending to @p out (owned by the caller).
+ * Returns 0, SP_EINVAL (bad level) or SP_ENOMEM / SP_ETOOBIG (buffer limit).
+ */
+int sp_gzip_compress(const void *in, size_t len, int level, sp_buf_t *out);
+
+/**
+ * Like sp_gzip_compress() for any encoding: SP_ENC_GZIP, SP_ENC_DEFLATE
+ * (zlib), SP_ENC_RAW_DEFLATE or SP_ENC_IDENTITY (a copy). SP_EINVAL for
+ * SP_ENC_AUTO.
+ */
+int sp_compress(const void *in, size_t len, sp_encoding_t enc, int level, sp_buf_t *out);
+
+/*
+ * Streaming decoder: create once, then for each body reset → feed* → finish.
+ * The zlib state (about 40 KiB) is allocated on the first feed and kept
+ * across resets, so a keep-alive connection pays for it once.
+ */
+typedef struct sp_inflater_s sp_inflater_t;
+
+/**
+ * Creates an inflater for @p enc with a limit of @p limit decoded bytes
+ * (0 = none). Returns 0 and sets @p out, SP_EINVAL or SP_ENOMEM. Free with
+ * sp_inflater_destroy().
+ */
+int sp_inflater_create(sp_encoding_t enc, size_t limit, sp_inflater_t **out);
+
+/** Prepares for a new stream with encoding @p enc and @p limit; keeps zlib memory. */
+void sp_inflater_reset(sp_inflater_t *self, sp_encoding_t enc, size_t limit);
+
+/**
+ * Decodes the next @p len bytes of the stream, appending output to @p out.
+ * Returns 0, SP_ETOOBIG, SP_EPROTO or SP_ENOMEM; after an error the
+ * inflater stays failed (every later call returns the same code) until reset.
+ */
+int sp_inflater_feed(sp_inflater_t *self, const void *in, size_t len, sp_buf_t *out);
+
+/**
+ * Ends the stream: flushes remaining output to @p out and checks that the
+ * stream was complete. Returns 0, SP_EPROTO (truncated), or a stored error.
+ * An empty stream (no byte fed) decodes to nothing and succeeds.
+ */
+int sp_inflater_finish(sp_inflater_t *self, sp_buf_t *out);
+
+/** Decoded bytes produced since the last reset. */
+size_t sp_inflater_total_out(const sp_inflater_t *self);
+
+/** Frees the inflater; accepts NULL. */
+void sp_inflater_destroy(sp_inflater_t *self);
+
+#endif
