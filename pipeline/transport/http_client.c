@@ -206,16 +206,20 @@ static void active_link(sp_http_client_t *self, xfer_t *x) {
 }
 
 static void active_unlink(sp_http_client_t *self, xfer_t *x) {
-  if (x->prev) x->prev->next = x->next;
-  else self->active = x->next;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    self->active = x->next;
   if (x->next) x->next->prev = x->prev;
   x->prev = x->next = NULL;
 }
 
 static void defer_push(sp_http_client_t *self, xfer_t *x) {
   x->prev = x->next = NULL;
-  if (self->deferred_tail) self->deferred_tail->next = x;
-  else self->deferred_head = x;
+  if (self->deferred_tail)
+    self->deferred_tail->next = x;
+  else
+    self->deferred_head = x;
   self->deferred_tail = x;
   uv_timer_start(&self->defer, on_defer, 0, 0);
 }
@@ -241,8 +245,8 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
   if (x->body.len == 0) {
     /* Size the buffer once when the length is announced. */
     curl_off_t cl = -1;
-    if (curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
-        cl > 0 && (uint64_t)cl <= x->max_body)
+    if (curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK && cl > 0 &&
+        (uint64_t)cl <= x->max_body)
       (void)sp_buf_reserve(&x->body, (size_t)cl);
   }
   if (sp_buf_append(&x->body, p, n) != 0) {
@@ -265,9 +269,9 @@ static void xfer_free(xfer_t *x) {
 static int xfer_static_options(sp_http_client_t *self, xfer_t *x) {
   CURL *e = x->easy;
   CURLcode rc = CURLE_OK;
-#define SET(opt, val)                                                          \
-  do {                                                                         \
-    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                    \
+#define SET(opt, val)                                                                              \
+  do {                                                                                             \
+    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                                        \
   } while (0)
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_PRIVATE, (void *)x);
@@ -452,8 +456,10 @@ static void on_sock_closed(uv_handle_t *h) {
 }
 
 static void sock_close(sp_http_client_t *self, sock_t *s) {
-  if (s->prev) s->prev->next = s->next;
-  else self->socks = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    self->socks = s->next;
   if (s->next) s->next->prev = s->prev;
   /* uv_close stops watching the descriptor at once, before curl closes it. */
   uv_close((uv_handle_t *)&s->poll, on_sock_closed);
@@ -478,6 +484,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
   sp_http_client_t *self = userp;
   sock_t *s = socketp;
+  int rc;
   if (what == CURL_POLL_REMOVE) {
     if (s) {
       curl_multi_assign(self->multi, fd, NULL);
@@ -489,7 +496,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     if (self->torn_down) return 0;
     s = sp_calloc(1, sizeof *s);
     if (!s) return -1; /* curl fails the transfer */
-    int rc = uv_poll_init_socket(self->loop, &s->poll, fd);
+    rc = uv_poll_init_socket(self->loop, &s->poll, fd);
     if (rc != 0) {
       sp_log_error(self->component, "cannot watch socket %d: %s", (int)fd, uv_strerror(rc));
       sp_free(s);
@@ -507,7 +514,11 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  uv_poll_start(&s->poll, events, on_poll);
+  rc = uv_poll_start(&s->poll, events, on_poll);
+  if (rc != 0) {
+    sp_log_error(self->component, "cannot watch socket %d: %s", (int)fd, uv_strerror(rc));
+    return -1;
+  }
   return 0;
 }
 
@@ -523,8 +534,10 @@ static void on_timer(uv_timer_t *t) {
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
   sp_http_client_t *self = userp;
   if (self->torn_down) return 0;
-  if (timeout_ms < 0) uv_timer_stop(&self->timer);
-  else uv_timer_start(&self->timer, on_timer, (uint64_t)timeout_ms, 0);
+  if (timeout_ms < 0)
+    uv_timer_stop(&self->timer);
+  else
+    uv_timer_start(&self->timer, on_timer, (uint64_t)timeout_ms, 0);
   return 0;
 }
 
@@ -539,7 +552,8 @@ static void teardown(sp_http_client_t *self) {
     curl_multi_remove_handle(self->multi, x->easy);
     xfer_fail(self, x, SP_ECANCELED, k_canceled_msg);
   }
-  while ((x = defer_pop(self))) xfer_fail(self, x, SP_ECANCELED, k_canceled_msg);
+  while ((x = defer_pop(self)))
+    xfer_fail(self, x, SP_ECANCELED, k_canceled_msg);
   while ((x = self->pool)) {
     self->pool = x->next;
     xfer_free(x);
@@ -550,7 +564,8 @@ static void teardown(sp_http_client_t *self) {
   self->multi = NULL;
   curl_share_cleanup(self->share);
   self->share = NULL;
-  while (self->socks) sock_close(self, self->socks);
+  while (self->socks)
+    sock_close(self, self->socks);
   uv_close((uv_handle_t *)&self->timer, on_handle_closed);
   uv_close((uv_handle_t *)&self->defer, on_handle_closed);
 }
@@ -616,7 +631,8 @@ static int build_headers(sp_http_client_t *self, xfer_t *x, const sp_http_client
       memcpy(p, host_line, strlen(host_line) + 1);
     }
   }
-  for (size_t i = 0; i < k; i++) nodes[i].next = i + 1 < k ? &nodes[i + 1] : NULL;
+  for (size_t i = 0; i < k; i++)
+    nodes[i].next = i + 1 < k ? &nodes[i + 1] : NULL;
   x->hdr_block = nodes;
   *out = k ? nodes : NULL;
   return 0;
@@ -701,12 +717,12 @@ static int xfer_setup(sp_http_client_t *self, xfer_t *x, const sp_http_client_re
                                         : (size_t)SP_HTTP_CLIENT_DEFAULT_MAX_RESPONSE;
   uint64_t timeout = req->timeout_ms ? req->timeout_ms : SP_HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
   if (timeout > LONG_MAX) timeout = LONG_MAX;
-  long connect_timeout = self->connect_timeout_ms < (long)timeout ? self->connect_timeout_ms
-                                                                  : (long)timeout;
+  long connect_timeout =
+      self->connect_timeout_ms < (long)timeout ? self->connect_timeout_ms : (long)timeout;
   CURLcode cc = CURLE_OK;
-#define SET(opt, val)                                                          \
-  do {                                                                         \
-    if (cc == CURLE_OK) cc = curl_easy_setopt(e, opt, val);                    \
+#define SET(opt, val)                                                                              \
+  do {                                                                                             \
+    if (cc == CURLE_OK) cc = curl_easy_setopt(e, opt, val);                                        \
   } while (0)
   SET(CURLOPT_URL, url_override ? url_override : req->url);
   SET(CURLOPT_CONNECT_TO, x->connect_to);
@@ -718,8 +734,8 @@ static int xfer_setup(sp_http_client_t *self, xfer_t *x, const sp_http_client_re
    * custom verb over either. The body is borrowed (POSTFIELDS, not COPY). */
   SET(CURLOPT_NOBODY, 0L);
   bool is_get = strcmp(method, "GET") == 0, is_head = strcmp(method, "HEAD") == 0;
-  if (has_body || !(is_get || is_head || strcmp(method, "DELETE") == 0 ||
-                    strcmp(method, "OPTIONS") == 0)) {
+  if (has_body ||
+      !(is_get || is_head || strcmp(method, "DELETE") == 0 || strcmp(method, "OPTIONS") == 0)) {
     SET(CURLOPT_POST, 1L);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     SET(CURLOPT_POSTFIELDS, req->body ? req->body : (const void *)"");
@@ -825,27 +841,35 @@ static int copy_tls(sp_http_client_t *self, const sp_tls_config_t *tls) {
   return 0;
 }
 
-/* Formats the default headers: the caller's, then "Expect:" (curl would
- * otherwise wait up to a second for "100 Continue" before sending a large
- * body) unless the caller set Expect itself. */
+/* Formats the default headers: the caller's, then two suppressions unless
+ * the caller set those headers itself — "Expect:" (curl would otherwise
+ * wait for "100 Continue" before sending a large body, a round trip per
+ * request) and "Content-Type:" (curl would otherwise label every POST body
+ * application/x-www-form-urlencoded). */
 static int copy_headers(sp_http_client_t *self, const sp_http_client_options_t *opts) {
+  static const char *const suppressed[] = {"Expect", "Content-Type"};
   size_t n = opts->n_headers;
-  bool has_expect = false;
+  bool have[2] = {false, false};
   for (size_t i = 0; i < n; i++) {
     const sp_http_header_t *h = &opts->headers[i];
     if (!header_name_ok(h->name) || !header_value_ok(h->value)) {
       sp_log_error(self->component, "invalid header %s", header_name_ok(h->name) ? h->name : "");
       return SP_ECONFIG;
     }
-    if (strcasecmp(h->name, "Expect") == 0) has_expect = true;
+    for (size_t j = 0; j < 2; j++)
+      if (strcasecmp(h->name, suppressed[j]) == 0) have[j] = true;
   }
-  size_t total = n + (has_expect ? 0 : 1);
+  const char *extra[2];
+  size_t n_extra = 0;
+  for (size_t j = 0; j < 2; j++)
+    if (!have[j]) extra[n_extra++] = suppressed[j];
+  size_t total = n + n_extra;
   self->base_names = sp_calloc(total, sizeof(char *));
   self->base_lines = sp_calloc(total, sizeof(char *));
   self->base_list = sp_calloc(total, sizeof(struct curl_slist));
   if (!self->base_names || !self->base_lines || !self->base_list) return SP_ENOMEM;
   for (size_t i = 0; i < total; i++) {
-    const char *name = i < n ? opts->headers[i].name : "Expect";
+    const char *name = i < n ? opts->headers[i].name : extra[i - n];
     const char *value = i < n ? opts->headers[i].value : NULL;
     self->base_names[i] = sp_strdup(name);
     self->base_lines[i] = sp_malloc(header_line_len(name, value) + 1);
@@ -897,8 +921,8 @@ int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
   if (!self) goto fail;
   self->loop = loop;
   self->component = sp_strdup(opts->component ? opts->component : "http_client");
-  self->user_agent = opts->user_agent ? sp_strdup(opts->user_agent)
-                                      : sp_sprintf("spanprofd/%s", SP_VERSION);
+  self->user_agent =
+      opts->user_agent ? sp_strdup(opts->user_agent) : sp_sprintf("spanprofd/%s", SP_VERSION);
   if (!self->component || !self->user_agent) goto fail;
   rc = SP_ECONFIG;
   if (!header_value_ok(self->user_agent)) goto fail;
@@ -925,9 +949,9 @@ int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
   if (curl_share_setopt(self->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
     goto fail;
   CURLMcode mc = CURLM_OK;
-#define MSET(opt, val)                                                         \
-  do {                                                                         \
-    if (mc == CURLM_OK) mc = curl_multi_setopt(self->multi, opt, val);         \
+#define MSET(opt, val)                                                                             \
+  do {                                                                                             \
+    if (mc == CURLM_OK) mc = curl_multi_setopt(self->multi, opt, val);                             \
   } while (0)
   MSET(CURLMOPT_SOCKETFUNCTION, on_curl_socket);
   MSET(CURLMOPT_SOCKETDATA, (void *)self);
@@ -1026,9 +1050,8 @@ static bool parse_http_date(const char *s, time_t now, time_t *out) {
     /* rfc850-date: Sunday, 06-Nov-94 08:49:37 GMT */
     int yy;
     if (!take_lit(&p, ", ") || !take_digits(&p, 2, &tm.tm_mday) || !take_lit(&p, "-") ||
-        (mon = take_name(&p, k_months, 12)) < 0 || !take_lit(&p, "-") ||
-        !take_digits(&p, 2, &yy) || !take_lit(&p, " ") || !take_time(&p, &tm) ||
-        !take_lit(&p, " GMT"))
+        (mon = take_name(&p, k_months, 12)) < 0 || !take_lit(&p, "-") || !take_digits(&p, 2, &yy) ||
+        !take_lit(&p, " ") || !take_time(&p, &tm) || !take_lit(&p, " GMT"))
       return false;
     /* A two-digit year more than 50 years ahead means the past century. */
     struct tm nowtm;
@@ -1066,7 +1089,8 @@ static bool parse_http_date(const char *s, time_t now, time_t *out) {
   } else {
     return false;
   }
-  while (*p == ' ' || *p == '\t') p++;
+  while (*p == ' ' || *p == '\t')
+    p++;
   if (*p) return false;
   tm.tm_mon = mon;
   if (!tm_valid(&tm)) return false;
@@ -1082,16 +1106,20 @@ int sp_http_parse_retry_after(const char *value, time_t now, uint64_t *out_ms) {
   *out_ms = 0;
   if (!value) return SP_EINVAL;
   const char *p = value;
-  while (*p == ' ' || *p == '\t') p++;
+  while (*p == ' ' || *p == '\t')
+    p++;
   if (isdigit((unsigned char)*p)) {
     uint64_t secs = 0;
     bool saturated = false;
     for (; isdigit((unsigned char)*p); p++) {
       unsigned d = (unsigned)(*p - '0');
-      if (secs > (UINT64_MAX - d) / 10) saturated = true;
-      else secs = secs * 10 + d;
+      if (secs > (UINT64_MAX - d) / 10)
+        saturated = true;
+      else
+        secs = secs * 10 + d;
     }
-    while (*p == ' ' || *p == '\t') p++;
+    while (*p == ' ' || *p == '\t')
+      p++;
     if (*p) return SP_EINVAL;
     *out_ms = saturated || secs > UINT64_MAX / 1000 ? UINT64_MAX : secs * 1000;
     return 0;

@@ -12,6 +12,10 @@
  * connection). Each request runs on a pooled curl easy handle, so the steady
  * state costs no handle set-up, no new connection and no TLS handshake.
  *
+ * Like the OpenTelemetry Collector's HTTP clients, it honours the usual
+ * proxy variables (https_proxy, http_proxy, no_proxy) of the environment.
+ * Redirects are not followed.
+ *
  * Every request ends in exactly one callback on the loop thread, never from
  * inside sp_http_client_request(). An HTTP status, whatever it is, is a
  * success at this level (err == 0); the caller decides what 429 or 503

@@ -21,6 +21,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/buf.h"
 #include "pipeline/error.h"
+#include "pipeline/log.h"
 #include "pipeline/transport/http_client.h"
 
 #include <openssl/err.h>
@@ -128,7 +129,8 @@ static void certs_free(void) {
   if (!g_certs_ready) return;
   certs_t *c = &g_certs;
   const char *files[] = {c->ca_pem, c->srv_pem, c->srv_key, c->cli_pem, c->cli_key};
-  for (size_t i = 0; i < 5; i++) unlink(files[i]);
+  for (size_t i = 0; i < 5; i++)
+    unlink(files[i]);
   rmdir(c->dir);
   X509_free(c->ca);
   X509_free(c->srv);
@@ -152,6 +154,7 @@ typedef struct reply_s {
   const char *body;
   size_t body_len;
   uint64_t delay_ms;
+  bool close_after; /* close the connection silently once answered */
 } reply_t;
 
 typedef struct srv_s srv_t;
@@ -207,8 +210,10 @@ static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = true;
   srv_t *s = c->srv;
-  if (c->prev) c->prev->next = c->next;
-  else s->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->closing++;
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -246,7 +251,8 @@ static void raw_write(conn_t *c, const void *p, size_t n) {
 static void tls_flush(conn_t *c) {
   char tmp[16384];
   int n;
-  while ((n = BIO_read(c->wbio, tmp, sizeof tmp)) > 0) raw_write(c, tmp, (size_t)n);
+  while ((n = BIO_read(c->wbio, tmp, sizeof tmp)) > 0)
+    raw_write(c, tmp, (size_t)n);
 }
 
 static void conn_send(conn_t *c, const void *p, size_t n) {
@@ -278,7 +284,7 @@ static void send_reply(conn_t *c, const reply_t *r) {
   n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
   conn_send(c, head, (size_t)n);
   if (r->body_len) conn_send(c, r->body, r->body_len);
-  if (r->mode == REPLY_UNTIL_CLOSE) conn_close_soon(c);
+  if (r->mode == REPLY_UNTIL_CLOSE || r->close_after) conn_close_soon(c);
 }
 
 static void on_delay(uv_timer_t *t) {
@@ -292,7 +298,8 @@ static bool head_value(const char *head, const char *name, char *out, size_t cap
   for (const char *p = head; p && *p; p = strstr(p, "\r\n"), p = p ? p + 2 : NULL) {
     if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
       const char *v = p + nl + 1;
-      while (*v == ' ') v++;
+      while (*v == ' ')
+        v++;
       const char *e = strstr(v, "\r\n");
       size_t len = e ? (size_t)(e - v) : strlen(v);
       if (len >= cap) len = cap - 1;
@@ -350,7 +357,8 @@ static void conn_in_append(conn_t *c, const void *p, size_t n) {
    * allocation-failure injection only hits the client. */
   if (c->in.len + n > c->in.cap) {
     size_t cap = c->in.cap ? c->in.cap : 4096;
-    while (cap < c->in.len + n) cap *= 2;
+    while (cap < c->in.len + n)
+      cap *= 2;
     c->in.data = realloc(c->in.data, cap);
     assert_non_null(c->in.data);
     c->in.cap = cap;
@@ -378,7 +386,8 @@ static void conn_tls_input(conn_t *c, const char *p, size_t n) {
   }
   char tmp[16384];
   int r;
-  while ((r = SSL_read(c->ssl, tmp, sizeof tmp)) > 0) conn_in_append(c, tmp, (size_t)r);
+  while ((r = SSL_read(c->ssl, tmp, sizeof tmp)) > 0)
+    conn_in_append(c, tmp, (size_t)r);
   int e = SSL_get_error(c->ssl, r);
   tls_flush(c);
   if (e != SSL_ERROR_WANT_READ) {
@@ -466,7 +475,8 @@ static void on_listener_closed(uv_handle_t *h) {
 }
 
 static void srv_stop(srv_t *s) {
-  while (s->conns) conn_close(s->conns);
+  while (s->conns)
+    conn_close(s->conns);
   s->closing++;
   uv_close((uv_handle_t *)&s->listener, on_listener_closed);
 }
@@ -510,7 +520,8 @@ static void on_guard(uv_timer_t *t) {}
 static bool run_until(env_t *env, const int *counter, int target, uint64_t timeout_ms) {
   uint64_t deadline = uv_hrtime() + timeout_ms * 1000000u;
   uv_timer_start(&env->guard, on_guard, 10, 10);
-  while (*counter < target && uv_hrtime() < deadline) uv_run(&env->loop, UV_RUN_ONCE);
+  while (*counter < target && uv_hrtime() < deadline)
+    uv_run(&env->loop, UV_RUN_ONCE);
   uv_timer_stop(&env->guard);
   return *counter >= target;
 }
@@ -533,7 +544,8 @@ static void client_close(env_t *env) {
   sp_http_client_shutdown(env->client, on_shut, env);
   uint64_t deadline = uv_hrtime() + 5000000000u;
   uv_timer_start(&env->guard, on_guard, 10, 10);
-  while (!env->shut && uv_hrtime() < deadline) uv_run(&env->loop, UV_RUN_ONCE);
+  while (!env->shut && uv_hrtime() < deadline)
+    uv_run(&env->loop, UV_RUN_ONCE);
   uv_timer_stop(&env->guard);
   int shut = env->shut;
   assert_true(shut);
@@ -675,10 +687,11 @@ static void test_post_body_and_headers(void **state) {
                                  .headers = "X-Reply: yes\r\nContent-Type: text/plain\r\n",
                                  .body = "ok-body",
                                  .body_len = 7});
-  /* 200 KB: large enough that curl would otherwise ask for 100-continue. */
-  size_t n = 200 * 1024;
+  /* 1.5 MB: large enough that curl would otherwise ask for 100-continue. */
+  size_t n = 1536 * 1024;
   uint8_t *body = malloc(n);
-  for (size_t i = 0; i < n; i++) body[i] = (uint8_t)(i * 31 + 7);
+  for (size_t i = 0; i < n; i++)
+    body[i] = (uint8_t)(i * 31 + 7);
   sp_http_header_t hdrs[] = {{"Content-Type", "application/x-protobuf"},
                              {"X-Custom", "hello world"},
                              {"x-default", "mine"}};
@@ -745,6 +758,8 @@ static void test_get_and_methods(void **state) {
   assert_int_equal(res.status, 200);
   assert_string_equal(env->srv->method, "PUT");
   assert_int_equal(env->srv->body.len, 3);
+  char v[64];
+  assert_false(head_value(env->srv->head, "content-type", v, sizeof v)); /* no form label */
   free(res.body);
   req = (sp_http_client_request_t){.url = req.url, .method = "DELETE"};
   roundtrip(env, &req, &res);
@@ -771,9 +786,8 @@ static void test_retry_after_statuses(void **state) {
   srv_script(env->srv, (reply_t){.status = 429, .headers = date_hdr});
   srv_script(env->srv, (reply_t){.status = 429, .body = "slow down", .body_len = 9});
   srv_script(env->srv, (reply_t){.status = 503, .headers = "Retry-After: whenever\r\n"});
-  sp_http_client_request_t req = {.url = url_of(env->srv, "http", "127.0.0.1", "/"),
-                                  .body = "x",
-                                  .body_len = 1};
+  sp_http_client_request_t req = {
+      .url = url_of(env->srv, "http", "127.0.0.1", "/"), .body = "x", .body_len = 1};
   res_t res;
   roundtrip(env, &req, &res);
   assert_int_equal(res.err, 0);
@@ -847,8 +861,9 @@ static void test_too_big(void **state) {
   memset(big, 'z', sizeof big);
   /* Announced by Content-Length, then delimited by the connection closing. */
   srv_script(env->srv, (reply_t){.status = 200, .body = big, .body_len = sizeof big});
-  srv_script(env->srv,
-             (reply_t){.mode = REPLY_UNTIL_CLOSE, .status = 200, .body = big, .body_len = sizeof big});
+  srv_script(
+      env->srv,
+      (reply_t){.mode = REPLY_UNTIL_CLOSE, .status = 200, .body = big, .body_len = sizeof big});
   srv_script(env->srv, (reply_t){.status = 200, .body = big, .body_len = 1000});
   sp_http_client_request_t req = {.url = url_of(env->srv, "http", "127.0.0.1", "/"),
                                   .max_response_bytes = 1000};
@@ -873,9 +888,8 @@ static void test_concurrent(void **state) {
   enum { N = 100 };
   static res_t res[N];
   int done = 0;
-  sp_http_client_request_t req = {.url = url_of(env->srv, "http", "127.0.0.1", "/v1/traces"),
-                                  .body = "payload",
-                                  .body_len = 7};
+  sp_http_client_request_t req = {
+      .url = url_of(env->srv, "http", "127.0.0.1", "/v1/traces"), .body = "payload", .body_len = 7};
   for (int i = 0; i < N; i++) {
     memset(&res[i], 0, sizeof res[i]);
     res[i].done = &done;
@@ -891,6 +905,34 @@ static void test_concurrent(void **state) {
   assert_int_equal(sp_http_client_pending(env->client), 0);
   assert_int_equal(env->srv->requests, N);
   assert_true(env->srv->accepted >= 1 && env->srv->accepted <= 8);
+}
+
+static void test_server_closes(void **state) {
+  env_t *env = *state;
+  env->srv = srv_start(&env->loop, NULL);
+  client_new(env, NULL);
+  srv_script(env->srv, (reply_t){.mode = REPLY_CLOSE});
+  srv_script(env->srv, (reply_t){.status = 200, .body = "one", .body_len = 3, .close_after = true});
+  srv_script(env->srv, (reply_t){.status = 200, .body = "two", .body_len = 3});
+  sp_http_client_request_t req = {
+      .url = url_of(env->srv, "http", "127.0.0.1", "/"), .body = "b", .body_len = 1};
+  res_t res;
+  /* Closed without an answer on a fresh connection: a transport error. */
+  roundtrip(env, &req, &res);
+  assert_int_equal(res.err, SP_EIO);
+  assert_int_equal(res.status, 0);
+  assert_true(strlen(res.error) > 0);
+  /* An idle keep-alive connection the server dropped is not reused. */
+  roundtrip(env, &req, &res);
+  assert_int_equal(res.err, 0);
+  assert_string_equal(res.body, "one");
+  free(res.body);
+  int closed_before = env->srv->accepted;
+  roundtrip(env, &req, &res);
+  assert_int_equal(res.err, 0);
+  assert_string_equal(res.body, "two");
+  free(res.body);
+  assert_int_equal(env->srv->accepted, closed_before + 1);
 }
 
 /* Chains sequential requests: each callback starts the next one. */
@@ -914,10 +956,10 @@ static void test_keep_alive(void **state) {
   env_t *env = *state;
   env->srv = srv_start(&env->loop, NULL);
   client_new(env, NULL);
-  chain_t ch = {.env = env,
-                .req = {.url = url_of(env->srv, "http", "127.0.0.1", "/"), .body = "a",
-                        .body_len = 1},
-                .left = 5};
+  chain_t ch = {
+      .env = env,
+      .req = {.url = url_of(env->srv, "http", "127.0.0.1", "/"), .body = "a", .body_len = 1},
+      .left = 5};
   assert_int_equal(sp_http_client_request(env->client, &ch.req, on_chain, &ch), 0);
   assert_true(run_until(env, &ch.done, 5, 5000));
   assert_int_equal(ch.failures, 0);
@@ -929,9 +971,7 @@ static void test_no_keep_alive(void **state) {
   env_t *env = *state;
   env->srv = srv_start(&env->loop, NULL);
   client_new(env, &(sp_http_client_options_t){.disable_keep_alive = true});
-  chain_t ch = {.env = env,
-                .req = {.url = url_of(env->srv, "http", "127.0.0.1", "/")},
-                .left = 3};
+  chain_t ch = {.env = env, .req = {.url = url_of(env->srv, "http", "127.0.0.1", "/")}, .left = 3};
   assert_int_equal(sp_http_client_request(env->client, &ch.req, on_chain, &ch), 0);
   assert_true(run_until(env, &ch.done, 3, 5000));
   assert_int_equal(ch.failures, 0);
@@ -953,9 +993,8 @@ static void test_shutdown_in_flight(void **state) {
   enum { N = 5 };
   res_t res[N];
   int done = 0;
-  sp_http_client_request_t req = {.url = url_of(env->srv, "http", "127.0.0.1", "/"),
-                                  .body = "a",
-                                  .body_len = 1};
+  sp_http_client_request_t req = {
+      .url = url_of(env->srv, "http", "127.0.0.1", "/"), .body = "a", .body_len = 1};
   for (int i = 0; i < N; i++) {
     memset(&res[i], 0, sizeof res[i]);
     res[i].done = &done;
@@ -975,7 +1014,8 @@ static void test_shutdown_in_flight(void **state) {
   int shut_flag = 0;
   uv_timer_start(&env->guard, on_guard, 10, 10);
   uint64_t deadline = uv_hrtime() + 5000000000u;
-  while (!env->shut && uv_hrtime() < deadline) uv_run(&env->loop, UV_RUN_ONCE);
+  while (!env->shut && uv_hrtime() < deadline)
+    uv_run(&env->loop, UV_RUN_ONCE);
   uv_timer_stop(&env->guard);
   shut_flag = env->shut;
   assert_true(shut_flag);
@@ -1060,6 +1100,14 @@ static void test_tls(void **state) {
   free(res.body);
   client_close(env);
 
+  /* HTTP/2 offered through ALPN falls back to HTTP/1.1 with this server. */
+  client_new(env, &(sp_http_client_options_t){.tls = &skip, .http2 = true});
+  roundtrip(env, &req, &res);
+  assert_int_equal(res.err, 0);
+  assert_int_equal(res.status, 200);
+  free(res.body);
+  client_close(env);
+
   /* insecure allows plaintext next to https. */
   sp_tls_config_t insecure = {.present = true, .insecure = true, .ca_file = g_certs.ca_pem};
   client_new(env, &(sp_http_client_options_t){.tls = &insecure});
@@ -1099,7 +1147,8 @@ static void test_mtls(void **state) {
 static void test_bad_input(void **state) {
   env_t *env = *state;
   sp_http_client_t *c = NULL;
-  /* Configuration errors at create time. */
+  /* Configuration errors at create time (each logs a line; keep them quiet). */
+  sp_log_set_level(SP_LOG_OFF);
   sp_tls_config_t tls = {.present = true, .ca_file = "/nonexistent/ca.pem"};
   assert_int_equal(sp_http_client_create(&env->loop, &(sp_http_client_options_t){.tls = &tls}, &c),
                    SP_ECONFIG);
@@ -1110,11 +1159,11 @@ static void test_bad_input(void **state) {
   assert_int_equal(sp_http_client_create(&env->loop, &(sp_http_client_options_t){.tls = &tls}, &c),
                    SP_ECONFIG);
   sp_http_header_t bad_hdr[] = {{"X-Bad", "a\r\nInjected: 1"}};
-  assert_int_equal(sp_http_client_create(&env->loop,
-                                         &(sp_http_client_options_t){.headers = bad_hdr,
-                                                                     .n_headers = 1},
-                                         &c),
-                   SP_ECONFIG);
+  assert_int_equal(
+      sp_http_client_create(&env->loop,
+                            &(sp_http_client_options_t){.headers = bad_hdr, .n_headers = 1}, &c),
+      SP_ECONFIG);
+  sp_log_set_level(SP_LOG_INFO);
   assert_null(c);
   assert_int_equal(sp_http_client_create(NULL, NULL, &c), SP_EINVAL);
 
@@ -1155,9 +1204,8 @@ static void test_bad_input(void **state) {
   assert_int_equal(rc, SP_ENOMEM);
   /* A later allocation failing (the header block) comes through the callback. */
   sp_http_header_t ok_hdr[] = {{"X-A", "b"}};
-  req = (sp_http_client_request_t){.url = url_of(env->srv, "http", "127.0.0.1", "/"),
-                                   .headers = ok_hdr,
-                                   .n_headers = 1};
+  req = (sp_http_client_request_t){
+      .url = url_of(env->srv, "http", "127.0.0.1", "/"), .headers = ok_hdr, .n_headers = 1};
   sp_alloc_set_fail_after(1);
   rc = sp_http_client_request(env->client, &req, on_result, &res);
   sp_alloc_set_fail_after(-1);
@@ -1179,6 +1227,10 @@ static int group_teardown(void **state) {
 }
 
 int main(void) {
+  /* The client honours proxy variables; the tests talk to 127.0.0.1 directly. */
+  const char *proxies[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+  for (size_t i = 0; i < sizeof proxies / sizeof *proxies; i++)
+    unsetenv(proxies[i]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_retry_after),
       cmocka_unit_test_setup_teardown(test_post_body_and_headers, setup, teardown),
@@ -1188,6 +1240,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_server_closes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_keep_alive, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shutdown_in_flight, setup, teardown),
