@@ -6,8 +6,8 @@
  * (headers up to the blank line, then Content-Length bytes of body), records
  * it, and answers with the next scripted response: status, headers, body,
  * optionally after a delay, or hangs, or closes without answering. With an
- * SSL_CTX it speaks TLS through OpenSSL memory BIOs. The CA, server and
- * client certificates are generated per run with the OpenSSL 3 API.
+ * SSL_CTX it speaks TLS through OpenSSL memory BIOs, with certificates from
+ * tests/support/testcerts generated per run.
  *
  * Every test runs its own loop until a condition holds or a deadline passes,
  * and ends with uv_loop_close() == 0 (no leaked handle).
@@ -24,11 +24,10 @@
 #include "pipeline/log.h"
 #include "pipeline/transport/http_client.h"
 
+#include "support/testcerts.h"
+
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,105 +38,22 @@
 #include <uv.h>
 
 /* ------------------------------------------------------------------------ */
-/* certificates                                                               */
+/* certificates (tests/support/testcerts: CA, server for localhost/127.0.0.1,  */
+/* client, and a client signed by an untrusted CA)                            */
 /* ------------------------------------------------------------------------ */
 
-typedef struct certs_s {
-  char dir[64];
-  char ca_pem[96], srv_pem[96], srv_key[96], cli_pem[96], cli_key[96];
-  EVP_PKEY *ca_key, *srv_key_obj, *cli_key_obj;
-  X509 *ca, *srv, *cli;
-} certs_t;
-
-static certs_t g_certs;
+static sp_testcerts_t g_certs;
 static bool g_certs_ready;
-
-static void add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value) {
-  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
-  assert_non_null(ext);
-  assert_int_equal(X509_add_ext(x, ext, -1), 1);
-  X509_EXTENSION_free(ext);
-}
-
-enum { CERT_CA, CERT_SERVER, CERT_CLIENT };
-
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                       int kind) {
-  static long serial = 1;
-  X509 *x = X509_new();
-  assert_non_null(x);
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-  X509_set_pubkey(x, key);
-  X509_NAME *name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-  add_ext(x, &ctx, NID_basic_constraints, kind == CERT_CA ? "critical,CA:TRUE" : "CA:FALSE");
-  add_ext(x, &ctx, NID_key_usage,
-          kind == CERT_CA ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
-  add_ext(x, &ctx, NID_subject_key_identifier, "hash");
-  if (issuer) add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always");
-  if (kind == CERT_SERVER) {
-    add_ext(x, &ctx, NID_ext_key_usage, "serverAuth");
-    add_ext(x, &ctx, NID_subject_alt_name, "DNS:localhost,DNS:spanprof.test,IP:127.0.0.1");
-  } else if (kind == CERT_CLIENT) {
-    add_ext(x, &ctx, NID_ext_key_usage, "clientAuth");
-  }
-  assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
-  return x;
-}
-
-static void write_pem(const char *path, X509 *cert, EVP_PKEY *key) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  if (cert) assert_int_equal(PEM_write_X509(f, cert), 1);
-  if (key) assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-  fclose(f);
-}
 
 static void certs_make(void) {
   if (g_certs_ready) return;
-  certs_t *c = &g_certs;
-  snprintf(c->dir, sizeof c->dir, "/tmp/sp_hclient_XXXXXX");
-  assert_non_null(mkdtemp(c->dir));
-  snprintf(c->ca_pem, sizeof c->ca_pem, "%.40s/ca.pem", c->dir);
-  snprintf(c->srv_pem, sizeof c->srv_pem, "%.40s/server.pem", c->dir);
-  snprintf(c->srv_key, sizeof c->srv_key, "%.40s/server.key", c->dir);
-  snprintf(c->cli_pem, sizeof c->cli_pem, "%.40s/client.pem", c->dir);
-  snprintf(c->cli_key, sizeof c->cli_key, "%.40s/client.key", c->dir);
-  c->ca_key = EVP_EC_gen("P-256");
-  c->srv_key_obj = EVP_EC_gen("P-256");
-  c->cli_key_obj = EVP_EC_gen("P-256");
-  assert_true(c->ca_key && c->srv_key_obj && c->cli_key_obj);
-  c->ca = make_cert(c->ca_key, "spanprof test CA", NULL, NULL, CERT_CA);
-  c->srv = make_cert(c->srv_key_obj, "localhost", c->ca, c->ca_key, CERT_SERVER);
-  c->cli = make_cert(c->cli_key_obj, "spanprof client", c->ca, c->ca_key, CERT_CLIENT);
-  write_pem(c->ca_pem, c->ca, NULL);
-  write_pem(c->srv_pem, c->srv, NULL);
-  write_pem(c->srv_key, NULL, c->srv_key_obj);
-  write_pem(c->cli_pem, c->cli, NULL);
-  write_pem(c->cli_key, NULL, c->cli_key_obj);
+  assert_int_equal(sp_testcerts_create(&g_certs), 0);
   g_certs_ready = true;
 }
 
 static void certs_free(void) {
   if (!g_certs_ready) return;
-  certs_t *c = &g_certs;
-  const char *files[] = {c->ca_pem, c->srv_pem, c->srv_key, c->cli_pem, c->cli_key};
-  for (size_t i = 0; i < 5; i++)
-    unlink(files[i]);
-  rmdir(c->dir);
-  X509_free(c->ca);
-  X509_free(c->srv);
-  X509_free(c->cli);
-  EVP_PKEY_free(c->ca_key);
-  EVP_PKEY_free(c->srv_key_obj);
-  EVP_PKEY_free(c->cli_key_obj);
+  sp_testcerts_destroy(&g_certs);
   g_certs_ready = false;
 }
 
@@ -493,10 +409,10 @@ static void srv_free(srv_t *s) {
 static SSL_CTX *srv_tls_ctx(bool require_client_cert) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   assert_non_null(ctx);
-  assert_int_equal(SSL_CTX_use_certificate(ctx, g_certs.srv), 1);
-  assert_int_equal(SSL_CTX_use_PrivateKey(ctx, g_certs.srv_key_obj), 1);
+  assert_int_equal(SSL_CTX_use_certificate_chain_file(ctx, g_certs.server_cert), 1);
+  assert_int_equal(SSL_CTX_use_PrivateKey_file(ctx, g_certs.server_key, SSL_FILETYPE_PEM), 1);
   if (require_client_cert) {
-    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), g_certs.ca);
+    assert_int_equal(SSL_CTX_load_verify_locations(ctx, g_certs.ca_cert, NULL), 1);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
   }
   return ctx;
@@ -1049,7 +965,7 @@ static void test_tls(void **state) {
   client_close(env);
 
   /* With the CA it verifies, and the body arrives. */
-  sp_tls_config_t tls = {.present = true, .ca_file = g_certs.ca_pem};
+  sp_tls_config_t tls = {.present = true, .ca_file = g_certs.ca_cert};
   client_new(env, &(sp_http_client_options_t){.tls = &tls});
   roundtrip(env, &req, &res);
   assert_int_equal(res.err, 0);
@@ -1057,6 +973,12 @@ static void test_tls(void **state) {
   assert_int_equal(s->requests, 1);
   assert_string_equal(s->sni, "localhost");
   assert_memory_equal(s->body.data, "secret", 6);
+  free(res.body);
+  /* The TLS connection is kept and reused. */
+  int accepted = s->accepted;
+  roundtrip(env, &req, &res);
+  assert_int_equal(res.status, 200);
+  assert_int_equal(s->accepted, accepted);
   free(res.body);
   /* TLS enabled and not insecure: plaintext URLs are refused. */
   sp_http_client_request_t plain = {.url = url_of(s, "http", "127.0.0.1", "/")};
@@ -1067,13 +989,14 @@ static void test_tls(void **state) {
 
   /* server_name_override: connect to the IP, verify and send SNI for a name
    * the certificate carries, keep the Host header of the URL. */
-  tls.server_name_override = "spanprof.test";
+  tls.server_name_override = "localhost";
   client_new(env, &(sp_http_client_options_t){.tls = &tls});
   req.url = url_ip;
+  s->sni[0] = '\0'; /* curl sends no SNI for an IP address of its own accord */
   roundtrip(env, &req, &res);
   assert_int_equal(res.err, 0);
   assert_int_equal(res.status, 200);
-  assert_string_equal(s->sni, "spanprof.test");
+  assert_string_equal(s->sni, "localhost");
   char v[128], want[64];
   assert_true(head_value(s->head, "host", v, sizeof v));
   snprintf(want, sizeof want, "127.0.0.1:%d", s->port);
@@ -1109,7 +1032,7 @@ static void test_tls(void **state) {
   client_close(env);
 
   /* insecure allows plaintext next to https. */
-  sp_tls_config_t insecure = {.present = true, .insecure = true, .ca_file = g_certs.ca_pem};
+  sp_tls_config_t insecure = {.present = true, .insecure = true, .ca_file = g_certs.ca_cert};
   client_new(env, &(sp_http_client_options_t){.tls = &insecure});
   req.url = url_name;
   roundtrip(env, &req, &res);
@@ -1127,15 +1050,24 @@ static void test_mtls(void **state) {
   snprintf(url, sizeof url, "https://localhost:%d/", s->port);
   sp_http_client_request_t req = {.url = url, .body = "m", .body_len = 1};
 
-  sp_tls_config_t tls = {.present = true, .ca_file = g_certs.ca_pem, .min_version = "1.3"};
+  sp_tls_config_t tls = {.present = true, .ca_file = g_certs.ca_cert, .min_version = "1.3"};
   client_new(env, &(sp_http_client_options_t){.tls = &tls});
   roundtrip(env, &req, &res);
   assert_int_equal(res.err, SP_EIO);
   assert_int_equal(s->requests, 0);
   client_close(env);
 
-  tls.cert_file = g_certs.cli_pem;
-  tls.key_file = g_certs.cli_key;
+  /* A client certificate from a CA the server does not trust. */
+  tls.cert_file = g_certs.rogue_client_cert;
+  tls.key_file = g_certs.rogue_client_key;
+  client_new(env, &(sp_http_client_options_t){.tls = &tls});
+  roundtrip(env, &req, &res);
+  assert_int_equal(res.err, SP_EIO);
+  assert_int_equal(s->requests, 0);
+  client_close(env);
+
+  tls.cert_file = g_certs.client_cert;
+  tls.key_file = g_certs.client_key;
   client_new(env, &(sp_http_client_options_t){.tls = &tls});
   roundtrip(env, &req, &res);
   assert_int_equal(res.err, 0);
