@@ -15,7 +15,23 @@
 
 typedef struct sp_traces_scan_s {
   size_t spans;
+  size_t invalid;
+  int cur_ids; /* bit 0: the current span has a non-zero trace_id, bit 1: span_id */
 } sp_traces_scan_t;
+
+static bool sp__nonzero(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != 0)
+      return true;
+  return false;
+}
+
+/* Called when a span ends (the next one starts, or the scan ends). */
+static void sp__scan_span_done(sp_traces_scan_t *st) {
+  if (st->spans > 0 && st->cur_ids != 3)
+    st->invalid++;
+  st->cur_ids = 0;
+}
 
 /* Checks ID lengths and counts spans during the wire scan. */
 static int sp__traces_scan_cb(sp_pbscan_t *scan, const ProtobufCMessageDescriptor *msg,
@@ -24,8 +40,10 @@ static int sp__traces_scan_cb(sp_pbscan_t *scan, const ProtobufCMessageDescripto
   sp_traces_scan_t *st = ctx;
   (void)data;
   if (msg == &opentelemetry__proto__trace__v1__scope_spans__descriptor) {
-    if (f->id == 2)
+    if (f->id == 2) {
+      sp__scan_span_done(st);
       st->spans++;
+    }
     return 0;
   }
   if (msg != &opentelemetry__proto__trace__v1__span__descriptor &&
@@ -38,6 +56,9 @@ static int sp__traces_scan_cb(sp_pbscan_t *scan, const ProtobufCMessageDescripto
     want = 8;
   if (want != 0 && len != 0 && len != want)
     return sp_pbscan_fail(scan, "%s must be %zu bytes, got %zu", f->name, want, len);
+  if (msg == &opentelemetry__proto__trace__v1__span__descriptor && want != 0 &&
+      f->id <= 2 && sp__nonzero(data, len))
+    st->cur_ids |= f->id == 1 ? 1 : 2;
   return 0;
 }
 
@@ -63,6 +84,7 @@ int sp_traces_from_proto(uint8_t *buf, size_t len, bool copy, sp_traces_t **out,
                      buf, len, sp__traces_scan_cb, &st, err, errlen);
   if (rc != 0)
     goto fail;
+  sp__scan_span_done(&st);
   rc = SP_ENOMEM;
   self = sp__traces_new();
   if (self == NULL)
@@ -79,6 +101,7 @@ int sp_traces_from_proto(uint8_t *buf, size_t len, bool copy, sp_traces_t **out,
   }
   self->raw_len = len;
   self->span_count = st.spans;
+  self->invalid_spans = st.invalid;
   *out = self;
   return 0;
 fail:
@@ -100,6 +123,43 @@ sp_traces_t *sp_traces_wrap(uint8_t *buf, size_t len, size_t span_count) {
   self->raw_len = len;
   self->span_count = span_count;
   return self;
+}
+
+static bool sp__span_ids_ok(const sp_otlp_span_t *s) {
+  return s->trace_id.len == 16 && s->span_id.len == 8 &&
+         sp__nonzero(s->trace_id.data, 16) && sp__nonzero(s->span_id.data, 8);
+}
+
+int sp_traces_drop_invalid(sp_traces_t **batch, size_t *dropped) {
+  *dropped = 0;
+  const sp_otlp_traces_req_t *ro = sp_traces_request(*batch);
+  if (ro == NULL)
+    return SP_ENOMEM;
+  size_t bad = 0;
+  for (size_t i = 0; i < ro->n_resource_spans; i++)
+    for (size_t j = 0; j < ro->resource_spans[i]->n_scope_spans; j++) {
+      const sp_otlp_scope_spans_t *ss = ro->resource_spans[i]->scope_spans[j];
+      for (size_t k = 0; k < ss->n_spans; k++)
+        bad += !sp__span_ids_ok(ss->spans[k]);
+    }
+  (*batch)->invalid_spans = 0;
+  if (bad == 0)
+    return 0;
+  if (sp_traces_writable(batch) != 0)
+    return SP_ENOMEM;
+  sp_otlp_traces_req_t *req = (*batch)->req;
+  for (size_t i = 0; i < req->n_resource_spans; i++)
+    for (size_t j = 0; j < req->resource_spans[i]->n_scope_spans; j++) {
+      sp_otlp_scope_spans_t *ss = req->resource_spans[i]->scope_spans[j];
+      size_t w = 0;
+      for (size_t k = 0; k < ss->n_spans; k++)
+        if (sp__span_ids_ok(ss->spans[k]))
+          ss->spans[w++] = ss->spans[k];
+      ss->n_spans = w;
+    }
+  (*batch)->span_count -= bad;
+  *dropped = bad;
+  return 0;
 }
 
 size_t sp_traces_count_spans(const sp_otlp_traces_req_t *req) {

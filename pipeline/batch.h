@@ -57,6 +57,7 @@ typedef struct sp_traces_s {
   uint8_t *raw;              /* encoded request (sp_malloc'd); NULL once modified */
   size_t raw_len;
   size_t span_count;
+  size_t invalid_spans;      /* spans the wire scan found without a usable trace/span ID */
   sp_meta_t meta;
   uint64_t received_ns;      /* uv_hrtime() when it entered the daemon */
   uint8_t *enc;              /* cached re-encoding of a modified request */
@@ -85,6 +86,13 @@ sp_traces_t *sp_traces_wrap(uint8_t *buf, size_t len, size_t span_count);
 
 /** Wraps a decoded request allocated in @p arena (ownership of both passes to the batch). */
 sp_traces_t *sp_traces_from_request(sp_arena_t *arena, sp_otlp_traces_req_t *req);
+
+/**
+ * Removes spans whose trace_id (16 bytes) or span_id (8 bytes) is missing or
+ * all zero — the OTLP spec's invalid IDs — making the batch writable only if
+ * there are any. *@p dropped gets their number. 0 or SP_ENOMEM.
+ */
+int sp_traces_drop_invalid(sp_traces_t **batch, size_t *dropped);
 
 /** Counts spans in a decoded request. */
 size_t sp_traces_count_spans(const sp_otlp_traces_req_t *req);
