@@ -722,6 +722,8 @@ static int dec_fields(dec_t *D, const ProtobufCMessageDescriptor *desc, const sp
   for (size_t i = 0; i < v->u.object.count; i++) {
     const sp_json_member_t *m = &v->u.object.members[i];
     if (m->value.type == SP_JSON_NULL) continue;
+    /* A key with an embedded NUL could otherwise match a field by prefix. */
+    if (memchr(m->key, '\0', m->key_len)) continue;
     const ProtobufCFieldDescriptor *f = find_field(desc, m->key);
     if (!f) continue;
     int rc;
@@ -841,6 +843,7 @@ fail:
 typedef struct {
   sp_buf_t *out;
   unsigned flags;
+  unsigned depth; /* message nesting, bounded: binary input can nest without limit */
 } enc_t;
 
 static int enc_message(enc_t *E, const ProtobufCMessage *msg);
@@ -1167,13 +1170,16 @@ static int enc_message(enc_t *E, const ProtobufCMessage *msg) {
       return enc_any(E, (const Google__Protobuf__Any *)msg);
   }
   int first = 1, rc;
+  if (E->depth >= SP_PBJSON_MAX_DEPTH) return SP_EPROTO;
+  E->depth++;
   if ((rc = sp_buf_putc(E->out, '{'))) return rc;
   if ((rc = enc_fields(E, msg, &first))) return rc;
+  E->depth--;
   return sp_buf_putc(E->out, '}');
 }
 
 int sp_pbjson_encode(const ProtobufCMessage *msg, unsigned flags, sp_buf_t *out) {
-  enc_t E = {out, flags};
+  enc_t E = {out, flags, 0};
   size_t saved = out->len;
   int rc = enc_message(&E, msg);
   if (rc) out->len = saved;

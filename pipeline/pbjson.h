@@ -58,6 +58,9 @@
 /** Flag: OTLP/JSON rules (hex IDs, integer enums on encode). */
 #define SP_PBJSON_OTLP 0x1u
 
+/** Deepest message nesting sp_pbjson_encode() writes (binary input may nest without limit). */
+#define SP_PBJSON_MAX_DEPTH 512
+
 /**
  * Decodes the JSON document @p json (@p len bytes, need not be
  * NUL-terminated) into a new message of type @p desc allocated through
@@ -91,8 +94,11 @@ int sp_pbjson_decode_tree(const ProtobufCMessageDescriptor *desc, const sp_json_
  * Appends @p msg as compact JSON (no whitespace) to @p out. @p flags: 0 or
  * SP_PBJSON_OTLP. The message is only read.
  *
- * Returns 0, SP_ENOMEM or SP_ETOOBIG (the buffer's limit); on failure
- * @p out's length is restored to what it was before the call.
+ * Returns 0, SP_ENOMEM, SP_ETOOBIG (the buffer's limit) or SP_EPROTO
+ * (messages nested deeper than SP_PBJSON_MAX_DEPTH); on failure @p out's
+ * length is restored to what it was before the call. Note that decode
+ * accepts at most SP_JSON_DEFAULT_DEPTH levels of JSON nesting, so very
+ * deep messages encode to JSON that sp_pbjson_decode() refuses.
  */
 int sp_pbjson_encode(const ProtobufCMessage *msg, unsigned flags, sp_buf_t *out);
 

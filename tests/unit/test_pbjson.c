@@ -761,6 +761,32 @@ static void test_status_any_duration_map(void **state) {
   sp_arena_destroy(a);
 }
 
+/* Smaller rules: keys with NULs are unknown, encode depth is bounded,
+ * int fields take numeric strings and integral exponents. */
+static void test_edge_cases(void **state) {
+  (void)state;
+  sp_arena_t *a = sp_arena_create(0);
+  TraceReq *req = (TraceReq *)decode_ok(
+      TRACE_REQ_DESC,
+      "{\"resourceSpans\":[{\"schemaUrl\\u0000x\":\"a\",\"resource\":{\"droppedAttributesCount\":"
+      "\"2.5e1\"}}]}",
+      SP_PBJSON_OTLP, a);
+  assert_string_equal(req->resource_spans[0]->schema_url, "");
+  assert_int_equal(req->resource_spans[0]->resource->dropped_attributes_count, 25);
+
+  /* AnyValue -> ArrayValue -> AnyValue ... deeper than SP_PBJSON_MAX_DEPTH. */
+  AnyValue *v = av_str(a, "leaf");
+  for (int i = 0; i < SP_PBJSON_MAX_DEPTH; i++)
+    v = av_array(a, 1, &v);
+  sp_buf_t b;
+  sp_buf_init(&b, 0);
+  assert_int_equal(sp_buf_puts(&b, "x"), 0);
+  assert_int_equal(sp_pbjson_encode(&v->base, SP_PBJSON_OTLP, &b), SP_EPROTO);
+  assert_int_equal(b.len, 1);
+  sp_buf_free(&b);
+  sp_arena_destroy(a);
+}
+
 typedef struct {
   const ProtobufCMessageDescriptor *desc;
   unsigned flags;
@@ -1027,10 +1053,15 @@ static void test_throughput(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_trace_round_trip),        cmocka_unit_test(test_profiles_round_trip),
-      cmocka_unit_test(test_decode_otlp_handwritten), cmocka_unit_test(test_decode_push_request),
-      cmocka_unit_test(test_status_any_duration_map), cmocka_unit_test(test_errors),
-      cmocka_unit_test(test_alloc_failures),          cmocka_unit_test(test_throughput),
+      cmocka_unit_test(test_trace_round_trip),
+      cmocka_unit_test(test_profiles_round_trip),
+      cmocka_unit_test(test_decode_otlp_handwritten),
+      cmocka_unit_test(test_decode_push_request),
+      cmocka_unit_test(test_status_any_duration_map),
+      cmocka_unit_test(test_edge_cases),
+      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_alloc_failures),
+      cmocka_unit_test(test_throughput),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
