@@ -97,7 +97,5 @@ int sp__otlp_grpc_start(sp_otlp_t *self) {
     sp_log_error(self->base.id, "cannot serve OTLP/gRPC on %s: %s", c->endpoint, sp_strerror(rc));
     return rc;
   }
-  sp_log_info(self->base.id, "OTLP/gRPC listening on %s (port %d)", c->endpoint,
-              sp_grpc_server_port(self->grpc));
   return 0;
 }

@@ -189,7 +189,5 @@ int sp__otlp_http_start(sp_otlp_t *self) {
     sp_log_error(self->base.id, "cannot serve OTLP/HTTP on %s: %s", c->endpoint, sp_strerror(rc));
     return rc;
   }
-  sp_log_info(self->base.id, "OTLP/HTTP listening on %s (port %d)", c->endpoint,
-              sp_http_server_port(self->http));
   return 0;
 }

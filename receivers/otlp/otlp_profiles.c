@@ -400,9 +400,9 @@ static int sp__convert_one(sp_conv_t *c, const sp_oprof_t *op, const sp_labels_t
                         os->stack_index, k, li);
       locs[k] = (uint64_t)li;
     }
-    Perftools__Profiles__Label **labels;
-    size_t n_labels;
-    int64_t thread;
+    Perftools__Profiles__Label **labels = NULL;
+    size_t n_labels = 0;
+    int64_t thread = -1;
     if ((rc = sp__sample_labels(c, os, s, &labels, &n_labels, &thread)) != 0)
       return rc;
     size_t nts = os->n_timestamps_unix_nano;
