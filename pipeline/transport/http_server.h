@@ -32,24 +32,24 @@
 typedef struct sp_http_server_s sp_http_server_t;
 
 typedef struct sp_http_header_s {
-  const char *name;  /* lower-case in requests */
+  const char *name; /* lower-case in requests */
   const char *value;
 } sp_http_header_t;
 
 typedef struct sp_http_request_s {
-  const char *method;       /* "POST", "GET", ... */
-  const char *path;         /* path without the query, e.g. "/v1/traces" */
-  const char *query;        /* text after '?', "" when none (not decoded) */
+  const char *method;              /* "POST", "GET", ... */
+  const char *path;                /* path without the query, e.g. "/v1/traces" */
+  const char *query;               /* text after '?', "" when none (not decoded) */
   const sp_http_header_t *headers; /* names lower-cased */
   size_t n_headers;
-  const uint8_t *body;      /* decoded body (after Content-Encoding); NULL when empty */
+  const uint8_t *body; /* decoded body (after Content-Encoding); NULL when empty */
   size_t body_len;
-  size_t wire_len;          /* body bytes as received, before inflating */
-  int error_status;         /* 0, or 400/408/413/415 (503: out of memory) when the
-                               server rejected it; answer it and the connection closes */
-  const char *error_message;/* why, when error_status != 0 */
-  const char *remote_addr;  /* "ip:port" of the peer */
-  void *user;               /* free for the handler's use */
+  size_t wire_len;           /* body bytes as received, before inflating */
+  int error_status;          /* 0, or 400/408/413/415 (503: out of memory) when the
+                                server rejected it; answer it and the connection closes */
+  const char *error_message; /* why, when error_status != 0 */
+  const char *remote_addr;   /* "ip:port" of the peer */
+  void *user;                /* free for the handler's use */
 } sp_http_request_t;
 
 /**
@@ -69,8 +69,9 @@ typedef void (*sp_http_handler_cb)(sp_http_request_t *req, void *ctx);
  * sp_http_server_create().
  */
 typedef struct sp_http_cors_s {
-  const char *const *allowed_origins; /* patterns; '*' matches any run of characters,
-                                         e.g. "https://*.example.com" or "*" */
+  const char *const *allowed_origins; /* patterns where '*' matches any run of characters:
+                                         e.g. "*", or "https://" followed by
+                                         "*.example.com" */
   size_t n_allowed_origins;
   const char *const *allowed_headers; /* request headers allowed beyond Accept,
                                          Accept-Language, Content-Language, Content-Type,
@@ -80,33 +81,33 @@ typedef struct sp_http_cors_s {
 } sp_http_cors_t;
 
 typedef struct sp_http_server_options_s {
-  const char *endpoint;        /* "host:port"; port 0 picks a free one (tests) */
-  const char *component;       /* component ID for log lines */
-  size_t max_body_size;        /* limit on wire and on inflated bytes; 0 = 20 MiB */
-  uint64_t header_timeout_ms;  /* time to receive the headers; 0 = 10 s */
-  uint64_t body_timeout_ms;    /* time to receive the body; 0 = 30 s */
-  uint64_t idle_timeout_ms;    /* keep-alive idle time; 0 = 60 s */
-  size_t max_connections;      /* 0 = 4096; further connections are closed */
-  const sp_tls_config_t *tls;  /* NULL or !present: plaintext */
+  const char *endpoint;       /* "host:port"; port 0 picks a free one (tests) */
+  const char *component;      /* component ID for log lines */
+  size_t max_body_size;       /* limit on wire and on inflated bytes; 0 = 20 MiB */
+  uint64_t header_timeout_ms; /* time to receive the headers; 0 = 10 s */
+  uint64_t body_timeout_ms;   /* time to receive the body; 0 = 30 s */
+  uint64_t idle_timeout_ms;   /* keep-alive idle time; 0 = 60 s */
+  size_t max_connections;     /* 0 = 4096; further connections are closed */
+  const sp_tls_config_t *tls; /* NULL or !present: plaintext */
   sp_http_handler_cb handler;
   void *handler_ctx;
-  size_t max_header_size;      /* request line + header bytes; 0 = 64 KiB; over it: 431 */
-  const sp_http_cors_t *cors;  /* NULL or no allowed origins: no CORS handling */
+  size_t max_header_size;     /* request line + header bytes; 0 = 64 KiB; over it: 431 */
+  const sp_http_cors_t *cors; /* NULL or no allowed origins: no CORS handling */
 } sp_http_server_options_t;
 
 /** Counters for self-telemetry and tests; read on the loop thread. */
 typedef struct sp_http_server_stats_s {
   uint64_t connections_accepted;
-  uint64_t connections_rejected;  /* closed at once: max_connections reached */
-  uint64_t connections_active;    /* open now */
-  uint64_t requests;              /* handed to the handler, error ones included */
-  uint64_t requests_rejected;     /* handed to the handler with error_status != 0 */
-  uint64_t bad_requests;          /* answered by the server itself (400, 408, 431, 503) */
-  uint64_t timeouts;              /* header, body, idle-write timeouts that ended a request */
+  uint64_t connections_rejected; /* closed at once: max_connections reached */
+  uint64_t connections_active;   /* open now */
+  uint64_t requests;             /* handed to the handler, error ones included */
+  uint64_t requests_rejected;    /* handed to the handler with error_status != 0 */
+  uint64_t bad_requests;         /* answered by the server itself (400, 408, 431, 503) */
+  uint64_t timeouts;             /* header, body, idle-write timeouts that ended a request */
   uint64_t tls_handshake_failures;
-  uint64_t preflights;            /* CORS preflight requests answered */
-  uint64_t bytes_received;        /* bytes read from sockets (ciphertext with TLS) */
-  size_t body_buffer_peak;        /* largest request body buffer ever allocated, in bytes */
+  uint64_t preflights;     /* CORS preflight requests answered */
+  uint64_t bytes_received; /* bytes read from sockets (ciphertext with TLS) */
+  size_t body_buffer_peak; /* largest request body buffer ever allocated, in bytes */
 } sp_http_server_stats_t;
 
 /**
@@ -151,8 +152,7 @@ const char *sp_http_request_header(const sp_http_request_t *req, const char *nam
  * headers and keep-alive handling are added by the server; @p extra adds
  * headers such as `Retry-After`. After this call @p req is invalid.
  */
-void sp_http_respond(sp_http_request_t *req, int status, const char *content_type,
-                     const void *body, size_t len, const sp_http_header_t *extra,
-                     size_t n_extra);
+void sp_http_respond(sp_http_request_t *req, int status, const char *content_type, const void *body,
+                     size_t len, const sp_http_header_t *extra, size_t n_extra);
 
 #endif
