@@ -379,6 +379,22 @@ static void test_oversized(void **state) {
   assert_int_equal(ok, 1);
   assert_int_equal(exhausted, 1);
   assert_int_equal(t->handled, 1);
+
+  /* The client's own send limit fails the call locally. */
+  char target[64];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", sp_grpc_server_port(t->server));
+  sp_grpc_client_options_t o = {.target = target, .max_send_msg_size = 1000};
+  sp_grpc_client_t *c2 = NULL;
+  assert_int_equal(sp_grpc_client_create(&t->loop, &o, &c2), 0);
+  assert_int_equal(
+      sp_grpc_client_call(c2, "/test.Echo/Echo", big, 2000, 5000, NULL, 0, on_result, t), 0);
+  assert_true(run_until(&t->loop, &t->n_results, 3, 10000));
+  assert_int_equal(t->results[2].status, 8);
+  assert_int_equal(t->handled, 1);
+  sp_grpc_client_shutdown(c2, on_client_down, t);
+  assert_true(run_until(&t->loop, &t->client_down, 1, 10000));
+  sp_grpc_client_destroy(c2);
+  t->client_down = 0;
   free(big);
   fixture_end(t);
 }
