@@ -19,6 +19,9 @@
  *   CQ thread    FINISH: unrefs the call and recycles the slot
  *
  * The only state both threads touch is `incoming` and two flags, under `mu`.
+ * The CQ thread allocates a slot (sp_calloc) only when its pool of spare
+ * slots is empty, so tests that inject allocation failures (a hook that is
+ * not thread-safe) should not run a server at the same time.
  * Starting the final batch on the loop is safe because nothing else touches
  * that call while its handler holds it; it avoids a second hop because
  * grpc core 1.51's C API cannot wake a thread blocked in

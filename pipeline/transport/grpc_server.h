@@ -56,9 +56,10 @@ typedef struct sp_grpc_server_options_s {
 
 /**
  * Creates the server (not listening yet); the options and methods are copied,
- * TLS files are read now. Loop thread. 0, SP_EINVAL (bad endpoint, no
- * methods), SP_ECONFIG (TLS files unreadable or unsupported TLS setting,
- * logged), SP_ENOMEM. Takes a grpc_init() reference, released by destroy.
+ * TLS files are read now. Loop thread. 0, SP_EINVAL (bad endpoint, a method
+ * without a "/..." path or a handler), SP_ECONFIG (TLS files unreadable or an
+ * unsupported TLS setting such as min_version "1.3", logged), SP_ENOMEM.
+ * Takes a grpc_init() reference, released by destroy.
  */
 int sp_grpc_server_create(uv_loop_t *loop, const sp_grpc_server_options_t *opts,
                           sp_grpc_server_t **out);
