@@ -2,13 +2,16 @@
  * config.c — loading YAML into a marked node tree: error lines, `${...}`
  * substitution, deep merge of several files, and the scalar parsers.
  *
- * libyaml's document API builds a node graph for one document; we convert it
- * into sp_node_t nodes allocated in the document's arena, so the whole tree
- * is freed with one call and no component ever sees libyaml types. While
- * converting we do what libyaml leaves to its users:
+ * libyaml's event API feeds a small recursive reader that builds sp_node_t
+ * nodes in the document's arena, so the whole tree is freed with one call
+ * and no component ever sees libyaml types. (Events rather than libyaml's
+ * document loader because reading can then stop at the nesting limit:
+ * libyaml's scanner is quadratic in flow nesting depth, and the document
+ * loader would read a hostile file to its end first.) While reading we do
+ * what libyaml leaves to its users:
  *
  *   - marks become 1-based (libyaml counts lines and columns from 0);
- *   - aliases share the converted anchor node (the tree is really a DAG, which
+ *   - aliases share the anchored node (the tree is really a DAG, which
  *     is harmless because nothing mutates it after loading, and it keeps a
  *     "billion laughs" document from expanding);
  *   - `<<` merge keys copy in the entries of the referenced map(s) that the
@@ -19,9 +22,10 @@
  *     then empty, `~` or `null` becomes a SP_NODE_NULL node, so
  *     `timeout: ${TIMEOUT}` with TIMEOUT unset means "use the default".
  *
- * Problems never stop the loader at the first one: every error is added to
- * the caller's sp_errors_t, conversion goes on, and the document is thrown
- * away at the end if anything was reported. Only SP_ENOMEM stops early.
+ * Problems do not stop the reader at the first one: every error is added to
+ * the caller's sp_errors_t, reading goes on, and the document is thrown away
+ * at the end if anything was reported. Only SP_ENOMEM, a YAML syntax error
+ * (libyaml cannot resume after one) and excessive nesting stop early.
  *
  * Error lines are built as `file:line:col: path: message`. Paths are kept as
  * a chain of stack frames while walking the tree and only rendered into a
@@ -112,7 +116,8 @@ void sp_errors_add(sp_errors_t *self, const sp_mark_t *mark, const char *path, c
 
 void sp_errors_free(sp_errors_t *self) {
   if (!self) return;
-  for (size_t i = 0; i < self->n; i++) sp_free(self->lines[i]);
+  for (size_t i = 0; i < self->n; i++)
+    sp_free(self->lines[i]);
   sp_free(self->lines);
   self->lines = NULL;
   self->n = self->cap = 0;
@@ -182,20 +187,27 @@ static char *path_render(const path_t *p) {
 
 /* ---- the loader ----------------------------------------------------------- */
 
+/* An `&name` seen so far; aliases refer to the latest one of that name. */
+typedef struct anchor_s {
+  const char *name; /* in the arena */
+  sp_node_t *node;
+  bool building; /* the anchored collection is still being read */
+} anchor_t;
+
 typedef struct loader_s {
   sp_arena_t *arena;
   sp_errors_t *errs;
-  const char *file;       /* name used in marks; lives in the arena */
-  yaml_document_t *ydoc;
-  sp_node_t **memo;       /* converted node per libyaml node (index - 1) */
-  bool substitute;        /* expand `${...}` (not for schema defaults) */
-  int rc;                 /* SP_ENOMEM once an allocation failed */
-  bool failed;            /* at least one problem was reported */
+  const char *file; /* name used in marks; lives in the arena */
+  yaml_parser_t *parser;
+  const char *buf; /* the input, to place encoding errors */
+  size_t len;
+  anchor_t *anchors; /* sp_malloc'd, freed when parsing ends */
+  size_t n_anchors, cap_anchors;
+  bool substitute; /* expand `${...}` (not for schema defaults) */
+  int rc;          /* SP_ENOMEM once an allocation failed */
+  bool failed;     /* at least one problem was reported */
+  bool stop;       /* a syntax error or excessive nesting: read no further */
 } loader_t;
-
-/* Stands in the memo for a node whose conversion is under way, so an alias
- * to one of its own ancestors is caught instead of recursing forever. */
-static sp_node_t k_building;
 
 static sp_mark_t ld_mark(const loader_t *ld, yaml_mark_t m) {
   return (sp_mark_t){.file = ld->file, .line = (int)m.line + 1, .col = (int)m.column + 1};
@@ -226,8 +238,7 @@ static void ld_error(loader_t *ld, const sp_mark_t *mark, const path_t *path, co
 }
 
 static bool is_null_word(const char *s) {
-  return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-         !strcmp(s, "NULL");
+  return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
 static bool is_env_name(const char *s, size_t n) {
@@ -277,7 +288,8 @@ static int expand_env(loader_t *ld, const char *raw, size_t len, char *out, size
       env_scheme = true;
     }
     const char *name_end = name;
-    while (name_end < close && *name_end != ':') name_end++;
+    while (name_end < close && *name_end != ':')
+      name_end++;
     const char *def = NULL;
     size_t def_len = 0;
     if (name_end < close) {
@@ -320,181 +332,6 @@ static int expand_env(loader_t *ld, const char *raw, size_t len, char *out, size
   return 0;
 }
 
-static sp_node_t *convert(loader_t *ld, int index, const path_t *path, int depth);
-
-static int convert_scalar(loader_t *ld, yaml_node_t *yn, sp_node_t *node, const path_t *path) {
-  const char *raw = (const char *)yn->data.scalar.value;
-  size_t len = yn->data.scalar.length;
-  bool plain = yn->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-  char *text = NULL;
-
-  size_t out_len = 0;
-  if (ld->substitute && memchr(raw, '$', len) &&
-      expand_env(ld, raw, len, NULL, &out_len, &node->mark, path) == 0) {
-    text = sp_arena_alloc(ld->arena, out_len + 1);
-    if (!text) return SP_ENOMEM;
-    expand_env(ld, raw, len, text, &out_len, &node->mark, path);
-    text[out_len] = '\0';
-  } else {
-    /* No references, or malformed ones (already reported; the document
-     * will be discarded, the raw text is as good as any). */
-    text = sp_arena_strndup(ld->arena, raw, len);
-    if (!text) return SP_ENOMEM;
-  }
-  node->scalar = text;
-  /* Literal and folded block scalars count as quoted: they are always text. */
-  node->quoted = !plain;
-  node->kind = plain && is_null_word(text) ? SP_NODE_NULL : SP_NODE_SCALAR;
-  return 0;
-}
-
-static int convert_seq(loader_t *ld, yaml_node_t *yn, sp_node_t *node, const path_t *path,
-                       int depth) {
-  size_t n = (size_t)(yn->data.sequence.items.top - yn->data.sequence.items.start);
-  node->kind = SP_NODE_SEQ;
-  node->items = sp_arena_calloc(ld->arena, n * sizeof(*node->items));
-  if (!node->items) return SP_ENOMEM;
-  for (size_t i = 0; i < n; i++) {
-    path_t here = {.up = path, .key = NULL, .index = i};
-    sp_node_t *child = convert(ld, yn->data.sequence.items.start[i], &here, depth + 1);
-    if (!child) return SP_ENOMEM;
-    node->items[node->n++] = child;
-  }
-  return 0;
-}
-
-static ssize_t map_find(const sp_node_t *map, const char *key) {
-  for (size_t i = 0; i < map->n; i++)
-    if (!strcmp(map->keys[i], key)) return (ssize_t)i;
-  return -1;
-}
-
-/* Makes room for @p extra more entries in a map being built. */
-static int map_grow(loader_t *ld, sp_node_t *map, size_t *cap, size_t extra) {
-  if (map->n + extra <= *cap) return 0;
-  size_t ncap = map->n + extra;
-  if (ncap < *cap * 2) ncap = *cap * 2; /* `<<` merges add one entry at a time */
-  const char **keys = sp_arena_alloc(ld->arena, ncap * sizeof(*keys));
-  sp_mark_t *marks = sp_arena_alloc(ld->arena, ncap * sizeof(*marks));
-  sp_node_t **items = sp_arena_alloc(ld->arena, ncap * sizeof(*items));
-  if (!keys || !marks || !items) return SP_ENOMEM;
-  if (map->n) {
-    memcpy(keys, map->keys, map->n * sizeof(*keys));
-    memcpy(marks, map->key_marks, map->n * sizeof(*marks));
-    memcpy(items, map->items, map->n * sizeof(*items));
-  }
-  map->keys = keys;
-  map->key_marks = marks;
-  map->items = items;
-  *cap = ncap;
-  return 0;
-}
-
-/* Copies into @p map the entries of @p src (a map) that it does not set. */
-static int merge_key_source(loader_t *ld, sp_node_t *map, size_t *cap, const sp_node_t *src) {
-  for (size_t i = 0; i < src->n; i++) {
-    if (map_find(map, src->keys[i]) >= 0) continue;
-    if (map_grow(ld, map, cap, 1)) return SP_ENOMEM;
-    map->keys[map->n] = src->keys[i];
-    map->key_marks[map->n] = src->key_marks[i];
-    map->items[map->n] = src->items[i];
-    map->n++;
-  }
-  return 0;
-}
-
-static int convert_map(loader_t *ld, yaml_node_t *yn, sp_node_t *node, const path_t *path,
-                       int depth) {
-  yaml_node_pair_t *pairs = yn->data.mapping.pairs.start;
-  size_t n = (size_t)(yn->data.mapping.pairs.top - pairs);
-  size_t cap = 0;
-  node->kind = SP_NODE_MAP;
-  if (map_grow(ld, node, &cap, n)) return SP_ENOMEM;
-
-  /* Explicit entries first, so they win over `<<` merges whatever the order. */
-  for (size_t i = 0; i < n; i++) {
-    yaml_node_t *kn = yaml_document_get_node(ld->ydoc, pairs[i].key);
-    sp_mark_t kmark = ld_mark(ld, kn->start_mark);
-    if (kn->type != YAML_SCALAR_NODE) {
-      ld_error(ld, &kmark, path, "map keys must be plain text, not %s",
-               kn->type == YAML_MAPPING_NODE ? "a map" : "a list");
-      continue;
-    }
-    const char *key = (const char *)kn->data.scalar.value;
-    if (kn->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !strcmp(key, "<<")) continue;
-    if (map_find(node, key) >= 0) {
-      ld_error(ld, &kmark, path, "duplicate key \"%s\"", key);
-      continue;
-    }
-    char *kcopy = sp_arena_strndup(ld->arena, key, kn->data.scalar.length);
-    if (!kcopy) return SP_ENOMEM;
-    path_t here = {.up = path, .key = kcopy};
-    sp_node_t *child = convert(ld, pairs[i].value, &here, depth + 1);
-    if (!child) return SP_ENOMEM;
-    node->keys[node->n] = kcopy;
-    node->key_marks[node->n] = kmark;
-    node->items[node->n] = child;
-    node->n++;
-  }
-
-  /* Then `<< : *base` or `<< : [*a, *b]` (earlier sources win). */
-  for (size_t i = 0; i < n; i++) {
-    yaml_node_t *kn = yaml_document_get_node(ld->ydoc, pairs[i].key);
-    if (kn->type != YAML_SCALAR_NODE || kn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
-        strcmp((const char *)kn->data.scalar.value, "<<"))
-      continue;
-    path_t here = {.up = path, .key = "<<"};
-    sp_node_t *src = convert(ld, pairs[i].value, &here, depth + 1);
-    if (!src) return SP_ENOMEM;
-    bool ok = src->kind == SP_NODE_MAP;
-    if (src->kind == SP_NODE_SEQ) {
-      ok = true;
-      for (size_t j = 0; j < src->n; j++) ok = ok && src->items[j]->kind == SP_NODE_MAP;
-    }
-    if (!ok) {
-      ld_error(ld, &src->mark, &here, "the value of a << merge key must be a map or a list of maps");
-      continue;
-    }
-    if (src->kind == SP_NODE_MAP && merge_key_source(ld, node, &cap, src)) return SP_ENOMEM;
-    for (size_t j = 0; src->kind == SP_NODE_SEQ && j < src->n; j++)
-      if (merge_key_source(ld, node, &cap, src->items[j])) return SP_ENOMEM;
-  }
-  return 0;
-}
-
-/* Converts libyaml node @p index; NULL only on OOM (ld->rc says so). */
-static sp_node_t *convert(loader_t *ld, int index, const path_t *path, int depth) {
-  yaml_node_t *yn = yaml_document_get_node(ld->ydoc, index);
-  sp_node_t **slot = &ld->memo[index - 1];
-  if (*slot && *slot != &k_building) return *slot; /* an alias: share the anchor's node */
-
-  sp_node_t *node = sp_arena_calloc(ld->arena, sizeof(*node));
-  if (!node) return ld_oom(ld);
-  node->mark = ld_mark(ld, yn->start_mark);
-  node->scalar = "";
-  node->kind = SP_NODE_NULL;
-  if (*slot == &k_building) {
-    ld_error(ld, &node->mark, path, "alias refers to a node that contains it");
-    return ld->rc ? NULL : node;
-  }
-  if (depth > MAX_DEPTH) {
-    ld_error(ld, &node->mark, path, "nested more than %d levels deep", MAX_DEPTH);
-    return ld->rc ? NULL : node;
-  }
-
-  *slot = &k_building;
-  int rc = 0;
-  switch (yn->type) {
-  case YAML_SCALAR_NODE: rc = convert_scalar(ld, yn, node, path); break;
-  case YAML_SEQUENCE_NODE: rc = convert_seq(ld, yn, node, path, depth); break;
-  case YAML_MAPPING_NODE: rc = convert_map(ld, yn, node, path, depth); break;
-  default: break;
-  }
-  *slot = node;
-  if (rc || ld->rc) return ld_oom(ld);
-  return node;
-}
-
 /* Line and column (1-based, in bytes) of byte @p off of @p buf. */
 static sp_mark_t mark_at_offset(const char *file, const char *buf, size_t len, size_t off) {
   sp_mark_t m = {.file = file, .line = 1, .col = 1};
@@ -509,7 +346,8 @@ static sp_mark_t mark_at_offset(const char *file, const char *buf, size_t len, s
   return m;
 }
 
-static void report_yaml_error(loader_t *ld, const yaml_parser_t *p, const char *buf, size_t len) {
+static void report_yaml_error(loader_t *ld) {
+  const yaml_parser_t *p = ld->parser;
   if (p->error == YAML_MEMORY_ERROR) {
     ld->rc = SP_ENOMEM;
     return;
@@ -517,7 +355,7 @@ static void report_yaml_error(loader_t *ld, const yaml_parser_t *p, const char *
   const char *problem = p->problem ? p->problem : "invalid YAML";
   if (p->error == YAML_READER_ERROR) {
     /* Encoding problems carry a byte offset rather than a mark. */
-    sp_mark_t m = mark_at_offset(ld->file, buf, len, p->problem_offset);
+    sp_mark_t m = mark_at_offset(ld->file, ld->buf, ld->len, p->problem_offset);
     if (p->problem_value >= 0)
       ld_error(ld, &m, NULL, "%s (byte 0x%02x)", problem, (unsigned)p->problem_value);
     else
@@ -541,6 +379,295 @@ static sp_node_t *new_empty_map(sp_arena_t *arena, sp_mark_t mark) {
   return node;
 }
 
+/* A new node of @p kind in the arena; NULL (and ld->rc set) on OOM. */
+static sp_node_t *new_node(loader_t *ld, sp_node_kind_t kind, yaml_mark_t mark) {
+  sp_node_t *node = sp_arena_calloc(ld->arena, sizeof(*node));
+  if (!node) return ld_oom(ld);
+  node->kind = kind;
+  node->mark = ld_mark(ld, mark);
+  node->scalar = "";
+  return node;
+}
+
+/* Remembers `&name` for @p node; returns its slot index, or -1 on OOM. */
+static ssize_t anchor_add(loader_t *ld, const yaml_char_t *name, sp_node_t *node, bool building) {
+  if (ld->n_anchors == ld->cap_anchors) {
+    size_t cap = ld->cap_anchors ? ld->cap_anchors * 2 : 8;
+    anchor_t *a = sp_realloc(ld->anchors, cap * sizeof(*a));
+    if (!a) {
+      ld->rc = SP_ENOMEM;
+      return -1;
+    }
+    ld->anchors = a;
+    ld->cap_anchors = cap;
+  }
+  const char *copy = sp_arena_strdup(ld->arena, (const char *)name);
+  if (!copy) {
+    ld->rc = SP_ENOMEM;
+    return -1;
+  }
+  ld->anchors[ld->n_anchors] = (anchor_t){.name = copy, .node = node, .building = building};
+  return (ssize_t)ld->n_anchors++;
+}
+
+/*
+ * `*name`: the anchored node itself, shared (the tree becomes a DAG, which is
+ * harmless since nothing mutates it, and keeps a "billion laughs" document
+ * from expanding). Undefined and self-containing aliases are reported and
+ * read as null so the rest of the document is still checked.
+ */
+static sp_node_t *resolve_alias(loader_t *ld, const yaml_event_t *ev, const path_t *path) {
+  const char *name = (const char *)ev->data.alias.anchor;
+  for (size_t i = ld->n_anchors; i-- > 0;) {
+    if (strcmp(ld->anchors[i].name, name)) continue;
+    if (!ld->anchors[i].building) return ld->anchors[i].node;
+    sp_mark_t m = ld_mark(ld, ev->start_mark);
+    ld_error(ld, &m, path, "alias *%s refers to a node that contains it", name);
+    return ld->rc ? NULL : new_node(ld, SP_NODE_NULL, ev->start_mark);
+  }
+  sp_mark_t m = ld_mark(ld, ev->start_mark);
+  ld_error(ld, &m, path, "undefined alias *%s (anchors must be defined before use)", name);
+  return ld->rc ? NULL : new_node(ld, SP_NODE_NULL, ev->start_mark);
+}
+
+/* Pulls the next event; false (problem reported, ld->stop set) on error. */
+static bool next_event(loader_t *ld, yaml_event_t *ev) {
+  if (yaml_parser_parse(ld->parser, ev)) return true;
+  report_yaml_error(ld);
+  ld->stop = true;
+  return false;
+}
+
+/* A value scalar: `${...}` expanded, plain null words made SP_NODE_NULL. */
+static sp_node_t *read_scalar(loader_t *ld, const yaml_event_t *ev, const path_t *path) {
+  const char *raw = (const char *)ev->data.scalar.value;
+  size_t len = ev->data.scalar.length;
+  bool plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+  sp_node_t *node = new_node(ld, SP_NODE_SCALAR, ev->start_mark);
+  char *text;
+  size_t out_len = 0;
+  if (!node) return NULL;
+  if (ld->substitute && memchr(raw, '$', len) &&
+      expand_env(ld, raw, len, NULL, &out_len, &node->mark, path) == 0) {
+    text = sp_arena_alloc(ld->arena, out_len + 1);
+    if (!text) return ld_oom(ld);
+    expand_env(ld, raw, len, text, &out_len, &node->mark, path);
+    text[out_len] = '\0';
+  } else {
+    /* No references, or malformed ones (already reported; the document
+     * will be discarded, the raw text is as good as any). */
+    text = sp_arena_strndup(ld->arena, raw, len);
+    if (!text) return ld_oom(ld);
+  }
+  node->scalar = text;
+  /* Literal and folded block scalars count as quoted: they are always text. */
+  node->quoted = !plain;
+  if (plain && is_null_word(text)) node->kind = SP_NODE_NULL;
+  if (ev->data.scalar.anchor && anchor_add(ld, ev->data.scalar.anchor, node, false) < 0)
+    return NULL;
+  return node;
+}
+
+static ssize_t map_find(const sp_node_t *map, const char *key) {
+  for (size_t i = 0; i < map->n; i++)
+    if (!strcmp(map->keys[i], key)) return (ssize_t)i;
+  return -1;
+}
+
+/* Makes room for one more entry in a map or list being built (its arrays
+ * live in the arena; doubling keeps the waste bounded). */
+static bool node_grow(loader_t *ld, sp_node_t *node, size_t *cap) {
+  if (node->n < *cap) return true;
+  size_t ncap = *cap ? *cap * 2 : 4;
+  sp_node_t **items = sp_arena_alloc(ld->arena, ncap * sizeof(*items));
+  if (!items) return ld_oom(ld), false;
+  if (node->n) memcpy(items, node->items, node->n * sizeof(*items));
+  node->items = items;
+  if (node->kind == SP_NODE_MAP) {
+    const char **keys = sp_arena_alloc(ld->arena, ncap * sizeof(*keys));
+    sp_mark_t *marks = sp_arena_alloc(ld->arena, ncap * sizeof(*marks));
+    if (!keys || !marks) return ld_oom(ld), false;
+    if (node->n) {
+      memcpy(keys, node->keys, node->n * sizeof(*keys));
+      memcpy(marks, node->key_marks, node->n * sizeof(*marks));
+    }
+    node->keys = keys;
+    node->key_marks = marks;
+  }
+  *cap = ncap;
+  return true;
+}
+
+static bool map_append(loader_t *ld, sp_node_t *map, size_t *cap, const char *key, sp_mark_t kmark,
+                       sp_node_t *value) {
+  if (!node_grow(ld, map, cap)) return false;
+  map->keys[map->n] = key;
+  map->key_marks[map->n] = kmark;
+  map->items[map->n] = value;
+  map->n++;
+  return true;
+}
+
+/* Copies into @p map the entries of @p src (a map) that it does not set. */
+static bool merge_key_source(loader_t *ld, sp_node_t *map, size_t *cap, const sp_node_t *src) {
+  for (size_t i = 0; i < src->n; i++)
+    if (map_find(map, src->keys[i]) < 0 &&
+        !map_append(ld, map, cap, src->keys[i], src->key_marks[i], src->items[i]))
+      return false;
+  return true;
+}
+
+static sp_node_t *read_node(loader_t *ld, yaml_event_t *ev, const path_t *path, int depth);
+
+/* Reads events up to the end of the list started by @p start. */
+static sp_node_t *read_seq(loader_t *ld, const yaml_event_t *start, const path_t *path, int depth) {
+  sp_node_t *node = new_node(ld, SP_NODE_SEQ, start->start_mark);
+  ssize_t anchor = -1;
+  size_t cap = 0;
+  if (!node) return NULL;
+  if (start->data.sequence_start.anchor &&
+      (anchor = anchor_add(ld, start->data.sequence_start.anchor, node, true)) < 0)
+    return NULL;
+  for (;;) {
+    yaml_event_t ev;
+    if (!next_event(ld, &ev)) return NULL;
+    if (ev.type == YAML_SEQUENCE_END_EVENT) {
+      yaml_event_delete(&ev);
+      break;
+    }
+    path_t here = {.up = path, .key = NULL, .index = node->n};
+    sp_node_t *child = read_node(ld, &ev, &here, depth + 1);
+    if (!child || !node_grow(ld, node, &cap)) return NULL;
+    node->items[node->n++] = child;
+  }
+  if (anchor >= 0) ld->anchors[anchor].building = false;
+  return node;
+}
+
+/*
+ * Reads events up to the end of the map started by @p start. Duplicate keys
+ * are reported (the first one stays). `<< : *base` and `<< : [*a, *b]` merge
+ * keys are applied at the end, so explicit keys win wherever they stand and
+ * earlier sources win over later ones.
+ */
+static sp_node_t *read_map(loader_t *ld, const yaml_event_t *start, const path_t *path, int depth) {
+  sp_node_t *node = new_node(ld, SP_NODE_MAP, start->start_mark);
+  sp_node_t *merges = NULL; /* collects `<<` entries (key marks for errors) */
+  ssize_t anchor = -1;
+  size_t cap = 0, merges_cap = 0;
+  if (!node) return NULL;
+  if (start->data.mapping_start.anchor &&
+      (anchor = anchor_add(ld, start->data.mapping_start.anchor, node, true)) < 0)
+    return NULL;
+  for (;;) {
+    yaml_event_t ev;
+    if (!next_event(ld, &ev)) return NULL;
+    if (ev.type == YAML_MAPPING_END_EVENT) {
+      yaml_event_delete(&ev);
+      break;
+    }
+
+    /* The key: plain text only. Keys are never `${...}`-substituted. */
+    sp_mark_t kmark = ld_mark(ld, ev.start_mark);
+    const char *key = NULL;
+    bool merge = false, dup = false;
+    if (ev.type == YAML_SCALAR_EVENT) {
+      key = sp_arena_strndup(ld->arena, (const char *)ev.data.scalar.value, ev.data.scalar.length);
+      merge = key && ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !strcmp(key, "<<");
+      bool ok = key != NULL;
+      if (ok && ev.data.scalar.anchor) {
+        /* `&k name: ...`: the key text may be reused as `*k` elsewhere. */
+        sp_node_t *k = new_node(ld, SP_NODE_SCALAR, ev.start_mark);
+        if ((ok = k != NULL)) {
+          k->scalar = key;
+          ok = anchor_add(ld, ev.data.scalar.anchor, k, false) >= 0;
+        }
+      }
+      yaml_event_delete(&ev);
+      if (!ok) return ld_oom(ld);
+    } else if (ev.type == YAML_ALIAS_EVENT) {
+      sp_node_t *k = resolve_alias(ld, &ev, path);
+      yaml_event_delete(&ev);
+      if (!k) return NULL;
+      if (k->kind == SP_NODE_SCALAR || k->kind == SP_NODE_NULL)
+        key = k->scalar;
+      else
+        ld_error(ld, &kmark, path, "map keys must be plain text, not %s", sp_node_kind_name(k));
+    } else {
+      ld_error(ld, &kmark, path, "map keys must be plain text, not %s",
+               ev.type == YAML_MAPPING_START_EVENT ? "a map" : "a list");
+      if (!read_node(ld, &ev, path, depth + 1)) return NULL; /* skip it */
+    }
+    if (key && !merge && map_find(node, key) >= 0) {
+      ld_error(ld, &kmark, path, "duplicate key \"%s\"", key);
+      dup = true;
+    }
+
+    /* The value. */
+    if (!next_event(ld, &ev)) return NULL;
+    path_t here = {.up = path, .key = key ? key : "?"};
+    sp_node_t *value = read_node(ld, &ev, &here, depth + 1);
+    if (!value) return NULL;
+    if (!key || dup) continue;
+    if (merge) {
+      if (!merges && !(merges = new_node(ld, SP_NODE_MAP, start->start_mark))) return NULL;
+      if (!map_append(ld, merges, &merges_cap, key, kmark, value)) return NULL;
+      continue;
+    }
+    if (!map_append(ld, node, &cap, key, kmark, value)) return NULL;
+  }
+
+  for (size_t i = 0; merges && i < merges->n; i++) {
+    const sp_node_t *src = merges->items[i];
+    bool ok = src->kind == SP_NODE_MAP || src->kind == SP_NODE_SEQ;
+    for (size_t j = 0; src->kind == SP_NODE_SEQ && j < src->n; j++)
+      if (src->items[j]->kind != SP_NODE_MAP) ok = false;
+    if (!ok) {
+      path_t here = {.up = path, .key = "<<"};
+      ld_error(ld, &merges->key_marks[i], &here,
+               "the value of a << merge key must be a map or a list of maps");
+      continue;
+    }
+    if (src->kind == SP_NODE_MAP && !merge_key_source(ld, node, &cap, src)) return NULL;
+    for (size_t j = 0; src->kind == SP_NODE_SEQ && j < src->n; j++)
+      if (!merge_key_source(ld, node, &cap, src->items[j])) return NULL;
+  }
+  if (anchor >= 0) ld->anchors[anchor].building = false;
+  return node;
+}
+
+/*
+ * Reads the node that starts with @p ev (and deletes @p ev). NULL when
+ * reading must stop: OOM (ld->rc), a syntax error or excessive nesting
+ * (ld->stop). Other problems are reported and reading goes on.
+ */
+static sp_node_t *read_node(loader_t *ld, yaml_event_t *ev, const path_t *path, int depth) {
+  sp_node_t *node = NULL;
+  bool collection = ev->type == YAML_SEQUENCE_START_EVENT || ev->type == YAML_MAPPING_START_EVENT;
+  if (collection && depth >= MAX_DEPTH) {
+    /* Stop reading right here: libyaml's cost grows with the square of the
+     * nesting depth, so a hostile file must not be read to its end. */
+    sp_mark_t m = ld_mark(ld, ev->start_mark);
+    ld_error(ld, &m, path, "nested more than %d levels deep", MAX_DEPTH);
+    ld->stop = true;
+  } else if (ev->type == YAML_SCALAR_EVENT) {
+    node = read_scalar(ld, ev, path);
+  } else if (ev->type == YAML_ALIAS_EVENT) {
+    node = resolve_alias(ld, ev, path);
+  } else if (ev->type == YAML_SEQUENCE_START_EVENT) {
+    node = read_seq(ld, ev, path, depth);
+  } else if (ev->type == YAML_MAPPING_START_EVENT) {
+    node = read_map(ld, ev, path, depth);
+  } else {
+    /* libyaml only produces node events here; be safe anyway. */
+    sp_mark_t m = ld_mark(ld, ev->start_mark);
+    ld_error(ld, &m, path, "unexpected YAML event");
+    ld->stop = true;
+  }
+  yaml_event_delete(ev);
+  return node;
+}
+
 /*
  * Parses one YAML stream (a single document) from @p buf into nodes in
  * @p arena. With @p need_map the root must be a map, and an empty document
@@ -549,52 +676,42 @@ static sp_node_t *new_empty_map(sp_arena_t *arena, sp_mark_t mark) {
  */
 static int parse_buffer(sp_arena_t *arena, const char *file, const char *buf, size_t len,
                         bool substitute, bool need_map, sp_node_t **out, sp_errors_t *errs) {
-  loader_t ld = {.arena = arena, .errs = errs, .substitute = substitute};
+  loader_t ld = {.arena = arena, .errs = errs, .substitute = substitute, .buf = buf, .len = len};
   yaml_parser_t parser;
-  yaml_document_t ydoc, next;
-  bool parser_ok = false, ydoc_ok = false;
+  yaml_event_t ev;
   sp_node_t *root = NULL;
+  sp_mark_t start;
 
   *out = NULL;
   ld.file = sp_arena_strdup(arena, file);
   if (!ld.file) return SP_ENOMEM;
+  start = (sp_mark_t){.file = ld.file, .line = 1, .col = 1};
   if (!yaml_parser_initialize(&parser)) return SP_ENOMEM;
-  parser_ok = true;
+  ld.parser = &parser;
   yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
 
-  if (!yaml_parser_load(&parser, &ydoc)) {
-    report_yaml_error(&ld, &parser, buf, len);
-    goto done;
-  }
-  ydoc_ok = true;
-  ld.ydoc = &ydoc;
-
-  yaml_node_t *yroot = yaml_document_get_root_node(&ydoc);
-  if (yroot) {
-    size_t n_nodes = (size_t)(ydoc.nodes.top - ydoc.nodes.start);
-    ld.memo = sp_calloc(n_nodes, sizeof(*ld.memo));
-    if (!ld.memo) {
-      ld.rc = SP_ENOMEM;
-      goto done;
-    }
-    root = convert(&ld, 1, NULL, 0);
-    if (!root) goto done;
-  }
-
-  /* A second document in the same stream is almost certainly a mistake
-   * (two configs pasted together); refuse it rather than ignore it. */
-  if (!yaml_parser_load(&parser, &next)) {
-    report_yaml_error(&ld, &parser, buf, len);
-  } else {
-    if (yaml_document_get_root_node(&next)) {
-      sp_mark_t m = ld_mark(&ld, next.start_mark);
+  /* STREAM-START, then DOCUMENT-START root DOCUMENT-END, or STREAM-END for
+   * a stream without a document (empty, or only comments). */
+  if (!next_event(&ld, &ev)) goto done;
+  yaml_event_delete(&ev);
+  if (!next_event(&ld, &ev)) goto done;
+  if (ev.type == YAML_DOCUMENT_START_EVENT) {
+    yaml_event_delete(&ev);
+    if (!next_event(&ld, &ev)) goto done;
+    if (!(root = read_node(&ld, &ev, NULL, 0))) goto done;
+    if (!next_event(&ld, &ev)) goto done; /* DOCUMENT-END */
+    yaml_event_delete(&ev);
+    /* A second document is almost certainly a mistake (two configs pasted
+     * together); refuse it rather than ignore it. */
+    if (!next_event(&ld, &ev)) goto done;
+    if (ev.type == YAML_DOCUMENT_START_EVENT) {
+      sp_mark_t m = ld_mark(&ld, ev.start_mark);
       ld_error(&ld, &m, NULL, "only one YAML document per file is supported");
     }
-    yaml_document_delete(&next);
   }
+  yaml_event_delete(&ev);
 
   if (need_map) {
-    sp_mark_t start = {.file = ld.file, .line = 1, .col = 1};
     if (!root || root->kind == SP_NODE_NULL) {
       root = new_empty_map(arena, root ? root->mark : start);
       if (!root) ld.rc = SP_ENOMEM;
@@ -603,22 +720,15 @@ static int parse_buffer(sp_arena_t *arena, const char *file, const char *buf, si
                sp_node_kind_name(root));
     }
   } else if (!root) {
-    root = sp_arena_calloc(arena, sizeof(*root));
-    if (!root) {
-      ld.rc = SP_ENOMEM;
-    } else {
-      root->kind = SP_NODE_NULL;
-      root->scalar = "";
-      root->mark = (sp_mark_t){.file = ld.file, .line = 1, .col = 1};
-    }
+    yaml_mark_t first = {0};
+    root = new_node(&ld, SP_NODE_NULL, first);
   }
 
 done:
-  sp_free(ld.memo);
-  if (ydoc_ok) yaml_document_delete(&ydoc);
-  if (parser_ok) yaml_parser_delete(&parser);
+  sp_free(ld.anchors);
+  yaml_parser_delete(&parser);
   if (ld.rc) return ld.rc;
-  if (ld.failed) return SP_ECONFIG;
+  if (ld.failed || ld.stop) return SP_ECONFIG;
   *out = root;
   return 0;
 }
@@ -949,7 +1059,8 @@ int sp_parse_duration_ms(const char *s, uint64_t *out) {
     uint64_t ip, frac, scale, v;
     if (!read_decimal(&p, &ip, &frac, &scale)) return SP_EINVAL;
     size_t u = 0, n_units = sizeof(units) / sizeof(units[0]);
-    while (u < n_units && strncmp(p, units[u].name, strlen(units[u].name))) u++;
+    while (u < n_units && strncmp(p, units[u].name, strlen(units[u].name)))
+      u++;
     if (u == n_units) return SP_EINVAL; /* no unit, or an unknown one */
     p += strlen(units[u].name);
     if (!scale_decimal(ip, frac, scale, units[u].ns, &v)) return SP_EINVAL;
@@ -966,22 +1077,17 @@ int sp_parse_size(const char *s, uint64_t *out) {
     const char *name;
     uint64_t mult;
   } units[] = {
-      {"", 1ull},
-      {"b", 1ull},
-      {"kb", 1000ull},
-      {"mb", 1000000ull},
-      {"gb", 1000000000ull},
-      {"tb", 1000000000000ull},
-      {"kib", 1ull << 10},
-      {"mib", 1ull << 20},
-      {"gib", 1ull << 30},
+      {"", 1ull},          {"b", 1ull},           {"kb", 1000ull},
+      {"mb", 1000000ull},  {"gb", 1000000000ull}, {"tb", 1000000000000ull},
+      {"kib", 1ull << 10}, {"mib", 1ull << 20},   {"gib", 1ull << 30},
       {"tib", 1ull << 40},
   };
   if (!s) return SP_EINVAL;
   const char *p = s;
   uint64_t ip, frac, scale;
   if (!read_decimal(&p, &ip, &frac, &scale)) return SP_EINVAL;
-  while (*p == ' ') p++; /* "64 MiB" reads naturally too */
+  while (*p == ' ')
+    p++; /* "64 MiB" reads naturally too */
   for (size_t u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
     if (strcasecmp(p, units[u].name)) continue;
     /* Whole bytes only: "1.5" or "1.5B" is refused, "1.5KiB" is 1536. */

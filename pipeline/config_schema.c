@@ -43,8 +43,8 @@
 /* ---- small helpers -------------------------------------------------------- */
 
 /* Adds an error; returns SP_ECONFIG, or SP_ENOMEM when the line was lost. */
-static int report(sp_errors_t *errs, const sp_mark_t *mark, const char *path, const char *fmt,
-                  ...) __attribute__((format(printf, 4, 5)));
+static int report(sp_errors_t *errs, const sp_mark_t *mark, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int report(sp_errors_t *errs, const sp_mark_t *mark, const char *path, const char *fmt,
                   ...) {
   size_t before = errs->n;
@@ -135,8 +135,7 @@ static int check_range(const sp_cfg_field_t *f, double v, const sp_node_t *node,
     return report(errs, &node->mark, path, "must be at least %s, got %s", lo, node->scalar);
   if (f->min <= -UNBOUNDED)
     return report(errs, &node->mark, path, "must be at most %s, got %s", hi, node->scalar);
-  return report(errs, &node->mark, path, "must be between %s and %s, got %s", lo, hi,
-                node->scalar);
+  return report(errs, &node->mark, path, "must be between %s and %s, got %s", lo, hi, node->scalar);
 }
 
 /* Levenshtein distance, case-insensitive; SIZE_MAX for very long words. */
@@ -144,7 +143,8 @@ static size_t edit_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   size_t row[64];
   if (la >= 64 || lb >= 64) return SIZE_MAX;
-  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
   for (size_t i = 1; i <= la; i++) {
     size_t diag = row[0];
     row[0] = i;
@@ -231,7 +231,8 @@ static int decode_scalar(const sp_cfg_field_t *f, const sp_node_t *v, const char
     return check_range(f, d, v, path, errs);
   }
   case SP_CFG_STRING: {
-    if ((f->flags & SP_CFG_NONEMPTY) && !*s) return report(errs, &v->mark, path, "must not be empty");
+    if ((f->flags & SP_CFG_NONEMPTY) && !*s)
+      return report(errs, &v->mark, path, "must not be empty");
     char *copy = sp_strdup(s);
     if (!copy) return SP_ENOMEM;
     sp_free(*(char **)dst);
@@ -355,8 +356,8 @@ static int decode_list(const sp_cfg_field_t *f, const sp_node_t *v, const char *
     char *ipath = join_index(path, i);
     if (!ipath) return SP_ENOMEM;
     void *item = (char *)l->items + i * f->section->size;
-    rc = worst(rc, decode_section(f->section, v->items[i], ipath, &v->items[i]->mark, item, errs,
-                                  false));
+    rc = worst(
+        rc, decode_section(f->section, v->items[i], ipath, &v->items[i]->mark, item, errs, false));
     sp_free(ipath);
     if (rc == SP_ENOMEM) return rc;
   }
@@ -387,8 +388,8 @@ static int decode_value(const sp_cfg_field_t *f, const sp_node_t *v, const char 
   }
   if (v->kind != SP_NODE_SCALAR) {
     static const char *const nouns[] = {
-        [SP_CFG_BOOL] = "true or false", [SP_CFG_INT] = "an integer",
-        [SP_CFG_DOUBLE] = "a number",    [SP_CFG_STRING] = "a string",
+        [SP_CFG_BOOL] = "true or false",  [SP_CFG_INT] = "an integer",
+        [SP_CFG_DOUBLE] = "a number",     [SP_CFG_STRING] = "a string",
         [SP_CFG_DURATION] = "a duration", [SP_CFG_SIZE] = "a size",
     };
     return wrong_kind(errs, v, path, nouns[f->type]);
@@ -516,7 +517,8 @@ void sp_cfg_free(const sp_cfg_schema_t *schema, void *cfg) {
       break;
     case SP_CFG_STRLIST: {
       sp_strlist_t *l = p;
-      for (size_t j = 0; j < l->n; j++) sp_free(l->items[j]);
+      for (size_t j = 0; j < l->n; j++)
+        sp_free(l->items[j]);
       sp_free(l->items);
       l->items = NULL;
       l->n = 0;
@@ -559,13 +561,15 @@ const char *sp_strmap_get(const sp_strmap_t *map, const char *key) {
 
 static int tls_check_version(const sp_tls_config_t *t, const sp_node_t *node, const char *path,
                              sp_errors_t *errs) {
-  if (!t->min_version || !strcmp(t->min_version, "1.2") || !strcmp(t->min_version, "1.3"))
-    return 0;
+  if (!t->min_version || !strcmp(t->min_version, "1.2") || !strcmp(t->min_version, "1.3")) return 0;
   const sp_node_t *v = sp_node_get(node, "min_version");
   char *vpath = join_key(path, "min_version");
   if (!vpath) return SP_ENOMEM;
-  int rc = report(errs, v ? &v->mark : node ? &node->mark : NULL, vpath,
-                  "expected one of 1.2, 1.3, got \"%s\"", t->min_version);
+  int rc = report(errs,
+                  v      ? &v->mark
+                  : node ? &node->mark
+                         : NULL,
+                  vpath, "expected one of 1.2, 1.3, got \"%s\"", t->min_version);
   sp_free(vpath);
   return rc;
 }
@@ -602,11 +606,10 @@ static int tls_client_validate(void *cfg, const sp_node_t *node, const char *pat
 }
 
 #define TLS_FIELD(name, type_, flags_, def_)                                                       \
-  {.key = #name,                                                                                   \
-   .type = (type_),                                                                                \
-   .offset = offsetof(sp_tls_config_t, name),                                                      \
-   .flags = (flags_),                                                                              \
-   .def = (def_)}
+  {                                                                                                \
+    .key = #name, .type = (type_), .offset = offsetof(sp_tls_config_t, name), .flags = (flags_),   \
+    .def = (def_)                                                                                  \
+  }
 
 static const sp_cfg_field_t tls_server_fields[] = {
     TLS_FIELD(cert_file, SP_CFG_STRING, SP_CFG_NONEMPTY, NULL),
