@@ -12,6 +12,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
+#include "pipeline/transport/http_server.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ struct sp_graph_s {
   void *cb_arg;
   uv_timer_t defer;
   bool defer_init;
+  sp_http_server_t *metrics; /* the Prometheus endpoint, when enabled */
 };
 
 static const char *const sp__sections[] = {"receivers", "processors", "exporters", "extensions"};
@@ -565,6 +567,46 @@ sp_component_t *sp_graph_component(sp_graph_t *self, sp_kind_t kind, const char 
 
 /* ---- lifecycle --------------------------------------------------------------- */
 
+/* GET /metrics: the self-metrics registry in Prometheus text format. */
+static void sp__metrics_handler(sp_http_request_t *req, void *ctx) {
+  sp_graph_t *g = ctx;
+  if (req->error_status != 0) {
+    sp_http_respond(req, req->error_status, "text/plain", req->error_message,
+                    strlen(req->error_message), NULL, 0);
+    return;
+  }
+  if (strcmp(req->path, "/metrics") != 0) {
+    sp_http_respond(req, 404, "text/plain", "404 page not found\n", 19, NULL, 0);
+    return;
+  }
+  sp_buf_t out;
+  sp_buf_init(&out, 0);
+  if (sp_telemetry_render(g->host->telemetry, &out) != 0)
+    sp_http_respond(req, 500, "text/plain", "out of memory\n", 14, NULL, 0);
+  else
+    sp_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len,
+                    NULL, 0);
+  sp_buf_free(&out);
+}
+
+static int sp__metrics_start(sp_graph_t *g) {
+  const sp_service_settings_t *s = &g->settings;
+  if (s->metrics.level == 0 || s->metrics.address == NULL || s->metrics.address[0] == '\0' ||
+      g->host->telemetry == NULL)
+    return 0;
+  sp_http_server_options_t opts = {.endpoint = s->metrics.address,
+                                   .component = "telemetry",
+                                   .max_body_size = 64 * 1024,
+                                   .handler = sp__metrics_handler,
+                                   .handler_ctx = g};
+  int rc = sp_http_server_create(g->host->loop, &opts, &g->metrics);
+  if (rc == 0)
+    rc = sp_http_server_start(g->metrics);
+  if (rc != 0)
+    sp_log_error(NULL, "cannot serve metrics on %s: %s", s->metrics.address, sp_strerror(rc));
+  return rc;
+}
+
 int sp_graph_start(sp_graph_t *self) {
   static const sp_kind_t order[] = {SP_KIND_EXTENSION, SP_KIND_EXPORTER, SP_KIND_PROCESSOR,
                                     SP_KIND_RECEIVER};
@@ -581,7 +623,7 @@ int sp_graph_start(sp_graph_t *self) {
       }
       in->started = true;
     }
-  return 0;
+  return sp__metrics_start(self);
 }
 
 static void sp__phase(sp_graph_t *g);
@@ -604,6 +646,11 @@ static void sp__inst_done(void *arg) {
   }
 }
 
+static void sp__metrics_down(void *arg) {
+  sp_graph_t *g = arg;
+  uv_close((uv_handle_t *)&g->defer, sp__defer_closed);
+}
+
 /* Runs shutdown phase by phase: receivers, processors, exporters, extensions. */
 static void sp__phase(sp_graph_t *g) {
   static const sp_kind_t order[] = {SP_KIND_RECEIVER, SP_KIND_PROCESSOR, SP_KIND_EXPORTER,
@@ -624,6 +671,11 @@ static void sp__phase(sp_graph_t *g) {
       return;
     }
     g->phase++;
+  }
+  if (g->metrics != NULL && g->phase == 4) {
+    g->phase = 5;
+    sp_http_server_shutdown(g->metrics, sp__metrics_down, g);
+    return;
   }
   /* Everything is down; report from a close callback so it is never inline. */
   uv_close((uv_handle_t *)&g->defer, sp__defer_closed);
@@ -668,6 +720,7 @@ void sp_graph_destroy(sp_graph_t *self) {
     for (int w = 0; w < 3; w++)
       sp_free(p->list[w]);
   }
+  sp_http_server_destroy(self->metrics);
   if (self->settings_decoded)
     sp_cfg_free(&sp__service_schema, &self->settings);
   sp_free(self->pipes);

@@ -86,3 +86,6 @@ count_spans() {
     }
     console.log(n);' "$1"
 }
+
+# spans_ge FILE N: true when FILE holds at least N spans (for wait_for).
+spans_ge() { [ "$(count_spans "$1")" -ge "$2" ]; }

@@ -36,7 +36,7 @@ N=200
 node "$JS/send_traces.js" grpc "http://127.0.0.1:$GRPC" $N "$WORK/grpc.json" || fail "gRPC exporter failed"
 node "$JS/send_traces.js" proto "http://127.0.0.1:$HTTP/v1/traces" $N "$WORK/proto.json" || fail "proto exporter failed"
 node "$JS/send_traces.js" json "http://127.0.0.1:$HTTP/v1/traces" $N "$WORK/json.json" || fail "JSON exporter failed"
-wait_for "$((3 * N)) spans in traces.jsonl" 20 test "$(count_spans "$WORK/out/traces.jsonl")" -ge $((3 * N))
+wait_for "$((3 * N)) spans in traces.jsonl" 20 spans_ge "$WORK/out/traces.jsonl" $((3 * N))
 node "$JS/compare_traces.js" "$WORK/out/traces.jsonl" "$WORK/grpc.json" "$WORK/proto.json" "$WORK/json.json" ||
   fail "spans did not arrive intact"
 
