@@ -12,6 +12,7 @@
 extern const sp_component_def_t sp_receiver_otlp;
 extern const sp_component_def_t sp_exporter_debug;
 extern const sp_component_def_t sp_exporter_file;
+extern const sp_component_def_t sp_exporter_otlphttp;
 extern const sp_component_def_t sp_processor_batch;
 
 static const sp_component_def_t *const sp__registry[] = {
@@ -19,6 +20,7 @@ static const sp_component_def_t *const sp__registry[] = {
     &sp_processor_batch,
     &sp_exporter_debug,
     &sp_exporter_file,
+    &sp_exporter_otlphttp,
     NULL,
 };
 
