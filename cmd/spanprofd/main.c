@@ -16,7 +16,6 @@
 
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -66,60 +65,17 @@ static int cmd_components(void) {
 
 static void on_stopped(void *arg) { (void)arg; }
 
-int main(int argc, char **argv) {
-  const char **paths = calloc((size_t)argc, sizeof(char *));
-  size_t n_paths = 0;
-  const char *cmd = NULL;
-  if (paths == NULL)
-    return 1;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return 0;
-    } else if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
-      printf("spanprofd %s\n", SP_VERSION);
-      return 0;
-    } else if (strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "spanprofd: --config needs a file\n");
-        return 2;
-      }
-      paths[n_paths++] = argv[++i];
-    } else if (strncmp(a, "--config=", 9) == 0) {
-      paths[n_paths++] = a + 9;
-    } else if (cmd == NULL && (strcmp(a, "validate") == 0 || strcmp(a, "components") == 0)) {
-      cmd = a;
-    } else {
-      fprintf(stderr, "spanprofd: unknown argument \"%s\"\n\n", a);
-      usage(stderr);
-      return 2;
-    }
-  }
-  sp_service_options_t opts = {.config_paths = paths, .n_config_paths = n_paths};
-  if (cmd != NULL && strcmp(cmd, "components") == 0)
-    return cmd_components();
-  if (cmd != NULL && strcmp(cmd, "validate") == 0) {
-    sp_errors_t errs = {0};
-    int rc = sp_service_validate(&opts, &errs);
-    sp_errors_print(&errs, STDERR_FILENO);
-    if (rc == 0)
-      printf("configuration is valid\n");
-    else if (errs.n == 0)
-      fprintf(stderr, "spanprofd: %s\n", sp_strerror(rc));
-    sp_errors_free(&errs);
-    free(paths);
-    return rc == 0 ? 0 : 1;
-  }
-
+/* Runs the daemon until it is told to stop; the exit status. */
+static int run(const sp_service_options_t *opts) {
   /* A peer closing a socket must not kill the daemon. */
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
   sp_service_t *svc = NULL;
-  int rc = sp_service_create(&loop, &opts, &svc);
+  int rc = sp_service_create(&loop, opts, &svc);
   if (rc != 0) {
     fprintf(stderr, "spanprofd: %s\n", sp_strerror(rc));
+    uv_loop_close(&loop);
     return 1;
   }
   sp_errors_t errs = {0};
@@ -134,9 +90,62 @@ int main(int argc, char **argv) {
   sp_errors_free(&errs);
   uv_run(&loop, UV_RUN_DEFAULT);
   sp_service_destroy(svc);
-  int close_rc = uv_loop_close(&loop);
-  if (close_rc != 0)
+  if (uv_loop_close(&loop) != 0)
     sp_log_warn(NULL, "event loop closed with handles still open");
-  free(paths);
   return rc == 0 ? 0 : 1;
+}
+
+static int validate(const sp_service_options_t *opts) {
+  sp_errors_t errs = {0};
+  int rc = sp_service_validate(opts, &errs);
+  sp_errors_print(&errs, STDERR_FILENO);
+  if (rc == 0)
+    printf("configuration is valid\n");
+  else if (errs.n == 0)
+    fprintf(stderr, "spanprofd: %s\n", sp_strerror(rc));
+  sp_errors_free(&errs);
+  return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  const char *paths[256];
+  size_t n_paths = 0;
+  const char *cmd = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *path = NULL;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
+      printf("spanprofd %s\n", SP_VERSION);
+      return 0;
+    } else if (strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "spanprofd: --config needs a file\n");
+        return 2;
+      }
+      path = argv[++i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      path = a + 9;
+    } else if (cmd == NULL && (strcmp(a, "validate") == 0 || strcmp(a, "components") == 0)) {
+      cmd = a;
+      continue;
+    } else {
+      fprintf(stderr, "spanprofd: unknown argument \"%s\"\n\n", a);
+      usage(stderr);
+      return 2;
+    }
+    if (n_paths == sizeof(paths) / sizeof(paths[0])) {
+      fprintf(stderr, "spanprofd: too many --config files\n");
+      return 2;
+    }
+    paths[n_paths++] = path;
+  }
+  sp_service_options_t opts = {.config_paths = paths, .n_config_paths = n_paths};
+  if (cmd != NULL && strcmp(cmd, "components") == 0)
+    return cmd_components();
+  if (cmd != NULL && strcmp(cmd, "validate") == 0)
+    return validate(&opts);
+  return run(&opts);
 }
