@@ -474,8 +474,12 @@ static int on_headers_complete(http_parser *p) {
   /* The head buffer no longer moves: point into it. */
   char *base = (char *)c->head.data;
   for (size_t i = 0; i < c->n_refs; i++) {
+    char *v = base + c->refs[i].val_off;
+    size_t n = strlen(v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+      v[--n] = '\0'; /* trailing OWS */
     c->hdrs[i].name = base + c->refs[i].name_off;
-    c->hdrs[i].value = base + c->refs[i].val_off;
+    c->hdrs[i].value = v;
   }
   c->req.headers = c->hdrs;
   c->req.n_headers = c->n_refs;
@@ -492,7 +496,7 @@ static int on_headers_complete(http_parser *p) {
 
   sp_encoding_t enc = SP_ENC_IDENTITY;
   const char *ce = find_header(c, "content-encoding");
-  if (sp_encoding_parse(ce, &enc) != 0) {
+  if (has_body && sp_encoding_parse(ce, &enc) != 0) {
     set_error(c, 415, "unsupported Content-Encoding \"%.64s\" (supported: gzip, deflate, identity)",
               ce);
   } else if (c->content_length > s->max_body) {
@@ -515,6 +519,15 @@ static int on_headers_complete(http_parser *p) {
     }
     sp_inflater_reset(c->inflater, enc, s->max_body);
     c->inflating = true;
+    if (c->has_cl) {
+      /* Payloads typically inflate 3-10x: start at 4x instead of doubling up from 16 KiB. */
+      uint64_t guess = c->content_length * 4 + 1024;
+      if (guess > (uint64_t)s->max_body + 1) guess = (uint64_t)s->max_body + 1;
+      if (body_realloc(c, (size_t)guess) != 0) {
+        c->oom = true;
+        return -1;
+      }
+    }
   } else if (c->has_cl) {
     /* Exact size, once; also what lets the body be read in place. */
     if (body_realloc(c, (size_t)c->content_length) != 0) {
@@ -886,12 +899,6 @@ static void dispatch(conn_t *c) {
   c->req.body = c->body.len ? c->body.data : NULL;
   c->req.body_len = c->body.len;
   c->req.wire_len = c->wire_len;
-  s->stats.requests++;
-  if (c->req.error_status) {
-    s->stats.requests_rejected++;
-    sp_log_debug(s->component, "http: %s %s from %s rejected: %d %s", c->req.method, c->req.path,
-                 c->remote, c->req.error_status, c->req.error_message);
-  }
   if (s->cors && !c->req.error_status) {
     const char *origin = find_header(c, "origin");
     if (origin) {
@@ -902,6 +909,12 @@ static void dispatch(conn_t *c) {
       }
       if (cors_origin_allowed(s->cors, origin)) c->cors_origin = origin;
     }
+  }
+  s->stats.requests++;
+  if (c->req.error_status) {
+    s->stats.requests_rejected++;
+    sp_log_debug(s->component, "http: %s %s from %s rejected: %d %s", c->req.method, c->req.path,
+                 c->remote, c->req.error_status, c->req.error_message);
   }
   s->handler(&c->req, s->handler_ctx);
 }
@@ -1440,7 +1453,12 @@ void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void
 
 void sp_http_server_destroy(sp_http_server_t *self) {
   if (!self) return;
-  assert(self->listener_state == LS_NONE && self->n_conns == 0 && !self->defer_active);
+  if (self->listener_state != LS_NONE || self->n_conns || self->n_rejects || self->defer_active) {
+    /* Freeing now would leave libuv holding our handles: leak instead. */
+    sp_log_error(self->component, "http: destroy before shutdown completed; leaking the server");
+    assert(!"sp_http_server_destroy() before the shutdown callback");
+    return;
+  }
   sp_free(self->endpoint);
   sp_free(self->component);
   sp_free(self->rbuf);

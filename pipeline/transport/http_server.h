@@ -118,7 +118,12 @@ typedef struct sp_http_server_stats_s {
 int sp_http_server_create(uv_loop_t *loop, const sp_http_server_options_t *opts,
                           sp_http_server_t **out);
 
-/** Binds and listens. 0, SP_EADDRINUSE, SP_EPERM or SP_EIO. Never blocks. */
+/**
+ * Binds and listens. 0, SP_EADDRINUSE, SP_EPERM, SP_EIO, or SP_ESTATE when
+ * already listening. Never blocks. After a failure the listening handle is
+ * still closing: call sp_http_server_shutdown() and wait for its callback
+ * before sp_http_server_destroy() (or start again after that callback).
+ */
 int sp_http_server_start(sp_http_server_t *self);
 
 /** The bound TCP port (after start), e.g. when the endpoint asked for port 0. */

@@ -588,6 +588,26 @@ static void test_pipelined_requests_in_order(void **state) {
   raw_close(&r);
 }
 
+static void test_request_target_and_headers(void **state) {
+  (void)state;
+  sp_http_server_options_t o = default_opts();
+  start_server(&o);
+  raw_t r;
+  raw_connect(&r);
+  const char reqs[] = "GET http://example.com:8080/abs/path?k=v#frag HTTP/1.1\r\nHost: a\r\n"
+                      "X-ECHO:   padded value  \t\r\n\r\n"
+                      "GET /only-path HTTP/1.1\r\nHost: a\r\nX-Echo:\r\n"
+                      "Connection: close\r\n\r\n";
+  raw_send(&r, reqs, sizeof reqs - 1);
+  assert_int_equal(sp_test_run_until(&fx.loop, raw_eof, &r, 3000), 0);
+  assert_non_null(strstr(r.buf, "GET /abs/path q=k=v len=0"));
+  assert_non_null(strstr(r.buf, "err=0 echo=padded valueHTTP/1.1 200")); /* next response */
+  assert_non_null(strstr(r.buf, "GET /only-path q= len=0"));
+  /* present but empty: the last body ends with "echo=" */
+  assert_string_equal(r.buf + r.len - 11, "err=0 echo=");
+  raw_close(&r);
+}
+
 static void test_expect_100_continue(void **state) {
   (void)state;
   sp_http_server_options_t o = default_opts();
@@ -1369,6 +1389,7 @@ int main(void) {
       T(test_connection_close_honoured),
       T(test_http10),
       T(test_pipelined_requests_in_order),
+      T(test_request_target_and_headers),
       T(test_expect_100_continue),
       T(test_chunked_body),
       T(test_compressed_bodies),
