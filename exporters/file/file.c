@@ -383,6 +383,7 @@ const sp_component_def_t sp_exporter_file = {
     .description = "writes OTLP/JSON traces and profiles (JSON + pprof) to local files",
     .schema = &sp__file_schema,
     .config_size = sizeof(sp_file_cfg_t),
+    .example = "path: ${env:TMPDIR:-/tmp}/spanprof-conformance-file\n",
     .create = sp__file_create,
     .start = sp__file_start,
     .shutdown = sp__file_shutdown,

@@ -999,11 +999,9 @@ static void test_alloc_failures(void **state) {
   free(want);
 }
 
-/* A few MB of OTLP JSON; reports throughput (well above 100 MB/s on an idle
- * machine, against the ~50 MB/s the receivers need). In optimised builds
- * without sanitizers it asserts a floor of 25 MB/s: loose enough for a busy
- * CI machine, tight enough to catch quadratic behaviour. */
-static void test_throughput(void **state) {
+/* A few MB of OTLP JSON (4000 spans) decode and encode back to the same
+ * text. Speed is measured by tests/bench/bench_pbjson.c, not here. */
+static void test_large_request(void **state) {
   (void)state;
   sp_arena_t *a = sp_arena_create(0);
   TraceReq *req = build_trace_request(a);
@@ -1018,34 +1016,14 @@ static void test_throughput(void **state) {
   size_t len = strlen(json);
   sp_arena_destroy(a);
 
-  /* Best of three, so a busy machine does not make the number meaningless. */
-  struct timespec t0, t1;
-  double secs = 1e9;
-  sp_arena_t *ar = NULL;
-  ProtobufCMessage *m = NULL;
-  for (int run = 0; run < 3; run++) {
-    sp_arena_destroy(ar);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    ar = sp_arena_create(1 << 16);
-    m = decode_ok(TRACE_REQ_DESC, json, SP_PBJSON_OTLP, ar);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    if (s < secs) secs = s;
-  }
-  double mbs = (double)len / 1e6 / secs;
-
+  sp_arena_t *ar = sp_arena_create(1 << 16);
+  ProtobufCMessage *m = decode_ok(TRACE_REQ_DESC, json, SP_PBJSON_OTLP, ar);
+  assert_int_equal(((TraceReq *)m)->resource_spans[0]->scope_spans[0]->n_spans, NSPANS);
   sp_buf_t b;
   sp_buf_init(&b, 0);
-  clock_gettime(CLOCK_MONOTONIC, &t0);
   assert_int_equal(sp_pbjson_encode(m, SP_PBJSON_OTLP, &b), 0);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  double esecs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   assert_int_equal(b.len, len);
-  print_message("decode %.1f MB in %.1f ms: %.0f MB/s; encode %.0f MB/s\n", (double)len / 1e6,
-                secs * 1e3, mbs, (double)len / 1e6 / esecs);
-#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__)
-  assert_true(mbs > 25);
-#endif
+  assert_memory_equal(b.data, json, len);
   sp_buf_free(&b);
   sp_arena_destroy(ar);
   free(json);
@@ -1061,7 +1039,7 @@ int main(void) {
       cmocka_unit_test(test_edge_cases),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_alloc_failures),
-      cmocka_unit_test(test_throughput),
+      cmocka_unit_test(test_large_request),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
