@@ -68,8 +68,13 @@
 #define LINGER_MS 2000
 #define RBUF_SIZE ((size_t)64 * 1024)
 #define ZERO_COPY_MIN ((size_t)16 * 1024) /* read bodies this large straight into place */
-#define KEEP_BODY_CAP ((size_t)64 * 1024) /* body buffers up to this size are reused */
-#define KEEP_PENDING_CAP ((size_t)64 * 1024)
+/*
+ * Idle keep-alive connections keep buffers up to these sizes for the next
+ * request; larger ones are freed, so 4096 idle connections cost little.
+ */
+#define KEEP_BUF_CAP ((size_t)16 * 1024)
+/* zlib states (~45 KiB each) are pooled per server, not kept per connection. */
+#define INFLATER_POOL 16
 
 typedef enum {
   CS_IDLE,     /* between requests, nothing of the next one received */
@@ -124,6 +129,9 @@ struct sp_http_server_s {
   size_t n_conns;
   size_t n_rejects; /* bare handles of refused connections, closing */
 
+  sp_inflater_t *inflaters[INFLATER_POOL]; /* idle zlib states for reuse */
+  size_t n_inflaters;
+
   uint8_t *rbuf;      /* shared socket read buffer */
   uint8_t *tls_plain; /* shared decrypted-bytes buffer */
 
@@ -170,7 +178,7 @@ struct conn_s {
   bool has_cl;
   uint64_t content_length;
   sp_buf_t body;
-  sp_inflater_t *inflater;
+  sp_inflater_t *inflater; /* borrowed from the server's pool while inflating */
   bool inflating;
   size_t wire_len;
   const char *cors_origin; /* allowed Origin of this request, for the response */
@@ -311,6 +319,17 @@ static int body_append(conn_t *c, const char *p, size_t n) {
 
 /* --- request lifecycle ----------------------------------------------------- */
 
+/* Returns the connection's inflater to the server's pool. */
+static void inflater_release(conn_t *c) {
+  sp_http_server_t *s = c->srv;
+  if (!c->inflater) return;
+  if (s->n_inflaters < INFLATER_POOL)
+    s->inflaters[s->n_inflaters++] = c->inflater;
+  else
+    sp_inflater_destroy(c->inflater);
+  c->inflater = NULL;
+}
+
 /* Forgets the request (after it was answered or before the next one). */
 static void request_reset(conn_t *c) {
   c->head.len = 0;
@@ -324,11 +343,13 @@ static void request_reset(conn_t *c) {
   c->content_length = 0;
   c->wire_len = 0;
   c->inflating = false;
+  inflater_release(c);
   c->cors_origin = NULL;
   c->keep_alive_10 = false;
   c->is_head = false;
   c->err_msg[0] = '\0';
-  if (c->body.cap > KEEP_BODY_CAP) sp_buf_free(&c->body);
+  if (c->body.cap > KEEP_BUF_CAP) sp_buf_free(&c->body);
+  if (c->head.cap > KEEP_BUF_CAP) sp_buf_free(&c->head);
   c->body.len = 0;
   memset(&c->req, 0, sizeof c->req);
 }
@@ -511,11 +532,11 @@ static int on_headers_complete(http_parser *p) {
   if (!has_body) return 0;
 
   if (enc != SP_ENC_IDENTITY) {
-    if (!c->inflater) {
-      if (sp_inflater_create(enc, s->max_body, &c->inflater) != 0) {
-        c->oom = true;
-        return -1;
-      }
+    if (s->n_inflaters) {
+      c->inflater = s->inflaters[--s->n_inflaters];
+    } else if (sp_inflater_create(enc, s->max_body, &c->inflater) != 0) {
+      c->oom = true;
+      return -1;
     }
     sp_inflater_reset(c->inflater, enc, s->max_body);
     c->inflating = true;
@@ -951,7 +972,7 @@ static parse_result_t conn_parse(conn_t *c, const char *data, size_t len, bool f
   if (from_pending) {
     c->pending_off = 0;
     c->pending.len = 0;
-    if (c->pending.cap > KEEP_PENDING_CAP) sp_buf_free(&c->pending);
+    if (c->pending.cap > KEEP_BUF_CAP) sp_buf_free(&c->pending);
   }
   return PARSE_MORE;
 }
@@ -995,7 +1016,7 @@ static void conn_free(conn_t *c) {
   sp_buf_free(&c->pending);
   sp_free(c->refs);
   sp_free(c->hdrs);
-  sp_inflater_destroy(c->inflater);
+  inflater_release(c);
   sp_tls_conn_destroy(c->tls);
   sp_free(c);
   maybe_finish_shutdown(s);
@@ -1463,6 +1484,8 @@ void sp_http_server_destroy(sp_http_server_t *self) {
   sp_free(self->component);
   sp_free(self->rbuf);
   sp_free(self->tls_plain);
+  for (size_t i = 0; i < self->n_inflaters; i++)
+    sp_inflater_destroy(self->inflaters[i]);
   cors_free(self->cors);
   sp_tls_ctx_destroy(self->tls);
   sp_free(self);
