@@ -567,12 +567,22 @@ sp_component_t *sp_graph_component(sp_graph_t *self, sp_kind_t kind, const char 
 
 /* ---- lifecycle --------------------------------------------------------------- */
 
-/* GET /metrics: the self-metrics registry in Prometheus text format. */
+/*
+ * The telemetry endpoint: GET /metrics is the self-metrics registry in
+ * Prometheus text format, GET /health answers 200 while the pipelines run.
+ */
 static void sp__metrics_handler(sp_http_request_t *req, void *ctx) {
   sp_graph_t *g = ctx;
   if (req->error_status != 0) {
     sp_http_respond(req, req->error_status, "text/plain", req->error_message,
                     strlen(req->error_message), NULL, 0);
+    return;
+  }
+  if (strcmp(req->path, "/health") == 0) {
+    /* For liveness/readiness probes: answered only while the graph runs. */
+    static const char ok[] = "{\"status\":\"Server available\"}";
+    sp_http_respond(req, g->shutting ? 503 : 200, "application/json", ok, sizeof(ok) - 1, NULL,
+                    0);
     return;
   }
   if (strcmp(req->path, "/metrics") != 0) {

@@ -67,6 +67,8 @@ curl -s "http://127.0.0.1:$M/metrics" >"$WORK/metrics.txt" || fail "metrics endp
 grep -q 'spanprof_receiver_accepted_spans_total{receiver="otlp",transport="http"} 3' "$WORK/metrics.txt" ||
   fail "accepted span counter wrong: $(grep accepted_spans "$WORK/metrics.txt")"
 
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$M/health")" = 200 ] || fail "/health"
+
 # Span 3 sits in the batch processor (timeout 1h); SIGTERM must drain it.
 [ "$(count_spans "$WORK/out/traces.jsonl")" = 2 ] || fail "batch flushed early"
 stop_daemon TERM
