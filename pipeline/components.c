@@ -10,16 +10,20 @@
 #include <string.h>
 
 extern const sp_component_def_t sp_receiver_otlp;
+extern const sp_component_def_t sp_receiver_pyroscope;
 extern const sp_component_def_t sp_exporter_debug;
 extern const sp_component_def_t sp_exporter_file;
+extern const sp_component_def_t sp_exporter_otlp;
 extern const sp_component_def_t sp_exporter_otlphttp;
 extern const sp_component_def_t sp_processor_batch;
 
 static const sp_component_def_t *const sp__registry[] = {
     &sp_receiver_otlp,
+    &sp_receiver_pyroscope,
     &sp_processor_batch,
     &sp_exporter_debug,
     &sp_exporter_file,
+    &sp_exporter_otlp,
     &sp_exporter_otlphttp,
     NULL,
 };
