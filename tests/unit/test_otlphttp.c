@@ -514,6 +514,27 @@ static void test_drain_on_shutdown(void **state) {
   assert_int_equal(metric(fx, "spanprof_exporter_sent_spans_total"), 8);
 }
 
+static void test_drain_deadline_cancels(void **state) {
+  fx_t *fx = *state;
+  fx->be.script[0] = (resp_t){.status = 200, .delay_ms = 1500}; /* the backend hangs */
+  fx->be.n_script = 1;
+  backend_start_on(&fx->be, &fx->loop, 0, NULL);
+  exporter_up(fx, "http", fx->be.port, "sending_queue: {num_consumers: 1}\n");
+  assert_int_equal(send_traces(fx, 2, NULL), 0); /* in flight */
+  assert_int_equal(send_traces(fx, 3, NULL), 0); /* queued */
+  for (int i = 0; i < 100 && fx->be.n == 0; i++)
+    uv_run(&fx->loop, UV_RUN_ONCE);
+  assert_int_equal(fx->be.n, 1);
+  uv_update_time(&fx->loop);
+  uint64_t t0 = uv_now(&fx->loop);
+  sp_test_exporter_stop(&fx->ex, 200);
+  uv_update_time(&fx->loop);
+  uint64_t took = uv_now(&fx->loop) - t0;
+  assert_true(took >= 190 && took < 1000);
+  assert_int_equal(metric(fx, "spanprof_exporter_send_failed_spans_total"), 5);
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_spans_total"), 0);
+}
+
 static void test_tls_and_mtls(void **state) {
   fx_t *fx = *state;
   sp_tls_config_t stls = {.present = true, .cert_file = g_certs.server_cert,
@@ -600,6 +621,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_slow_backend_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_full_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_drain_on_shutdown, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_drain_deadline_cancels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_and_mtls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
   };
