@@ -31,16 +31,27 @@
 static const char *const sp__sizers[] = {"requests", "items", NULL};
 
 static const sp_cfg_field_t sp__queue_fields[] = {
-    {.key = "enabled", .type = SP_CFG_BOOL,
-     .offset = offsetof(sp_exporterhelper_queue_cfg_t, enabled), .def = "true"},
-    {.key = "num_consumers", .type = SP_CFG_INT,
-     .offset = offsetof(sp_exporterhelper_queue_cfg_t, num_consumers), .def = "10", .min = 1,
+    {.key = "enabled",
+     .type = SP_CFG_BOOL,
+     .offset = offsetof(sp_exporterhelper_queue_cfg_t, enabled),
+     .def = "true"},
+    {.key = "num_consumers",
+     .type = SP_CFG_INT,
+     .offset = offsetof(sp_exporterhelper_queue_cfg_t, num_consumers),
+     .def = "10",
+     .min = 1,
      .max = 10000},
-    {.key = "queue_size", .type = SP_CFG_INT,
-     .offset = offsetof(sp_exporterhelper_queue_cfg_t, queue_size), .def = "1000", .min = 1,
+    {.key = "queue_size",
+     .type = SP_CFG_INT,
+     .offset = offsetof(sp_exporterhelper_queue_cfg_t, queue_size),
+     .def = "1000",
+     .min = 1,
      .max = 1e12},
-    {.key = "sizer", .type = SP_CFG_ENUM, .offset = offsetof(sp_exporterhelper_queue_cfg_t, sizer),
-     .def = "requests", .enum_values = sp__sizers},
+    {.key = "sizer",
+     .type = SP_CFG_ENUM,
+     .offset = offsetof(sp_exporterhelper_queue_cfg_t, sizer),
+     .def = "requests",
+     .enum_values = sp__sizers},
 };
 
 const sp_cfg_schema_t sp_exporterhelper_queue_schema = {
@@ -53,29 +64,45 @@ const sp_cfg_schema_t sp_exporterhelper_queue_schema = {
 static int sp__retry_validate(void *cfg, const sp_node_t *node, const char *path,
                               sp_errors_t *errs) {
   const sp_exporterhelper_retry_cfg_t *r = cfg;
-  if (!r->enabled || r->initial_interval_ms > 0)
-    return 0;
+  if (!r->enabled || r->initial_interval_ms > 0) return 0;
   const sp_node_t *v = sp_node_get(node, "initial_interval");
-  sp_errors_add(errs, v != NULL ? &v->mark : node != NULL ? &node->mark : NULL, path,
-                "initial_interval must be greater than 0 when retries are enabled");
+  sp_errors_add(errs,
+                v != NULL      ? &v->mark
+                : node != NULL ? &node->mark
+                               : NULL,
+                path, "initial_interval must be greater than 0 when retries are enabled");
   return SP_ECONFIG;
 }
 
 static const sp_cfg_field_t sp__retry_fields[] = {
-    {.key = "enabled", .type = SP_CFG_BOOL,
-     .offset = offsetof(sp_exporterhelper_retry_cfg_t, enabled), .def = "true"},
-    {.key = "initial_interval", .type = SP_CFG_DURATION,
-     .offset = offsetof(sp_exporterhelper_retry_cfg_t, initial_interval_ms), .def = "5s"},
-    {.key = "max_interval", .type = SP_CFG_DURATION,
-     .offset = offsetof(sp_exporterhelper_retry_cfg_t, max_interval_ms), .def = "30s"},
-    {.key = "max_elapsed_time", .type = SP_CFG_DURATION,
-     .offset = offsetof(sp_exporterhelper_retry_cfg_t, max_elapsed_time_ms), .def = "300s"},
-    {.key = "multiplier", .type = SP_CFG_DOUBLE,
-     .offset = offsetof(sp_exporterhelper_retry_cfg_t, multiplier), .def = "1.5", .min = 1,
+    {.key = "enabled",
+     .type = SP_CFG_BOOL,
+     .offset = offsetof(sp_exporterhelper_retry_cfg_t, enabled),
+     .def = "true"},
+    {.key = "initial_interval",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_exporterhelper_retry_cfg_t, initial_interval_ms),
+     .def = "5s"},
+    {.key = "max_interval",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_exporterhelper_retry_cfg_t, max_interval_ms),
+     .def = "30s"},
+    {.key = "max_elapsed_time",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_exporterhelper_retry_cfg_t, max_elapsed_time_ms),
+     .def = "300s"},
+    {.key = "multiplier",
+     .type = SP_CFG_DOUBLE,
+     .offset = offsetof(sp_exporterhelper_retry_cfg_t, multiplier),
+     .def = "1.5",
+     .min = 1,
      .max = 1000},
-    {.key = "randomization_factor", .type = SP_CFG_DOUBLE,
-     .offset = offsetof(sp_exporterhelper_retry_cfg_t, randomization_factor), .def = "0.5",
-     .min = 0, .max = 1},
+    {.key = "randomization_factor",
+     .type = SP_CFG_DOUBLE,
+     .offset = offsetof(sp_exporterhelper_retry_cfg_t, randomization_factor),
+     .def = "0.5",
+     .min = 0,
+     .max = 1},
 };
 
 const sp_cfg_schema_t sp_exporterhelper_retry_schema = {
@@ -86,9 +113,9 @@ const sp_cfg_schema_t sp_exporterhelper_retry_schema = {
 };
 
 static const sp_exporterhelper_queue_cfg_t sp__queue_defaults = {true, 10, 1000,
-                                                                  SP_EXPORTERHELPER_SIZER_REQUESTS};
-static const sp_exporterhelper_retry_cfg_t sp__retry_defaults = {true,  5000, 30000,
-                                                                  300000, 1.5, 0.5};
+                                                                 SP_EXPORTERHELPER_SIZER_REQUESTS};
+static const sp_exporterhelper_retry_cfg_t sp__retry_defaults = {true,   5000, 30000,
+                                                                 300000, 1.5,  0.5};
 
 /* ---- state ------------------------------------------------------------------ */
 
@@ -100,12 +127,12 @@ typedef struct sp__eh_entry_s {
 typedef struct sp__eh_slot_s {
   sp_exporterhelper_t *owner;
   uv_timer_t timer;
-  sp__eh_entry_t *cur; /* NULL when idle */
-  bool sending;        /* a send is in flight */
-  bool waiting;        /* the backoff timer is armed */
-  uint64_t first_ms;   /* loop time of the first attempt */
+  sp__eh_entry_t *cur;  /* NULL when idle */
+  bool sending;         /* a send is in flight */
+  bool waiting;         /* the backoff timer is armed */
+  uint64_t first_ms;    /* loop time of the first attempt */
   uint64_t interval_ms; /* current backoff interval; 0 before the first retry */
-  uint64_t due_ms;     /* when the armed timer fires */
+  uint64_t due_ms;      /* when the armed timer fires */
   char last_error[256];
 } sp__eh_slot_t;
 
@@ -148,7 +175,8 @@ struct sp_exporterhelper_s {
   sp_metric_t *queue_capacity;
 };
 
-#define SP__EH_FROM_INPUT(c) ((sp_exporterhelper_t *)((char *)(c) - offsetof(sp_exporterhelper_t, input)))
+#define SP__EH_FROM_INPUT(c)                                                                       \
+  ((sp_exporterhelper_t *)((char *)(c)-offsetof(sp_exporterhelper_t, input)))
 
 static int sp__sig(unsigned signal) { return signal == SP_SIGNAL_PROFILES ? 1 : 0; }
 static const char *sp__unit(unsigned signal) {
@@ -182,8 +210,7 @@ static void sp__count_failed(sp_exporterhelper_t *self, const sp_exporterhelper_
 
 /* Releases an entry for good: the sender's state, the batch reference, the entry. */
 static void sp__entry_free(sp_exporterhelper_t *self, sp__eh_entry_t *e) {
-  if (self->sender->release != NULL)
-    self->sender->release(self->sender_ctx, &e->item);
+  if (self->sender->release != NULL) self->sender->release(self->sender_ctx, &e->item);
   if (e->item.signal == SP_SIGNAL_PROFILES)
     sp_profiles_unref(e->item.profiles);
   else
@@ -193,11 +220,9 @@ static void sp__entry_free(sp_exporterhelper_t *self, sp__eh_entry_t *e) {
 
 static sp__eh_entry_t *sp__pop(sp_exporterhelper_t *self) {
   sp__eh_entry_t *e = self->head;
-  if (e == NULL)
-    return NULL;
+  if (e == NULL) return NULL;
   self->head = e->next;
-  if (self->head == NULL)
-    self->tail = NULL;
+  if (self->head == NULL) self->tail = NULL;
   e->next = NULL;
   self->queued_requests--;
   self->queued_items -= e->item.count;
@@ -229,8 +254,7 @@ static size_t sp__busy(const sp_exporterhelper_t *self) {
 
 static sp__eh_slot_t *sp__free_slot(sp_exporterhelper_t *self) {
   for (size_t i = 0; i < self->n_slots; i++)
-    if (self->slots[i].cur == NULL)
-      return &self->slots[i];
+    if (self->slots[i].cur == NULL) return &self->slots[i];
   return NULL;
 }
 
@@ -265,8 +289,7 @@ static void sp__give_up(sp__eh_slot_t *s, const char *why) {
 /* The next backoff delay, as the Collector computes it; advances the interval. */
 static uint64_t sp__next_delay(sp_exporterhelper_t *self, sp__eh_slot_t *s) {
   const sp_exporterhelper_retry_cfg_t *r = &self->rcfg;
-  if (s->interval_ms == 0)
-    s->interval_ms = r->initial_interval_ms;
+  if (s->interval_ms == 0) s->interval_ms = r->initial_interval_ms;
   double iv = (double)s->interval_ms;
   double delay = iv;
   if (r->randomization_factor > 0) {
@@ -274,10 +297,8 @@ static uint64_t sp__next_delay(sp_exporterhelper_t *self, sp__eh_slot_t *s) {
     delay = (iv - delta) + sp__rand01(self) * (2 * delta);
   }
   double next = iv * r->multiplier;
-  if (next > (double)r->max_interval_ms)
-    next = (double)r->max_interval_ms;
-  if (next < iv && iv <= (double)r->max_interval_ms)
-    next = iv;
+  if (next > (double)r->max_interval_ms) next = (double)r->max_interval_ms;
+  if (next < iv && iv <= (double)r->max_interval_ms) next = iv;
   s->interval_ms = next < 1 ? 1 : (uint64_t)next;
   return delay < 0 ? 0 : (uint64_t)(delay + 0.5);
 }
@@ -299,15 +320,14 @@ static void sp__handle_result(sp__eh_slot_t *s, const sp_exporterhelper_result_t
     size_t rejected = res->rejected < item->count ? res->rejected : item->count;
     if (rejected > 0 || msg != NULL)
       sp_log_warn(self->id, "backend accepted the request partially: %zu of %zu %s rejected%s%s",
-                  rejected, item->count, sp__unit(item->signal), msg ? ": " : "",
-                  msg ? msg : "");
+                  rejected, item->count, sp__unit(item->signal), msg ? ": " : "", msg ? msg : "");
     sp_metric_add(m->sent, item->count - rejected);
     sp_metric_add(m->failed, rejected);
     sp__finish(s);
     return;
   }
-  snprintf(s->last_error, sizeof(s->last_error), "%s%s%s", sp_strerror(res->err),
-           msg ? ": " : "", msg ? msg : "");
+  snprintf(s->last_error, sizeof(s->last_error), "%s%s%s", sp_strerror(res->err), msg ? ": " : "",
+           msg ? msg : "");
   if (self->expired) {
     sp__give_up(s, "the shutdown deadline passed");
     return;
@@ -324,8 +344,7 @@ static void sp__handle_result(sp__eh_slot_t *s, const sp_exporterhelper_result_t
     return;
   }
   uint64_t delay = sp__next_delay(self, s);
-  if (res->retry_after_ms > delay)
-    delay = res->retry_after_ms;
+  if (res->retry_after_ms > delay) delay = res->retry_after_ms;
   uint64_t now = uv_now(self->loop);
   uint64_t elapsed = now - s->first_ms;
   if (self->rcfg.max_elapsed_time_ms > 0 && elapsed + delay > self->rcfg.max_elapsed_time_ms) {
@@ -336,9 +355,8 @@ static void sp__handle_result(sp__eh_slot_t *s, const sp_exporterhelper_result_t
     sp__give_up(s, "shutting down and the next retry would come after the drain deadline");
     return;
   }
-  sp_log_info(self->id, "sending %zu %s failed (attempt %u), retrying in %llu ms: %s",
-              item->count, sp__unit(item->signal), item->attempt + 1, (unsigned long long)delay,
-              s->last_error);
+  sp_log_info(self->id, "sending %zu %s failed (attempt %u), retrying in %llu ms: %s", item->count,
+              sp__unit(item->signal), item->attempt + 1, (unsigned long long)delay, s->last_error);
   sp_metric_add(self->retries, 1);
   s->waiting = true;
   s->due_ms = now + delay;
@@ -365,8 +383,7 @@ static void sp__attempt(sp__eh_slot_t *s) {
 }
 
 static void sp__pump(sp_exporterhelper_t *self) {
-  if (self->pumping || !self->started || self->expired || self->closing)
-    return;
+  if (self->pumping || !self->started || self->expired || self->closing) return;
   self->pumping = true;
   sp__eh_slot_t *s;
   while (self->head != NULL && (s = sp__free_slot(self)) != NULL) {
@@ -381,8 +398,7 @@ static void sp__pump(sp_exporterhelper_t *self) {
 
 /* ---- consumer --------------------------------------------------------------- */
 
-static void sp__refused(sp_exporterhelper_t *self, unsigned signal, size_t count,
-                        const char *why) {
+static void sp__refused(sp_exporterhelper_t *self, unsigned signal, size_t count, const char *why) {
   sp_metric_add(self->m[sp__sig(signal)].enqueue_failed, count);
   self->refusals++;
   uint64_t now = uv_now(self->loop);
@@ -400,17 +416,17 @@ static int sp__consume(sp_exporterhelper_t *self, unsigned signal, void *batch, 
     why = "the exporter is shutting down";
   } else if (self->qcfg.enabled) {
     uint64_t used = self->qcfg.sizer == SP_EXPORTERHELPER_SIZER_ITEMS ? self->queued_items
-                                                                       : self->queued_requests;
+                                                                      : self->queued_requests;
     /* A request larger than the whole queue is still taken into an empty
      * queue; refusing it would refuse it forever. */
-    if (self->queued_requests > 0 && used + sp__units(self, count) > (uint64_t)self->qcfg.queue_size)
+    if (self->queued_requests > 0 &&
+        used + sp__units(self, count) > (uint64_t)self->qcfg.queue_size)
       why = "sending queue is full";
   } else if (!self->started || sp__free_slot(self) == NULL) {
     why = "all senders are busy and the sending queue is disabled";
   }
   sp__eh_entry_t *e = why == NULL ? sp_calloc(1, sizeof(*e)) : NULL;
-  if (why == NULL && e == NULL)
-    why = "out of memory";
+  if (why == NULL && e == NULL) why = "out of memory";
   if (why != NULL) {
     sp__refused(self, signal, count, why);
     if (signal == SP_SIGNAL_PROFILES)
@@ -453,11 +469,9 @@ int sp_exporterhelper_create(const sp_exporterhelper_options_t *opts, sp_exporte
     return SP_EINVAL;
   const sp_exporterhelper_queue_cfg_t *q = opts->queue ? opts->queue : &sp__queue_defaults;
   const sp_exporterhelper_retry_cfg_t *r = opts->retry ? opts->retry : &sp__retry_defaults;
-  if (q->num_consumers < 1 || (q->enabled && q->queue_size < 1))
-    return SP_EINVAL;
+  if (q->num_consumers < 1 || (q->enabled && q->queue_size < 1)) return SP_EINVAL;
   sp_exporterhelper_t *self = sp_calloc(1, sizeof(*self));
-  if (self == NULL)
-    return SP_ENOMEM;
+  if (self == NULL) return SP_ENOMEM;
   self->qcfg = *q;
   self->rcfg = *r;
   self->host = opts->host;
@@ -509,8 +523,7 @@ int sp_exporterhelper_create(const sp_exporterhelper_options_t *opts, sp_exporte
 sp_consumer_t *sp_exporterhelper_consumer(sp_exporterhelper_t *self) { return &self->input; }
 
 int sp_exporterhelper_start(sp_exporterhelper_t *self) {
-  if (self->started || self->shutting)
-    return SP_ESTATE;
+  if (self->started || self->shutting) return SP_ESTATE;
   uv_timer_init(self->loop, &self->drain_timer);
   self->drain_timer.data = self;
   for (size_t i = 0; i < self->n_slots; i++) {
@@ -525,15 +538,13 @@ int sp_exporterhelper_start(sp_exporterhelper_t *self) {
 
 static void sp__report_shutdown(void *arg) {
   sp_exporterhelper_t *self = arg;
-  if (self->shutdown_cb != NULL)
-    self->shutdown_cb(self->shutdown_arg);
+  if (self->shutdown_cb != NULL) self->shutdown_cb(self->shutdown_arg);
 }
 
 /* Every timer's data points at the helper once closing (see sp__close_all). */
 static void sp__handle_closed(uv_handle_t *h) {
   sp_exporterhelper_t *self = h->data;
-  if (--self->open_handles == 0)
-    sp__report_shutdown(self);
+  if (--self->open_handles == 0) sp__report_shutdown(self);
 }
 
 static void sp__close_all(sp_exporterhelper_t *self) {
@@ -549,10 +560,8 @@ static void sp__close_all(sp_exporterhelper_t *self) {
 }
 
 static void sp__check_drained(sp_exporterhelper_t *self) {
-  if (!self->shutting || !self->started || self->closing || self->pumping)
-    return;
-  if (self->head != NULL || sp__busy(self) > 0)
-    return;
+  if (!self->shutting || !self->started || self->closing || self->pumping) return;
+  if (self->head != NULL || sp__busy(self) > 0) return;
   sp__close_all(self);
 }
 
@@ -587,8 +596,7 @@ static void sp__drain_expired(uv_timer_t *t) {
 }
 
 void sp_exporterhelper_shutdown(sp_exporterhelper_t *self, void (*cb)(void *arg), void *arg) {
-  if (self == NULL || self->shutting)
-    return;
+  if (self == NULL || self->shutting) return;
   self->shutting = true;
   self->shutdown_cb = cb;
   self->shutdown_arg = arg;
@@ -611,8 +619,7 @@ void sp_exporterhelper_shutdown(sp_exporterhelper_t *self, void (*cb)(void *arg)
 }
 
 void sp_exporterhelper_destroy(sp_exporterhelper_t *self) {
-  if (self == NULL)
-    return;
+  if (self == NULL) return;
   assert((!self->started || self->open_handles == 0) && "destroy before the shutdown callback");
   if (self->head != NULL && self->sender != NULL)
     sp__drop_queue(self, "destroyed before it started");

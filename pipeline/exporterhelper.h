@@ -61,7 +61,8 @@
 
 enum { SP_EXPORTERHELPER_SIZER_REQUESTS = 0, SP_EXPORTERHELPER_SIZER_ITEMS = 1 };
 
-/** `sending_queue`: enabled (true), num_consumers (10), queue_size (1000), sizer (requests|items). */
+/** `sending_queue`: enabled (true), num_consumers (10), queue_size (1000), sizer (requests|items).
+ */
 typedef struct sp_exporterhelper_queue_cfg_s {
   bool enabled;
   int64_t num_consumers;
@@ -95,11 +96,11 @@ extern const sp_cfg_schema_t sp_exporterhelper_retry_schema;
 
 /** One request as the sender sees it. Owned by the helper. */
 typedef struct sp_exporterhelper_item_s {
-  unsigned signal;          /* SP_SIGNAL_TRACES or SP_SIGNAL_PROFILES */
-  sp_traces_t *traces;      /* signal == SP_SIGNAL_TRACES (the helper holds the reference) */
-  sp_profiles_t *profiles;  /* signal == SP_SIGNAL_PROFILES (likewise) */
-  size_t count;             /* spans or profiles in the batch */
-  unsigned attempt;         /* 0 for the first send, 1 for the first retry, ... */
+  unsigned signal;         /* SP_SIGNAL_TRACES or SP_SIGNAL_PROFILES */
+  sp_traces_t *traces;     /* signal == SP_SIGNAL_TRACES (the helper holds the reference) */
+  sp_profiles_t *profiles; /* signal == SP_SIGNAL_PROFILES (likewise) */
+  size_t count;            /* spans or profiles in the batch */
+  unsigned attempt;        /* 0 for the first send, 1 for the first retry, ... */
   /*
    * The sender's own per-item state kept across attempts (e.g. the encoded
    * and compressed body, so a retry does not redo the work); NULL at first.
@@ -144,11 +145,11 @@ typedef struct sp_exporterhelper_sender_s {
 typedef struct sp_exporterhelper_s sp_exporterhelper_t;
 
 typedef struct sp_exporterhelper_options_s {
-  const char *id;                              /* component ID (logs, metric label); copied */
-  sp_host_t *host;                             /* loop, telemetry, drain_deadline; borrowed */
-  const sp_exporterhelper_queue_cfg_t *queue;  /* copied; NULL: the defaults */
-  const sp_exporterhelper_retry_cfg_t *retry;  /* copied; NULL: the defaults */
-  const sp_exporterhelper_sender_t *sender;    /* borrowed: must outlive the helper */
+  const char *id;                             /* component ID (logs, metric label); copied */
+  sp_host_t *host;                            /* loop, telemetry, drain_deadline; borrowed */
+  const sp_exporterhelper_queue_cfg_t *queue; /* copied; NULL: the defaults */
+  const sp_exporterhelper_retry_cfg_t *retry; /* copied; NULL: the defaults */
+  const sp_exporterhelper_sender_t *sender;   /* borrowed: must outlive the helper */
   void *sender_ctx;
 } sp_exporterhelper_options_t;
 
@@ -190,8 +191,8 @@ void sp_exporterhelper_destroy(sp_exporterhelper_t *self);
 typedef struct sp_exporterhelper_stats_s {
   size_t queued_requests; /* waiting in the queue */
   size_t queued_items;
-  size_t busy;            /* slots holding an item (sending or waiting to retry) */
-  size_t sending;         /* sends in flight */
+  size_t busy;    /* slots holding an item (sending or waiting to retry) */
+  size_t sending; /* sends in flight */
 } sp_exporterhelper_stats_t;
 
 /** Copies the current occupancy into @p out. */

@@ -62,8 +62,7 @@ static int sp__intern_grow(sp__intern_t *t) {
     return SP_ENOMEM;
   }
   for (size_t i = 0; i < t->cap; i++) {
-    if (t->keys[i] == NULL)
-      continue;
+    if (t->keys[i] == NULL) continue;
     size_t j = sp__hash(t->keys[i], t->lens[i]) & (cap - 1);
     while (n.keys[j] != NULL)
       j = (j + 1) & (cap - 1);
@@ -84,8 +83,7 @@ static int sp__intern_grow(sp__intern_t *t) {
  */
 static int sp__intern_find(sp__intern_t *t, const void *key, size_t len, int32_t *val,
                            size_t *slot) {
-  if ((t->n + 1) * 2 > t->cap && sp__intern_grow(t) != 0)
-    return SP_ENOMEM;
+  if ((t->n + 1) * 2 > t->cap && sp__intern_grow(t) != 0) return SP_ENOMEM;
   size_t j = sp__hash(key, len) & (t->cap - 1);
   while (t->keys[j] != NULL) {
     if (t->lens[j] == len && memcmp(t->keys[j], key, len) == 0) {
@@ -117,10 +115,8 @@ static int sp__vec_push(sp_arena_t *a, sp__vec_t *v, void *item) {
   if (v->n == v->cap) {
     size_t cap = v->cap ? v->cap * 2 : 16;
     void **n = sp_arena_alloc(a, cap * sizeof(void *));
-    if (n == NULL)
-      return SP_ENOMEM;
-    if (v->n)
-      memcpy(n, v->items, v->n * sizeof(void *));
+    if (n == NULL) return SP_ENOMEM;
+    if (v->n) memcpy(n, v->items, v->n * sizeof(void *));
     v->items = n;
     v->cap = cap;
   }
@@ -133,35 +129,30 @@ static int sp__vec_push(sp_arena_t *a, sp__vec_t *v, void *item) {
 typedef struct sp__builder_s {
   sp_arena_t *a;
   sp__vec_t strings, mappings, locations, functions, links, attrs, stacks;
-  sp__vec_t resources; /* sp__rprof_t *, each with one ScopeProfiles */
+  sp__vec_t resources;     /* sp__rprof_t *, each with one ScopeProfiles */
   sp__vec_t *res_profiles; /* parallel to resources: profiles per resource (heap array) */
   size_t res_cap;
   sp__intern_t istr, iattr, istack, ilink, ires;
   sp__intern_t ids; /* per pprof: (kind, id) → dictionary index */
 } sp__builder_t;
 
-#define SP__NEW(b, type, init)                                                                \
-  ({                                                                                          \
-    type *p_ = sp_arena_alloc((b)->a, sizeof(type));                                          \
-    if (p_ != NULL)                                                                           \
-      init(p_);                                                                               \
-    p_;                                                                                       \
+#define SP__NEW(b, type, init)                                                                     \
+  ({                                                                                               \
+    type *p_ = sp_arena_alloc((b)->a, sizeof(type));                                               \
+    if (p_ != NULL) init(p_);                                                                      \
+    p_;                                                                                            \
   })
 
 /* The dictionary index of string @p s (added when new); -1 on OOM. */
 static int32_t sp__str(sp__builder_t *b, const char *s) {
-  if (s == NULL)
-    s = "";
+  if (s == NULL) s = "";
   size_t len = strlen(s), slot;
   int32_t idx;
   int rc = sp__intern_find(&b->istr, s, len, &idx, &slot);
-  if (rc == 0)
-    return idx;
-  if (rc < 0)
-    return -1;
+  if (rc == 0) return idx;
+  if (rc < 0) return -1;
   char *copy = sp_arena_strndup(b->a, s, len);
-  if (copy == NULL || sp__vec_push(b->a, &b->strings, copy) != 0)
-    return -1;
+  if (copy == NULL || sp__vec_push(b->a, &b->strings, copy) != 0) return -1;
   idx = (int32_t)(b->strings.n - 1);
   sp__intern_put(&b->istr, slot, (const uint8_t *)copy, len, idx);
   return idx;
@@ -174,14 +165,11 @@ static int32_t sp__intern_rec(sp__builder_t *b, sp__intern_t *t, sp__vec_t *v, c
   size_t slot;
   int32_t idx;
   int rc = sp__intern_find(t, key, len, &idx, &slot);
-  if (rc == 0)
-    return idx;
-  if (rc < 0)
-    return -1;
+  if (rc == 0) return idx;
+  if (rc < 0) return -1;
   uint8_t *copy = sp_arena_memdup(b->a, key, len > 0 ? len : 1);
   void *rec = make(b, arg);
-  if (copy == NULL || rec == NULL || sp__vec_push(b->a, v, rec) != 0)
-    return -1;
+  if (copy == NULL || rec == NULL || sp__vec_push(b->a, v, rec) != 0) return -1;
   idx = (int32_t)(v->n - 1);
   sp__intern_put(t, slot, copy, len, idx);
   return idx;
@@ -201,8 +189,7 @@ static void *sp__make_attr(sp__builder_t *b, const void *p) {
   sp__kvu_t *kv = SP__NEW(b, sp__kvu_t,
                           opentelemetry__proto__profiles__v1development__key_value_and_unit__init);
   sp__any_t *v = SP__NEW(b, sp__any_t, opentelemetry__proto__common__v1__any_value__init);
-  if (kv == NULL || v == NULL)
-    return NULL;
+  if (kv == NULL || v == NULL) return NULL;
   kv->key_strindex = arg->key;
   kv->unit_strindex = arg->unit;
   if (arg->is_int) {
@@ -211,8 +198,7 @@ static void *sp__make_attr(sp__builder_t *b, const void *p) {
   } else {
     v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
     v->string_value = sp_arena_strdup(b->a, arg->str);
-    if (v->string_value == NULL)
-      return NULL;
+    if (v->string_value == NULL) return NULL;
   }
   kv->value = v;
   return kv;
@@ -220,17 +206,15 @@ static void *sp__make_attr(sp__builder_t *b, const void *p) {
 
 static int32_t sp__attr(sp__builder_t *b, const char *key, const char *unit, bool is_int,
                         int64_t num, const char *str) {
-  sp__attr_arg_t arg = {.key = sp__str(b, key), .unit = sp__str(b, unit), .is_int = is_int,
-                        .num = num, .str = str};
-  if (arg.key < 0 || arg.unit < 0)
-    return -1;
+  sp__attr_arg_t arg = {
+      .key = sp__str(b, key), .unit = sp__str(b, unit), .is_int = is_int, .num = num, .str = str};
+  if (arg.key < 0 || arg.unit < 0) return -1;
   /* Key bytes: kind, key index, unit index, then the value. */
   size_t slen = is_int ? 0 : strlen(str);
   uint8_t stackbuf[256];
   size_t len = 1 + 4 + 4 + (is_int ? 8 : slen);
   uint8_t *k = len <= sizeof(stackbuf) ? stackbuf : sp_malloc(len);
-  if (k == NULL)
-    return -1;
+  if (k == NULL) return -1;
   k[0] = is_int ? 'i' : 's';
   memcpy(k + 1, &arg.key, 4);
   memcpy(k + 5, &arg.unit, 4);
@@ -239,8 +223,7 @@ static int32_t sp__attr(sp__builder_t *b, const char *key, const char *unit, boo
   else
     memcpy(k + 9, str, slen);
   int32_t idx = sp__intern_rec(b, &b->iattr, &b->attrs, k, len, sp__make_attr, &arg);
-  if (k != stackbuf)
-    sp_free(k);
+  if (k != stackbuf) sp_free(k);
   return idx;
 }
 
@@ -251,12 +234,10 @@ static void *sp__make_link(sp__builder_t *b, const void *p) {
   Opentelemetry__Proto__Profiles__V1development__Link *l =
       SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__Link,
               opentelemetry__proto__profiles__v1development__link__init);
-  if (l == NULL)
-    return NULL;
+  if (l == NULL) return NULL;
   l->trace_id.data = sp_arena_memdup(b->a, ids, 16);
   l->span_id.data = sp_arena_memdup(b->a, ids + 16, 8);
-  if (l->trace_id.data == NULL || l->span_id.data == NULL)
-    return NULL;
+  if (l->trace_id.data == NULL || l->span_id.data == NULL) return NULL;
   l->trace_id.len = 16;
   l->span_id.len = 8;
   return l;
@@ -274,12 +255,10 @@ static void *sp__make_stack(sp__builder_t *b, const void *p) {
   Opentelemetry__Proto__Profiles__V1development__Stack *s =
       SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__Stack,
               opentelemetry__proto__profiles__v1development__stack__init);
-  if (s == NULL)
-    return NULL;
+  if (s == NULL) return NULL;
   if (arg->n > 0) {
     s->location_indices = sp_arena_memdup(b->a, arg->locs, arg->n * sizeof(int32_t));
-    if (s->location_indices == NULL)
-      return NULL;
+    if (s->location_indices == NULL) return NULL;
   }
   s->n_location_indices = arg->n;
   return s;
@@ -296,21 +275,17 @@ static int sp__id_put(sp__builder_t *b, int kind, uint64_t id, int32_t idx) {
   size_t slot;
   int32_t old;
   int rc = sp__intern_find(&b->ids, key, 9, &old, &slot);
-  if (rc < 0)
-    return SP_ENOMEM;
-  if (rc == 0)
-    return SP_EPROTO; /* duplicate id */
+  if (rc < 0) return SP_ENOMEM;
+  if (rc == 0) return SP_EPROTO; /* duplicate id */
   uint8_t *copy = sp_arena_memdup(b->a, key, 9);
-  if (copy == NULL)
-    return SP_ENOMEM;
+  if (copy == NULL) return SP_ENOMEM;
   sp__intern_put(&b->ids, slot, copy, 9, idx);
   return 0;
 }
 
 /* The dictionary index for pprof id @p id of @p kind; 0 for id 0; -2 unknown; -1 OOM. */
 static int32_t sp__id_get(sp__builder_t *b, int kind, uint64_t id) {
-  if (id == 0)
-    return 0;
+  if (id == 0) return 0;
   uint8_t key[9];
   key[0] = (uint8_t)kind;
   memcpy(key + 1, &id, 8);
@@ -332,35 +307,29 @@ static int sp__add_tables(sp__builder_t *b, const sp_pprof_t *pp) {
     Opentelemetry__Proto__Profiles__V1development__Mapping *m =
         SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__Mapping,
                 opentelemetry__proto__profiles__v1development__mapping__init);
-    if (m == NULL)
-      return SP_ENOMEM;
+    if (m == NULL) return SP_ENOMEM;
     m->memory_start = src->memory_start;
     m->memory_limit = src->memory_limit;
     m->file_offset = src->file_offset;
-    if ((m->filename_strindex = sp__str(b, sp__pstr(pp, src->filename))) < 0)
-      return SP_ENOMEM;
+    if ((m->filename_strindex = sp__str(b, sp__pstr(pp, src->filename))) < 0) return SP_ENOMEM;
     if (src->build_id > 0) {
-      int32_t a = sp__attr(b, "process.executable.build_id.gnu", "", false, 0,
-                           sp__pstr(pp, src->build_id));
+      int32_t a =
+          sp__attr(b, "process.executable.build_id.gnu", "", false, 0, sp__pstr(pp, src->build_id));
       m->attribute_indices = sp_arena_alloc(b->a, sizeof(int32_t));
-      if (a < 0 || m->attribute_indices == NULL)
-        return SP_ENOMEM;
+      if (a < 0 || m->attribute_indices == NULL) return SP_ENOMEM;
       m->attribute_indices[0] = a;
       m->n_attribute_indices = 1;
     }
-    if (sp__vec_push(b->a, &b->mappings, m) != 0)
-      return SP_ENOMEM;
+    if (sp__vec_push(b->a, &b->mappings, m) != 0) return SP_ENOMEM;
     int rc = sp__id_put(b, SP__ID_MAPPING, src->id, (int32_t)(b->mappings.n - 1));
-    if (rc != 0)
-      return rc;
+    if (rc != 0) return rc;
   }
   for (size_t i = 0; i < pp->n_function; i++) {
     const Perftools__Profiles__Function *src = pp->function[i];
     Opentelemetry__Proto__Profiles__V1development__Function *f =
         SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__Function,
                 opentelemetry__proto__profiles__v1development__function__init);
-    if (f == NULL)
-      return SP_ENOMEM;
+    if (f == NULL) return SP_ENOMEM;
     f->name_strindex = sp__str(b, sp__pstr(pp, src->name));
     f->system_name_strindex = sp__str(b, sp__pstr(pp, src->system_name));
     f->filename_strindex = sp__str(b, sp__pstr(pp, src->filename));
@@ -369,45 +338,37 @@ static int sp__add_tables(sp__builder_t *b, const sp_pprof_t *pp) {
         sp__vec_push(b->a, &b->functions, f) != 0)
       return SP_ENOMEM;
     int rc = sp__id_put(b, SP__ID_FUNCTION, src->id, (int32_t)(b->functions.n - 1));
-    if (rc != 0)
-      return rc;
+    if (rc != 0) return rc;
   }
   for (size_t i = 0; i < pp->n_location; i++) {
     const Perftools__Profiles__Location *src = pp->location[i];
     Opentelemetry__Proto__Profiles__V1development__Location *l =
         SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__Location,
                 opentelemetry__proto__profiles__v1development__location__init);
-    if (l == NULL)
-      return SP_ENOMEM;
+    if (l == NULL) return SP_ENOMEM;
     int32_t mi = sp__id_get(b, SP__ID_MAPPING, src->mapping_id);
-    if (mi < 0)
-      return mi == -1 ? SP_ENOMEM : SP_EPROTO;
+    if (mi < 0) return mi == -1 ? SP_ENOMEM : SP_EPROTO;
     l->mapping_index = mi;
     l->address = src->address;
     if (src->n_line > 0) {
       l->lines = sp_arena_alloc(b->a, src->n_line * sizeof(void *));
-      if (l->lines == NULL)
-        return SP_ENOMEM;
+      if (l->lines == NULL) return SP_ENOMEM;
     }
     for (size_t k = 0; k < src->n_line; k++) {
       Opentelemetry__Proto__Profiles__V1development__Line *ln =
           SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__Line,
                   opentelemetry__proto__profiles__v1development__line__init);
-      if (ln == NULL)
-        return SP_ENOMEM;
+      if (ln == NULL) return SP_ENOMEM;
       int32_t fi = sp__id_get(b, SP__ID_FUNCTION, src->line[k]->function_id);
-      if (fi < 0)
-        return fi == -1 ? SP_ENOMEM : SP_EPROTO;
+      if (fi < 0) return fi == -1 ? SP_ENOMEM : SP_EPROTO;
       ln->function_index = fi;
       ln->line = src->line[k]->line;
       ln->column = src->line[k]->column;
       l->lines[l->n_lines++] = ln;
     }
-    if (sp__vec_push(b->a, &b->locations, l) != 0)
-      return SP_ENOMEM;
+    if (sp__vec_push(b->a, &b->locations, l) != 0) return SP_ENOMEM;
     int rc = sp__id_put(b, SP__ID_LOCATION, src->id, (int32_t)(b->locations.n - 1));
-    if (rc != 0)
-      return rc;
+    if (rc != 0) return rc;
   }
   return 0;
 }
@@ -436,10 +397,8 @@ static int sp__sample_parts(sp__builder_t *b, const sp_profile_t *p, const sp_pp
   /* The stack. */
   for (size_t k = 0; k < s->n_location_id; k++) {
     int32_t li = sp__id_get(b, SP__ID_LOCATION, s->location_id[k]);
-    if (li < 0)
-      return li == -1 ? SP_ENOMEM : SP_EPROTO;
-    if (k < scratch_cap)
-      scratch[k] = li;
+    if (li < 0) return li == -1 ? SP_ENOMEM : SP_EPROTO;
+    if (k < scratch_cap) scratch[k] = li;
   }
   sp__stack_arg_t sa = {scratch, s->n_location_id};
   if ((out->stack = sp__intern_rec(b, &b->istack, &b->stacks, scratch,
@@ -456,32 +415,28 @@ static int sp__sample_parts(sp__builder_t *b, const sp_profile_t *p, const sp_pp
   uint8_t ids[24];
   bool linked = span != NULL && trace != NULL && strlen(trace) == 32 && strlen(span) == 16 &&
                 sp_hex_decode(trace, 32, ids) == 0 && sp_hex_decode(span, 16, ids + 16) == 0;
-  if (linked && (out->link = sp__intern_rec(b, &b->ilink, &b->links, ids, 24, sp__make_link,
-                                            ids)) < 0)
+  if (linked &&
+      (out->link = sp__intern_rec(b, &b->ilink, &b->links, ids, 24, sp__make_link, ids)) < 0)
     return SP_ENOMEM;
   /* Attributes: the other labels, then the thread from the side array. */
   bool has_thread = false;
   out->attrs = sp_arena_alloc(b->a, (s->n_label + 1) * sizeof(int32_t));
-  if (out->attrs == NULL)
-    return SP_ENOMEM;
+  if (out->attrs == NULL) return SP_ENOMEM;
   for (size_t l = 0; l < s->n_label; l++) {
     const Perftools__Profiles__Label *lb = s->label[l];
-    if (linked && (sp__label_is(pp, lb, "span_id") || sp__label_is(pp, lb, "trace_id")))
-      continue;
-    has_thread = has_thread || sp__label_is(pp, lb, "thread.id") ||
-                 sp__label_is(pp, lb, "thread_id");
-    int32_t a = lb->str != 0 ? sp__attr(b, sp__pstr(pp, lb->key), "", false, 0,
-                                        sp__pstr(pp, lb->str))
-                             : sp__attr(b, sp__pstr(pp, lb->key), sp__pstr(pp, lb->num_unit),
-                                        true, lb->num, NULL);
-    if (a < 0)
-      return SP_ENOMEM;
+    if (linked && (sp__label_is(pp, lb, "span_id") || sp__label_is(pp, lb, "trace_id"))) continue;
+    has_thread =
+        has_thread || sp__label_is(pp, lb, "thread.id") || sp__label_is(pp, lb, "thread_id");
+    int32_t a =
+        lb->str != 0
+            ? sp__attr(b, sp__pstr(pp, lb->key), "", false, 0, sp__pstr(pp, lb->str))
+            : sp__attr(b, sp__pstr(pp, lb->key), sp__pstr(pp, lb->num_unit), true, lb->num, NULL);
+    if (a < 0) return SP_ENOMEM;
     out->attrs[out->n_attrs++] = a;
   }
   if (!has_thread && p->sample_thread != NULL && si < p->n_ext && p->sample_thread[si] >= 0) {
     int32_t a = sp__attr(b, "thread.id", "", true, p->sample_thread[si], NULL);
-    if (a < 0)
-      return SP_ENOMEM;
+    if (a < 0) return SP_ENOMEM;
     out->attrs[out->n_attrs++] = a;
   }
   if (p->sample_time_ns != NULL && si < p->n_ext && p->sample_time_ns[si] > 0)
@@ -497,12 +452,10 @@ static int sp__resource_for(sp__builder_t *b, const sp_profile_t *p, sp__vec_t *
     if (strcmp(p->labels[i].name, "__name__") != 0)
       len += strlen(p->labels[i].name) + strlen(p->labels[i].value) + 2;
   uint8_t *key = sp_malloc(len > 0 ? len : 1);
-  if (key == NULL)
-    return SP_ENOMEM;
+  if (key == NULL) return SP_ENOMEM;
   size_t o = 0;
   for (size_t i = 0; i < p->n_labels; i++) {
-    if (strcmp(p->labels[i].name, "__name__") == 0)
-      continue;
+    if (strcmp(p->labels[i].name, "__name__") == 0) continue;
     size_t a = strlen(p->labels[i].name) + 1, v = strlen(p->labels[i].value) + 1;
     memcpy(key + o, p->labels[i].name, a);
     memcpy(key + o + a, p->labels[i].value, v);
@@ -516,55 +469,46 @@ static int sp__resource_for(sp__builder_t *b, const sp_profile_t *p, sp__vec_t *
     *profiles = &b->res_profiles[idx];
     return 0;
   }
-  if (rc < 0)
-    goto oom;
+  if (rc < 0) goto oom;
   sp__rprof_t *rp = SP__NEW(b, sp__rprof_t,
                             opentelemetry__proto__profiles__v1development__resource_profiles__init);
   Opentelemetry__Proto__Resource__V1__Resource *res =
       SP__NEW(b, Opentelemetry__Proto__Resource__V1__Resource,
               opentelemetry__proto__resource__v1__resource__init);
-  sp__sprof_t *sp = SP__NEW(b, sp__sprof_t,
-                            opentelemetry__proto__profiles__v1development__scope_profiles__init);
+  sp__sprof_t *sp =
+      SP__NEW(b, sp__sprof_t, opentelemetry__proto__profiles__v1development__scope_profiles__init);
   uint8_t *kcopy = sp_arena_memdup(b->a, key, len > 0 ? len : 1);
-  if (rp == NULL || res == NULL || sp == NULL || kcopy == NULL)
-    goto oom;
+  if (rp == NULL || res == NULL || sp == NULL || kcopy == NULL) goto oom;
   res->attributes = p->n_labels ? sp_arena_alloc(b->a, p->n_labels * sizeof(void *)) : NULL;
-  if (p->n_labels && res->attributes == NULL)
-    goto oom;
+  if (p->n_labels && res->attributes == NULL) goto oom;
   for (size_t i = 0; i < p->n_labels; i++) {
-    if (strcmp(p->labels[i].name, "__name__") == 0)
-      continue;
+    if (strcmp(p->labels[i].name, "__name__") == 0) continue;
     sp__kv_t *kv = SP__NEW(b, sp__kv_t, opentelemetry__proto__common__v1__key_value__init);
     sp__any_t *v = SP__NEW(b, sp__any_t, opentelemetry__proto__common__v1__any_value__init);
-    if (kv == NULL || v == NULL)
-      goto oom;
-    const char *name = strcmp(p->labels[i].name, "service_name") == 0 ? "service.name"
-                                                                       : p->labels[i].name;
+    if (kv == NULL || v == NULL) goto oom;
+    const char *name =
+        strcmp(p->labels[i].name, "service_name") == 0 ? "service.name" : p->labels[i].name;
     kv->key = sp_arena_strdup(b->a, name);
     v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
     v->string_value = sp_arena_strdup(b->a, p->labels[i].value);
-    if (kv->key == NULL || v->string_value == NULL)
-      goto oom;
+    if (kv->key == NULL || v->string_value == NULL) goto oom;
     kv->value = v;
     res->attributes[res->n_attributes++] = kv;
   }
   rp->resource = res;
   rp->scope_profiles = sp_arena_alloc(b->a, sizeof(void *));
-  if (rp->scope_profiles == NULL)
-    goto oom;
+  if (rp->scope_profiles == NULL) goto oom;
   rp->scope_profiles[0] = sp;
   rp->n_scope_profiles = 1;
   if (b->resources.n == b->res_cap) {
     size_t cap = b->res_cap ? b->res_cap * 2 : 8;
     sp__vec_t *n = sp_realloc(b->res_profiles, cap * sizeof(*n));
-    if (n == NULL)
-      goto oom;
+    if (n == NULL) goto oom;
     memset(n + b->res_cap, 0, (cap - b->res_cap) * sizeof(*n));
     b->res_profiles = n;
     b->res_cap = cap;
   }
-  if (sp__vec_push(b->a, &b->resources, rp) != 0)
-    goto oom;
+  if (sp__vec_push(b->a, &b->resources, rp) != 0) goto oom;
   idx = (int32_t)(b->resources.n - 1);
   sp__intern_put(&b->ires, slot, kcopy, len, idx);
   sp_free(key);
@@ -580,8 +524,7 @@ sp__value_type(sp__builder_t *b, const sp_pprof_t *pp, const Perftools__Profiles
   Opentelemetry__Proto__Profiles__V1development__ValueType *o =
       SP__NEW(b, Opentelemetry__Proto__Profiles__V1development__ValueType,
               opentelemetry__proto__profiles__v1development__value_type__init);
-  if (o == NULL)
-    return NULL;
+  if (o == NULL) return NULL;
   o->type_strindex = sp__str(b, vt ? sp__pstr(pp, vt->type) : "");
   o->unit_strindex = sp__str(b, vt ? sp__pstr(pp, vt->unit) : "");
   return o->type_strindex < 0 || o->unit_strindex < 0 ? NULL : o;
@@ -589,15 +532,12 @@ sp__value_type(sp__builder_t *b, const sp_pprof_t *pp, const Perftools__Profiles
 
 static int sp__convert_profile(sp__builder_t *b, sp_profiles_t *batch, sp_profile_t *p) {
   sp_pprof_t *pp = sp_profile_decode(batch, p);
-  if (pp == NULL)
-    return SP_EPROTO;
+  if (pp == NULL) return SP_EPROTO;
   int rc = sp__add_tables(b, pp);
-  if (rc != 0)
-    return rc;
+  if (rc != 0) return rc;
   size_t max_locs = 0;
   for (size_t s = 0; s < pp->n_sample; s++)
-    if (pp->sample[s]->n_location_id > max_locs)
-      max_locs = pp->sample[s]->n_location_id;
+    if (pp->sample[s]->n_location_id > max_locs) max_locs = pp->sample[s]->n_location_id;
   int32_t *scratch = sp_malloc((max_locs > 0 ? max_locs : 1) * sizeof(int32_t));
   sp__sample_parts_t *parts = sp_calloc(pp->n_sample > 0 ? pp->n_sample : 1, sizeof(*parts));
   if (scratch == NULL || parts == NULL) {
@@ -606,59 +546,50 @@ static int sp__convert_profile(sp__builder_t *b, sp_profiles_t *batch, sp_profil
   }
   for (size_t s = 0; s < pp->n_sample && rc == 0; s++)
     rc = sp__sample_parts(b, p, pp, s, &parts[s], scratch, max_locs);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   sp__vec_t *list;
-  if ((rc = sp__resource_for(b, p, &list)) != 0)
-    goto done;
+  if ((rc = sp__resource_for(b, p, &list)) != 0) goto done;
   int64_t start = pp->time_nanos != 0 ? pp->time_nanos : p->time_start_ns;
-  int64_t dur = pp->duration_nanos != 0 ? pp->duration_nanos
-                : p->time_end_ns > start   ? p->time_end_ns - start
-                                           : 0;
+  int64_t dur = pp->duration_nanos != 0  ? pp->duration_nanos
+                : p->time_end_ns > start ? p->time_end_ns - start
+                                         : 0;
   size_t n_types = pp->n_sample_type > 0 ? pp->n_sample_type : 1;
   for (size_t t = 0; t < n_types; t++) {
-    sp__oprof_t *op = SP__NEW(b, sp__oprof_t,
-                              opentelemetry__proto__profiles__v1development__profile__init);
-    if (op == NULL)
-      goto oom;
+    sp__oprof_t *op =
+        SP__NEW(b, sp__oprof_t, opentelemetry__proto__profiles__v1development__profile__init);
+    if (op == NULL) goto oom;
     op->sample_type = sp__value_type(b, pp, pp->n_sample_type > 0 ? pp->sample_type[t] : NULL);
     op->period_type = sp__value_type(b, pp, pp->period_type);
-    if (op->sample_type == NULL || op->period_type == NULL)
-      goto oom;
+    if (op->sample_type == NULL || op->period_type == NULL) goto oom;
     op->period = pp->period;
     op->time_unix_nano = (uint64_t)(start > 0 ? start : 0);
     op->duration_nano = (uint64_t)(dur > 0 ? dur : 0);
     if (pp->n_sample > 0) {
       op->samples = sp_arena_alloc(b->a, pp->n_sample * sizeof(void *));
-      if (op->samples == NULL)
-        goto oom;
+      if (op->samples == NULL) goto oom;
     }
     for (size_t s = 0; s < pp->n_sample; s++) {
       const Perftools__Profiles__Sample *src = pp->sample[s];
-      sp__osample_t *os = SP__NEW(b, sp__osample_t,
-                                  opentelemetry__proto__profiles__v1development__sample__init);
-      if (os == NULL)
-        goto oom;
+      sp__osample_t *os =
+          SP__NEW(b, sp__osample_t, opentelemetry__proto__profiles__v1development__sample__init);
+      if (os == NULL) goto oom;
       os->stack_index = parts[s].stack;
       os->link_index = parts[s].link;
       os->attribute_indices = parts[s].attrs;
       os->n_attribute_indices = parts[s].n_attrs;
       os->values = sp_arena_alloc(b->a, sizeof(int64_t));
-      if (os->values == NULL)
-        goto oom;
+      if (os->values == NULL) goto oom;
       os->values[0] = t < src->n_value ? src->value[t] : 0;
       os->n_values = 1;
       if (parts[s].time != 0) {
         os->timestamps_unix_nano = sp_arena_alloc(b->a, sizeof(uint64_t));
-        if (os->timestamps_unix_nano == NULL)
-          goto oom;
+        if (os->timestamps_unix_nano == NULL) goto oom;
         os->timestamps_unix_nano[0] = parts[s].time;
         os->n_timestamps_unix_nano = 1;
       }
       op->samples[op->n_samples++] = os;
     }
-    if (sp__vec_push(b->a, list, op) != 0)
-      goto oom;
+    if (sp__vec_push(b->a, list, op) != 0) goto oom;
   }
   goto done;
 oom:
@@ -681,17 +612,15 @@ static int sp__dict_zero_entries(sp__builder_t *b) {
                     opentelemetry__proto__profiles__v1development__link__init);
   void *a = SP__NEW(b, sp__kvu_t,
                     opentelemetry__proto__profiles__v1development__key_value_and_unit__init);
-  if (!m || !l || !f || !k || !a || sp__str(b, "") != 0)
-    return SP_ENOMEM;
+  if (!m || !l || !f || !k || !a || sp__str(b, "") != 0) return SP_ENOMEM;
   if (sp__vec_push(b->a, &b->mappings, m) || sp__vec_push(b->a, &b->locations, l) ||
       sp__vec_push(b->a, &b->functions, f) || sp__vec_push(b->a, &b->links, k) ||
       sp__vec_push(b->a, &b->attrs, a))
     return SP_ENOMEM;
   /* The empty stack is interned so samples without locations share it. */
   sp__stack_arg_t none = {NULL, 0};
-  return sp__intern_rec(b, &b->istack, &b->stacks, "", 0, sp__make_stack, &none) == 0
-             ? 0
-             : SP_ENOMEM;
+  return sp__intern_rec(b, &b->istack, &b->stacks, "", 0, sp__make_stack, &none) == 0 ? 0
+                                                                                      : SP_ENOMEM;
 }
 
 int sp_otlpprofiles_from_batch(sp_profiles_t *batch, sp_arena_t *arena,
@@ -711,8 +640,7 @@ int sp_otlpprofiles_from_batch(sp_profiles_t *batch, sp_arena_t *arena,
   }
   for (size_t i = 0; i < batch->n && rc == 0; i++)
     rc = sp__convert_profile(&b, batch, &batch->items[i]);
-  if (rc != 0)
-    goto done;
+  if (rc != 0) goto done;
   for (size_t r = 0; r < b.resources.n; r++) {
     sp__sprof_t *sp = ((sp__rprof_t *)b.resources.items[r])->scope_profiles[0];
     sp->profiles = (sp__oprof_t **)b.res_profiles[r].items;

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #define SP_OTLP_TRACES_METHOD "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-#define SP_OTLP_PROFILES_METHOD                                                               \
+#define SP_OTLP_PROFILES_METHOD                                                                    \
   "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
 
 /* ---- configuration ---------------------------------------------------------- */
@@ -38,12 +38,18 @@
 static const char *const sp__compressions[] = {"gzip", "none", NULL};
 
 static const sp_cfg_field_t sp__keepalive_fields[] = {
-    {.key = "time", .type = SP_CFG_DURATION, .offset = offsetof(sp_otlpexp_keepalive_cfg_t, time_ms),
+    {.key = "time",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_otlpexp_keepalive_cfg_t, time_ms),
      .def = "0"},
-    {.key = "timeout", .type = SP_CFG_DURATION,
-     .offset = offsetof(sp_otlpexp_keepalive_cfg_t, timeout_ms), .def = "20s"},
-    {.key = "permit_without_stream", .type = SP_CFG_BOOL,
-     .offset = offsetof(sp_otlpexp_keepalive_cfg_t, permit_without_stream), .def = "false"},
+    {.key = "timeout",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_otlpexp_keepalive_cfg_t, timeout_ms),
+     .def = "20s"},
+    {.key = "permit_without_stream",
+     .type = SP_CFG_BOOL,
+     .offset = offsetof(sp_otlpexp_keepalive_cfg_t, permit_without_stream),
+     .def = "false"},
 };
 static const sp_cfg_schema_t sp__keepalive_schema = {sp__keepalive_fields, 3,
                                                      sizeof(sp_otlpexp_keepalive_cfg_t), NULL};
@@ -59,36 +65,60 @@ static int sp__otlp_validate(void *cfg, const sp_node_t *node, const char *path,
   const char *colon = strrchr(e, ':');
   if (colon == NULL || colon[1] == '\0' || strchr(e, '/') != NULL) {
     const sp_node_t *v = sp_node_get(node, "endpoint");
-    sp_errors_add(errs, v ? &v->mark : node ? &node->mark : NULL, path,
-                  "endpoint must be host:port, got \"%s\"", c->endpoint);
+    sp_errors_add(errs,
+                  v      ? &v->mark
+                  : node ? &node->mark
+                         : NULL,
+                  path, "endpoint must be host:port, got \"%s\"", c->endpoint);
     return SP_ECONFIG;
   }
   return 0;
 }
 
 static const sp_cfg_field_t sp__otlp_fields[] = {
-    {.key = "endpoint", .type = SP_CFG_STRING, .offset = offsetof(sp_otlpexp_cfg_t, endpoint),
+    {.key = "endpoint",
+     .type = SP_CFG_STRING,
+     .offset = offsetof(sp_otlpexp_cfg_t, endpoint),
      .flags = SP_CFG_REQUIRED | SP_CFG_NONEMPTY},
-    {.key = "tls", .type = SP_CFG_SECTION, .offset = offsetof(sp_otlpexp_cfg_t, tls),
-     .flags = SP_CFG_PRESENT, .section = &sp_tls_client_schema,
+    {.key = "tls",
+     .type = SP_CFG_SECTION,
+     .offset = offsetof(sp_otlpexp_cfg_t, tls),
+     .flags = SP_CFG_PRESENT,
+     .section = &sp_tls_client_schema,
      .present_offset = offsetof(sp_tls_config_t, present)},
     {.key = "headers", .type = SP_CFG_STRMAP, .offset = offsetof(sp_otlpexp_cfg_t, headers)},
-    {.key = "compression", .type = SP_CFG_ENUM, .offset = offsetof(sp_otlpexp_cfg_t, compression),
-     .def = "gzip", .enum_values = sp__compressions},
-    {.key = "timeout", .type = SP_CFG_DURATION, .offset = offsetof(sp_otlpexp_cfg_t, timeout_ms),
-     .def = "5s", .min = 1, .max = 3600000},
-    {.key = "keepalive", .type = SP_CFG_SECTION, .offset = offsetof(sp_otlpexp_cfg_t, keepalive),
+    {.key = "compression",
+     .type = SP_CFG_ENUM,
+     .offset = offsetof(sp_otlpexp_cfg_t, compression),
+     .def = "gzip",
+     .enum_values = sp__compressions},
+    {.key = "timeout",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_otlpexp_cfg_t, timeout_ms),
+     .def = "5s",
+     .min = 1,
+     .max = 3600000},
+    {.key = "keepalive",
+     .type = SP_CFG_SECTION,
+     .offset = offsetof(sp_otlpexp_cfg_t, keepalive),
      .section = &sp__keepalive_schema},
-    {.key = "sending_queue", .type = SP_CFG_SECTION,
+    {.key = "sending_queue",
+     .type = SP_CFG_SECTION,
      .offset = offsetof(sp_otlpexp_cfg_t, sending_queue),
      .section = &sp_exporterhelper_queue_schema},
-    {.key = "retry_on_failure", .type = SP_CFG_SECTION,
+    {.key = "retry_on_failure",
+     .type = SP_CFG_SECTION,
      .offset = offsetof(sp_otlpexp_cfg_t, retry_on_failure),
      .section = &sp_exporterhelper_retry_schema},
-    {.key = "tenant_from_metadata", .type = SP_CFG_BOOL,
-     .offset = offsetof(sp_otlpexp_cfg_t, tenant_from_metadata), .def = "false"},
-    {.key = "max_recv_msg_size", .type = SP_CFG_SIZE,
-     .offset = offsetof(sp_otlpexp_cfg_t, max_recv_msg_size), .def = "4MiB", .min = 1024,
+    {.key = "tenant_from_metadata",
+     .type = SP_CFG_BOOL,
+     .offset = offsetof(sp_otlpexp_cfg_t, tenant_from_metadata),
+     .def = "false"},
+    {.key = "max_recv_msg_size",
+     .type = SP_CFG_SIZE,
+     .offset = offsetof(sp_otlpexp_cfg_t, max_recv_msg_size),
+     .def = "4MiB",
+     .min = 1024,
      .max = 1e9},
 };
 
@@ -106,7 +136,7 @@ typedef struct sp_otlpexp_s {
   const sp_otlpexp_cfg_t *cfg;
   sp_exporterhelper_t *helper;
   sp_grpc_client_t *client;
-  const char *target; /* points into cfg->endpoint, past any scheme */
+  const char *target;  /* points into cfg->endpoint, past any scheme */
   sp_tls_config_t tls; /* cfg->tls, with insecure forced by an http:// endpoint */
   sp_grpc_metadata_t *headers;
   size_t n_headers;
@@ -128,11 +158,9 @@ static void sp__partial_success(const sp_grpc_client_result_t *res, unsigned sig
                                 size_t *rejected, char *msg, size_t cap) {
   *rejected = 0;
   msg[0] = '\0';
-  if (res->resp == NULL || res->resp_len == 0)
-    return;
+  if (res->resp == NULL || res->resp_len == 0) return;
   sp_arena_t *arena = sp_arena_create(0);
-  if (arena == NULL)
-    return;
+  if (arena == NULL) return;
   int64_t n = 0;
   const char *text = NULL;
   if (signal == SP_SIGNAL_TRACES) {
@@ -144,18 +172,16 @@ static void sp__partial_success(const sp_grpc_client_result_t *res, unsigned sig
       text = r->partial_success->error_message;
     }
   } else {
-    const Opentelemetry__Proto__Collector__Profiles__V1development__ExportProfilesServiceResponse
-        *r =
-            opentelemetry__proto__collector__profiles__v1development__export_profiles_service_response__unpack(
-                sp_arena_pbc(arena), res->resp_len, res->resp);
+    const Opentelemetry__Proto__Collector__Profiles__V1development__ExportProfilesServiceResponse *r =
+        opentelemetry__proto__collector__profiles__v1development__export_profiles_service_response__unpack(
+            sp_arena_pbc(arena), res->resp_len, res->resp);
     if (r != NULL && r->partial_success != NULL) {
       n = r->partial_success->rejected_profiles;
       text = r->partial_success->error_message;
     }
   }
   *rejected = n > 0 ? (size_t)n : 0;
-  if (text != NULL)
-    snprintf(msg, cap, "%s", text);
+  if (text != NULL) snprintf(msg, cap, "%s", text);
   sp_arena_destroy(arena);
 }
 
@@ -178,13 +204,11 @@ static void sp__on_reply(const sp_grpc_client_result_t *res, void *arg) {
 static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterhelper_done_cb done,
                          void *token) {
   sp_otlpexp_t *self = ctx;
-  if (self->client == NULL || self->client_shutting)
-    return SP_ECANCELED;
+  if (self->client == NULL || self->client_shutting) return SP_ECANCELED;
   sp_otlpexp_req_t *r = item->user;
   if (r == NULL) {
     r = sp_calloc(1, sizeof(*r));
-    if (r == NULL)
-      return SP_EAGAIN;
+    if (r == NULL) return SP_EAGAIN;
     r->self = self;
     r->signal = item->signal;
     sp_buf_init(&r->body, 0);
@@ -196,8 +220,7 @@ static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
       if (rc == 0) {
         size_t n = protobuf_c_message_get_packed_size(&req->base);
         rc = sp_buf_reserve(&r->body, n > 0 ? n : 1);
-        if (rc == 0)
-          r->body.len = protobuf_c_message_pack(&req->base, r->body.data);
+        if (rc == 0) r->body.len = protobuf_c_message_pack(&req->base, r->body.data);
       }
       sp_arena_destroy(arena);
       if (rc != 0) {
@@ -212,8 +235,7 @@ static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
   const sp_meta_t *meta;
   if (item->signal == SP_SIGNAL_TRACES) {
     int rc = sp_traces_encoded(item->traces, &body, &len);
-    if (rc != 0)
-      return SP_EAGAIN;
+    if (rc != 0) return SP_EAGAIN;
     method = SP_OTLP_TRACES_METHOD;
     meta = &item->traces->meta;
   } else {
@@ -230,18 +252,15 @@ static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
   r->token = token;
   int rc = sp_grpc_client_call(self->client, method, body, len, self->cfg->timeout_ms, extra,
                                n_extra, sp__on_reply, r);
-  if (rc == SP_ESHUTDOWN)
-    return SP_ECANCELED;
-  if (rc == SP_ENOMEM || rc == SP_EIO)
-    return SP_EAGAIN;
+  if (rc == SP_ESHUTDOWN) return SP_ECANCELED;
+  if (rc == SP_ENOMEM || rc == SP_EIO) return SP_EAGAIN;
   return rc;
 }
 
 static void sp__otlp_release(void *ctx, sp_exporterhelper_item_t *item) {
   (void)ctx;
   sp_otlpexp_req_t *r = item->user;
-  if (r == NULL)
-    return;
+  if (r == NULL) return;
   sp_buf_free(&r->body);
   sp_free(r);
   item->user = NULL;
@@ -263,8 +282,7 @@ static void sp__client_closed(void *arg) {
 }
 
 static void sp__client_shutdown(sp_otlpexp_t *self) {
-  if (self->client == NULL || self->client_shutting)
-    return;
+  if (self->client == NULL || self->client_shutting) return;
   self->client_shutting = true;
   sp_grpc_client_shutdown(self->client, sp__client_closed, self);
 }
@@ -285,8 +303,7 @@ static int sp__otlp_create(const sp_create_settings_t *set, const void *config,
   const sp_otlpexp_cfg_t *cfg = config;
   sp_otlpexp_t *self = sp_calloc(1, sizeof(*self));
   int rc = SP_ENOMEM;
-  if (self == NULL)
-    return SP_ENOMEM;
+  if (self == NULL) return SP_ENOMEM;
   self->cfg = cfg;
   self->tls = cfg->tls;
   self->target = cfg->endpoint;
@@ -298,8 +315,7 @@ static int sp__otlp_create(const sp_create_settings_t *set, const void *config,
   }
   if (cfg->headers.n > 0) {
     self->headers = sp_calloc(cfg->headers.n, sizeof(*self->headers));
-    if (self->headers == NULL)
-      goto fail;
+    if (self->headers == NULL) goto fail;
     for (size_t i = 0; i < cfg->headers.n; i++)
       self->headers[i] = (sp_grpc_metadata_t){cfg->headers.keys[i], cfg->headers.values[i]};
     self->n_headers = cfg->headers.n;
@@ -330,8 +346,8 @@ static int sp__otlp_start(sp_component_t *base) {
       .target = self->target,
       .component = base->id,
       .tls = &self->tls,
-      .compression = cfg->compression == SP_OTLPEXP_GZIP ? SP_GRPC_COMPRESSION_GZIP
-                                                         : SP_GRPC_COMPRESSION_NONE,
+      .compression =
+          cfg->compression == SP_OTLPEXP_GZIP ? SP_GRPC_COMPRESSION_GZIP : SP_GRPC_COMPRESSION_NONE,
       .max_recv_msg_size = (size_t)cfg->max_recv_msg_size,
       .keepalive_time_ms = cfg->keepalive.time_ms,
       .keepalive_timeout_ms = cfg->keepalive.timeout_ms,
@@ -347,8 +363,7 @@ static int sp__otlp_start(sp_component_t *base) {
     return rc;
   }
   rc = sp_exporterhelper_start(self->helper);
-  if (rc != 0)
-    sp_log_error(base->id, "cannot start the sending queue: %s", sp_strerror(rc));
+  if (rc != 0) sp_log_error(base->id, "cannot start the sending queue: %s", sp_strerror(rc));
   return rc;
 }
 
@@ -361,8 +376,7 @@ static void sp__helper_done(void *arg) {
 
 static void sp__otlp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_otlpexp_t *self = (sp_otlpexp_t *)base;
-  if (self->shut)
-    return;
+  if (self->shut) return;
   self->shut = true;
   self->shutdown_cb = cb;
   self->shutdown_arg = arg;
@@ -372,8 +386,7 @@ static void sp__otlp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
 
 static void sp__otlp_destroy(sp_component_t *base) {
   sp_otlpexp_t *self = (sp_otlpexp_t *)base;
-  if (self == NULL)
-    return;
+  if (self == NULL) return;
   sp_exporterhelper_destroy(self->helper);
   sp_grpc_client_destroy(self->client);
   sp_free(self->headers);

@@ -58,8 +58,7 @@ static int sp__otlphttp_validate(void *cfg, const sp_node_t *node, const char *p
   const char *keys[] = {"endpoint", "traces_endpoint", "profiles_endpoint"};
   const char *vals[] = {c->endpoint, c->traces_endpoint, c->profiles_endpoint};
   for (int i = 0; i < 3; i++) {
-    if (vals[i] == NULL)
-      continue;
+    if (vals[i] == NULL) continue;
     const sp_node_t *v = sp_node_get(node, keys[i]);
     if (!sp__is_url(vals[i])) {
       sp_errors_add(errs, v ? &v->mark : mark, path,
@@ -77,33 +76,58 @@ static int sp__otlphttp_validate(void *cfg, const sp_node_t *node, const char *p
 }
 
 static const sp_cfg_field_t sp__otlphttp_fields[] = {
-    {.key = "endpoint", .type = SP_CFG_STRING, .offset = offsetof(sp_otlphttp_cfg_t, endpoint),
+    {.key = "endpoint",
+     .type = SP_CFG_STRING,
+     .offset = offsetof(sp_otlphttp_cfg_t, endpoint),
      .flags = SP_CFG_NONEMPTY},
-    {.key = "traces_endpoint", .type = SP_CFG_STRING,
-     .offset = offsetof(sp_otlphttp_cfg_t, traces_endpoint), .flags = SP_CFG_NONEMPTY},
-    {.key = "profiles_endpoint", .type = SP_CFG_STRING,
-     .offset = offsetof(sp_otlphttp_cfg_t, profiles_endpoint), .flags = SP_CFG_NONEMPTY},
-    {.key = "encoding", .type = SP_CFG_ENUM, .offset = offsetof(sp_otlphttp_cfg_t, encoding),
-     .def = "proto", .enum_values = sp__encodings},
-    {.key = "compression", .type = SP_CFG_ENUM,
-     .offset = offsetof(sp_otlphttp_cfg_t, compression), .def = "gzip",
+    {.key = "traces_endpoint",
+     .type = SP_CFG_STRING,
+     .offset = offsetof(sp_otlphttp_cfg_t, traces_endpoint),
+     .flags = SP_CFG_NONEMPTY},
+    {.key = "profiles_endpoint",
+     .type = SP_CFG_STRING,
+     .offset = offsetof(sp_otlphttp_cfg_t, profiles_endpoint),
+     .flags = SP_CFG_NONEMPTY},
+    {.key = "encoding",
+     .type = SP_CFG_ENUM,
+     .offset = offsetof(sp_otlphttp_cfg_t, encoding),
+     .def = "proto",
+     .enum_values = sp__encodings},
+    {.key = "compression",
+     .type = SP_CFG_ENUM,
+     .offset = offsetof(sp_otlphttp_cfg_t, compression),
+     .def = "gzip",
      .enum_values = sp__compressions},
-    {.key = "timeout", .type = SP_CFG_DURATION, .offset = offsetof(sp_otlphttp_cfg_t, timeout_ms),
-     .def = "5s", .min = 1, .max = 3600000},
+    {.key = "timeout",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_otlphttp_cfg_t, timeout_ms),
+     .def = "5s",
+     .min = 1,
+     .max = 3600000},
     {.key = "headers", .type = SP_CFG_STRMAP, .offset = offsetof(sp_otlphttp_cfg_t, headers)},
-    {.key = "tls", .type = SP_CFG_SECTION, .offset = offsetof(sp_otlphttp_cfg_t, tls),
-     .flags = SP_CFG_PRESENT, .section = &sp_tls_client_schema,
+    {.key = "tls",
+     .type = SP_CFG_SECTION,
+     .offset = offsetof(sp_otlphttp_cfg_t, tls),
+     .flags = SP_CFG_PRESENT,
+     .section = &sp_tls_client_schema,
      .present_offset = offsetof(sp_tls_config_t, present)},
-    {.key = "sending_queue", .type = SP_CFG_SECTION,
+    {.key = "sending_queue",
+     .type = SP_CFG_SECTION,
      .offset = offsetof(sp_otlphttp_cfg_t, sending_queue),
      .section = &sp_exporterhelper_queue_schema},
-    {.key = "retry_on_failure", .type = SP_CFG_SECTION,
+    {.key = "retry_on_failure",
+     .type = SP_CFG_SECTION,
      .offset = offsetof(sp_otlphttp_cfg_t, retry_on_failure),
      .section = &sp_exporterhelper_retry_schema},
-    {.key = "tenant_from_metadata", .type = SP_CFG_BOOL,
-     .offset = offsetof(sp_otlphttp_cfg_t, tenant_from_metadata), .def = "false"},
-    {.key = "max_conns_per_host", .type = SP_CFG_INT,
-     .offset = offsetof(sp_otlphttp_cfg_t, max_conns_per_host), .def = "16", .min = 1,
+    {.key = "tenant_from_metadata",
+     .type = SP_CFG_BOOL,
+     .offset = offsetof(sp_otlphttp_cfg_t, tenant_from_metadata),
+     .def = "false"},
+    {.key = "max_conns_per_host",
+     .type = SP_CFG_INT,
+     .offset = offsetof(sp_otlphttp_cfg_t, max_conns_per_host),
+     .def = "16",
+     .min = 1,
      .max = 10000},
 };
 
@@ -133,8 +157,8 @@ typedef struct sp_otlphttp_s {
 /* Per-batch state kept across attempts (sp_exporterhelper_item_t.user). */
 typedef struct sp_otlphttp_req_s {
   sp_otlphttp_t *self;
-  sp_buf_t owned;         /* the body when it had to be built (JSON, gzip, profiles) */
-  const uint8_t *body;    /* owned.data, or the batch's own bytes */
+  sp_buf_t owned;      /* the body when it had to be built (JSON, gzip, profiles) */
+  const uint8_t *body; /* owned.data, or the batch's own bytes */
   size_t body_len;
   sp_exporterhelper_done_cb done;
   void *token;
@@ -177,18 +201,15 @@ static int sp__build_body(sp_otlphttp_t *self, sp_exporterhelper_item_t *item,
     } else if (rc == 0) {
       size_t n = protobuf_c_message_get_packed_size(&req->base);
       rc = sp_buf_reserve(&enc, n > 0 ? n : 1);
-      if (rc == 0)
-        enc.len = protobuf_c_message_pack(&req->base, enc.data);
+      if (rc == 0) enc.len = protobuf_c_message_pack(&req->base, enc.data);
     }
     raw = enc.data;
     raw_len = enc.len;
   }
-  if (rc != 0)
-    goto fail;
+  if (rc != 0) goto fail;
   if (gzip) {
     rc = sp_gzip_compress(raw, raw_len, -1, &r->owned);
-    if (rc != 0)
-      goto fail;
+    if (rc != 0) goto fail;
     r->body = r->owned.data;
     r->body_len = r->owned.len;
   } else if (raw == enc.data) {
@@ -218,15 +239,13 @@ static void sp__body_text(const uint8_t *p, size_t n, char *out, size_t cap) {
 
 static bool sp__is_json(const sp_http_client_result_t *res, bool request_json) {
   const char *ct = sp_http_client_result_header(res, "content-type");
-  if (ct == NULL || ct[0] == '\0')
-    return request_json;
+  if (ct == NULL || ct[0] == '\0') return request_json;
   return strstr(ct, "json") != NULL;
 }
 
 static bool sp__is_proto(const sp_http_client_result_t *res, bool request_json) {
   const char *ct = sp_http_client_result_header(res, "content-type");
-  if (ct == NULL || ct[0] == '\0')
-    return !request_json;
+  if (ct == NULL || ct[0] == '\0') return !request_json;
   return strstr(ct, "protobuf") != NULL;
 }
 
@@ -238,8 +257,7 @@ static ProtobufCMessage *sp__decode_body(const sp_http_client_result_t *res, boo
                                          const ProtobufCMessageDescriptor *desc,
                                          sp_arena_t *arena) {
   ProtobufCMessage *msg = NULL;
-  if (res->body == NULL || res->body_len == 0 || arena == NULL)
-    return NULL;
+  if (res->body == NULL || res->body_len == 0 || arena == NULL) return NULL;
   if (sp__is_json(res, request_json)) {
     if (sp_pbjson_decode(desc, (const char *)res->body, res->body_len, SP_PBJSON_OTLP,
                          sp_arena_pbc(arena), &msg, NULL, 0) != 0)
@@ -294,8 +312,7 @@ static void sp__partial_success(const sp_http_client_result_t *res, unsigned sig
     }
   }
   *rejected = n > 0 ? (size_t)n : 0;
-  if (text != NULL)
-    snprintf(msg, cap, "%s", text);
+  if (text != NULL) snprintf(msg, cap, "%s", text);
   sp_arena_destroy(arena);
 }
 
@@ -328,9 +345,7 @@ static void sp__on_response(const sp_http_client_result_t *res, void *arg) {
       out.err = SP_EAGAIN;
       out.retry_after_ms = res->retry_after_ms;
       break;
-    default:
-      out.err = SP_EREJECTED;
-      break;
+    default: out.err = SP_EREJECTED; break;
     }
   }
   r->done(r->token, &out);
@@ -345,13 +360,11 @@ static int sp__otlphttp_send(void *ctx, sp_exporterhelper_item_t *item,
                  item->signal == SP_SIGNAL_TRACES ? "traces" : "profiles");
     return SP_ENOTSUP;
   }
-  if (self->client == NULL || self->client_shutting)
-    return SP_ECANCELED;
+  if (self->client == NULL || self->client_shutting) return SP_ECANCELED;
   sp_otlphttp_req_t *r = item->user;
   if (r == NULL) {
     r = sp_calloc(1, sizeof(*r));
-    if (r == NULL)
-      return SP_EAGAIN;
+    if (r == NULL) return SP_EAGAIN;
     r->self = self;
     r->signal = item->signal;
     sp_buf_init(&r->owned, 0);
@@ -371,8 +384,8 @@ static int sp__otlphttp_send(void *ctx, sp_exporterhelper_item_t *item,
   bool json = self->cfg->encoding == SP_OTLPHTTP_JSON;
   sp_http_header_t hdrs[3];
   size_t nh = 0;
-  hdrs[nh++] = (sp_http_header_t){"Content-Type", json ? "application/json"
-                                                       : "application/x-protobuf"};
+  hdrs[nh++] =
+      (sp_http_header_t){"Content-Type", json ? "application/json" : "application/x-protobuf"};
   if (self->cfg->compression == SP_OTLPHTTP_GZIP)
     hdrs[nh++] = (sp_http_header_t){"Content-Encoding", "gzip"};
   const sp_meta_t *meta =
@@ -387,18 +400,15 @@ static int sp__otlphttp_send(void *ctx, sp_exporterhelper_item_t *item,
                                   .body_len = r->body_len,
                                   .timeout_ms = self->cfg->timeout_ms};
   int rc = sp_http_client_request(self->client, &req, sp__on_response, r);
-  if (rc == SP_ESHUTDOWN)
-    return SP_ECANCELED;
-  if (rc == SP_ENOMEM)
-    return SP_EAGAIN;
+  if (rc == SP_ESHUTDOWN) return SP_ECANCELED;
+  if (rc == SP_ENOMEM) return SP_EAGAIN;
   return rc;
 }
 
 static void sp__otlphttp_release(void *ctx, sp_exporterhelper_item_t *item) {
   (void)ctx;
   sp_otlphttp_req_t *r = item->user;
-  if (r == NULL)
-    return;
+  if (r == NULL) return;
   sp_buf_free(&r->owned);
   sp_free(r);
   item->user = NULL;
@@ -420,8 +430,7 @@ static void sp__client_closed(void *arg) {
 }
 
 static void sp__client_shutdown(sp_otlphttp_t *self) {
-  if (self->client == NULL || self->client_shutting)
-    return;
+  if (self->client == NULL || self->client_shutting) return;
   self->client_shutting = true;
   sp_http_client_shutdown(self->client, sp__client_closed, self);
 }
@@ -442,8 +451,7 @@ static int sp__otlphttp_create(const sp_create_settings_t *set, const void *conf
   const sp_otlphttp_cfg_t *cfg = config;
   sp_otlphttp_t *self = sp_calloc(1, sizeof(*self));
   int rc = SP_ENOMEM;
-  if (self == NULL)
-    return SP_ENOMEM;
+  if (self == NULL) return SP_ENOMEM;
   self->cfg = cfg;
   if (cfg->traces_endpoint != NULL)
     self->traces_url = sp_strdup(cfg->traces_endpoint);
@@ -458,8 +466,7 @@ static int sp__otlphttp_create(const sp_create_settings_t *set, const void *conf
     goto fail;
   if (cfg->headers.n > 0) {
     self->headers = sp_calloc(cfg->headers.n, sizeof(*self->headers));
-    if (self->headers == NULL)
-      goto fail;
+    if (self->headers == NULL) goto fail;
     for (size_t i = 0; i < cfg->headers.n; i++)
       self->headers[i] = (sp_http_header_t){cfg->headers.keys[i], cfg->headers.values[i]};
     self->n_headers = cfg->headers.n;
@@ -498,8 +505,7 @@ static int sp__otlphttp_start(sp_component_t *base) {
     return rc;
   }
   rc = sp_exporterhelper_start(self->helper);
-  if (rc != 0)
-    sp_log_error(base->id, "cannot start the sending queue: %s", sp_strerror(rc));
+  if (rc != 0) sp_log_error(base->id, "cannot start the sending queue: %s", sp_strerror(rc));
   return rc;
 }
 
@@ -512,8 +518,7 @@ static void sp__helper_done(void *arg) {
 
 static void sp__otlphttp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_otlphttp_t *self = (sp_otlphttp_t *)base;
-  if (self->shut)
-    return;
+  if (self->shut) return;
   self->shut = true;
   self->shutdown_cb = cb;
   self->shutdown_arg = arg;
@@ -523,8 +528,7 @@ static void sp__otlphttp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg
 
 static void sp__otlphttp_destroy(sp_component_t *base) {
   sp_otlphttp_t *self = (sp_otlphttp_t *)base;
-  if (self == NULL)
-    return;
+  if (self == NULL) return;
   sp_exporterhelper_destroy(self->helper);
   sp_http_client_destroy(self->client);
   sp_free(self->headers);

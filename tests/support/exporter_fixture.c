@@ -28,7 +28,8 @@ typedef Opentelemetry__Proto__Common__V1__AnyValue any_t;
 sp_traces_t *sp_test_traces(size_t n_spans, uint32_t seed, uint8_t **bytes, size_t *len) {
   sp_arena_t *a = sp_arena_create(0);
   assert_non_null(a);
-  sp_otlp_traces_req_t req = OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
+  sp_otlp_traces_req_t req =
+      OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
   rs_t *rs[2];
   req.resource_spans = rs;
   req.n_resource_spans = 2;
@@ -108,13 +109,46 @@ sp_traces_t *sp_test_traces(size_t n_spans, uint32_t seed, uint8_t **bytes, size
 /* ---- profiles ---------------------------------------------------------------- */
 
 enum {
-  S_EMPTY, S_SAMPLES, S_COUNT, S_CPU, S_NS, S_MAIN, S_WORK, S_LEAF, S_FILE, S_SPAN_ID,
-  S_TRACE_ID, S_SPAN_HEX, S_TRACE_HEX, S_ENDPOINT, S_API, S_BYTES, S_SIZE, S_APP, S_ONLY, S_N
+  S_EMPTY,
+  S_SAMPLES,
+  S_COUNT,
+  S_CPU,
+  S_NS,
+  S_MAIN,
+  S_WORK,
+  S_LEAF,
+  S_FILE,
+  S_SPAN_ID,
+  S_TRACE_ID,
+  S_SPAN_HEX,
+  S_TRACE_HEX,
+  S_ENDPOINT,
+  S_API,
+  S_BYTES,
+  S_SIZE,
+  S_APP,
+  S_ONLY,
+  S_N
 };
-static char *g_strings[S_N] = {"", "samples", "count", "cpu", "nanoseconds", "main", "work",
-                               "leaf", "main.go", "span_id", "trace_id", "0102030405060708",
-                               "0102030405060708090a0b0c0d0e0f10", "endpoint", "/api", "bytes",
-                               "size", "app", "only"};
+static char *g_strings[S_N] = {"",
+                               "samples",
+                               "count",
+                               "cpu",
+                               "nanoseconds",
+                               "main",
+                               "work",
+                               "leaf",
+                               "main.go",
+                               "span_id",
+                               "trace_id",
+                               "0102030405060708",
+                               "0102030405060708090a0b0c0d0e0f10",
+                               "endpoint",
+                               "/api",
+                               "bytes",
+                               "size",
+                               "app",
+                               "only"};
 
 static uint8_t *pack(const ProtobufCMessage *m, size_t *len) {
   *len = protobuf_c_message_get_packed_size(m);
@@ -275,8 +309,8 @@ sp_profiles_t *sp_test_profiles(void) {
   size_t len;
   uint8_t *bytes = make_pprof_a(&len);
   sp_label_t la[2] = {{"service_name", "svc-a"}, {"__name__", "process_cpu"}};
-  sp_profile_t *p = sp_profiles_add(b, la, 2, 1700000000000000000LL, 1700000010000000000LL, bytes,
-                                    len);
+  sp_profile_t *p =
+      sp_profiles_add(b, la, 2, 1700000000000000000LL, 1700000010000000000LL, bytes, len);
   assert_non_null(p);
   sp_free(bytes);
   p->sample_time_ns = sp_arena_alloc(b->arena, 3 * sizeof(int64_t));
@@ -290,8 +324,8 @@ sp_profiles_t *sp_test_profiles(void) {
   p->n_ext = 3;
   bytes = make_pprof_b(&len);
   sp_label_t lb[3] = {{"service_name", "svc-b"}, {"__name__", "process_cpu"}, {"env", "prod"}};
-  assert_non_null(sp_profiles_add(b, lb, 3, 1700000000000000000LL, 1700000005000000000LL, bytes,
-                                  len));
+  assert_non_null(
+      sp_profiles_add(b, lb, 3, 1700000000000000000LL, 1700000005000000000LL, bytes, len));
   sp_free(bytes);
   return b;
 }
@@ -307,8 +341,9 @@ static const char *dstr(const dict_t *d, int32_t i) {
   return d->string_table[i];
 }
 
-static const char *res_attr(const Opentelemetry__Proto__Profiles__V1development__ResourceProfiles *rp,
-                            const char *key) {
+static const char *
+res_attr(const Opentelemetry__Proto__Profiles__V1development__ResourceProfiles *rp,
+         const char *key) {
   for (size_t i = 0; i < rp->resource->n_attributes; i++)
     if (strcmp(rp->resource->attributes[i]->key, key) == 0)
       return rp->resource->attributes[i]->value->string_value;
@@ -349,8 +384,9 @@ void sp_test_check_profiles(const sp_otlpprofiles_req_t *req) {
   assert_non_null(d);
   assert_string_equal(d->string_table[0], "");
   assert_int_equal(req->n_resource_profiles, 2);
-  const Opentelemetry__Proto__Profiles__V1development__ResourceProfiles *ra =
-      req->resource_profiles[0], *rb = req->resource_profiles[1];
+  const Opentelemetry__Proto__Profiles__V1development__ResourceProfiles
+      *ra = req->resource_profiles[0],
+      *rb = req->resource_profiles[1];
   assert_string_equal(res_attr(ra, "service.name"), "svc-a");
   assert_null(res_attr(ra, "__name__"));
   assert_string_equal(res_attr(rb, "service.name"), "svc-b");
@@ -444,8 +480,7 @@ int sp_test_exporter_make(sp_test_exporter_t *t, const sp_component_def_t *def, 
   int rc = sp_config_load_string("test.yaml", yaml, strlen(yaml), &doc, &errs);
   t->cfg = sp_calloc(1, def->config_size);
   assert_non_null(t->cfg);
-  if (rc == 0)
-    rc = sp_cfg_decode(def->schema, doc->root, id, NULL, t->cfg, &errs);
+  if (rc == 0) rc = sp_cfg_decode(def->schema, doc->root, id, NULL, t->cfg, &errs);
   sp_errors_print(&errs, 2);
   sp_errors_free(&errs);
   sp_config_doc_free(doc);
@@ -473,8 +508,7 @@ int sp_test_exporter_make(sp_test_exporter_t *t, const sp_component_def_t *def, 
 static void on_stopped(void *arg) { (*(int *)arg)++; }
 
 void sp_test_exporter_stop(sp_test_exporter_t *t, uint64_t drain_ms) {
-  if (t->comp == NULL)
-    return;
+  if (t->comp == NULL) return;
   uv_loop_t *loop = t->comp->host->loop;
   int done = 0;
   uv_update_time(loop);

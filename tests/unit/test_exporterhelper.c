@@ -49,9 +49,9 @@ typedef struct script_s {
   sp_exporterhelper_result_t results[MAX_SCRIPT]; /* consumed in order; then `fallback` */
   size_t n_results, next_result;
   sp_exporterhelper_result_t fallback;
-  int sync_err;          /* non-zero: send returns this instead of starting */
-  uint64_t delay_ms;     /* completion delay */
-  bool hold;             /* keep completions until release_all() or cancel */
+  int sync_err;      /* non-zero: send returns this instead of starting */
+  uint64_t delay_ms; /* completion delay */
+  bool hold;         /* keep completions until release_all() or cancel */
   uint64_t attempt_ms[MAX_ATTEMPTS];
   unsigned attempt_no[MAX_ATTEMPTS];
   size_t n_attempts;
@@ -78,10 +78,8 @@ static int scripted_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
     sc->attempt_no[sc->n_attempts] = item->attempt;
   }
   sc->n_attempts++;
-  if (item->user == NULL)
-    item->user = sp_strdup("cached body");
-  if (sc->sync_err != 0)
-    return sc->sync_err;
+  if (item->user == NULL) item->user = sp_strdup("cached body");
+  if (sc->sync_err != 0) return sc->sync_err;
   pending_t *p = sp_calloc(1, sizeof(*p));
   assert_non_null(p);
   p->sc = sc;
@@ -91,8 +89,7 @@ static int scripted_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
   uv_timer_init(sc->loop, &p->timer);
   p->timer.data = p;
   sc->in_flight++;
-  if (sc->in_flight > sc->max_in_flight)
-    sc->max_in_flight = sc->in_flight;
+  if (sc->in_flight > sc->max_in_flight) sc->max_in_flight = sc->in_flight;
   if (sc->hold) {
     p->next = sc->held;
     sc->held = p;
@@ -164,8 +161,12 @@ static int teardown(void **state) {
 }
 
 static void make(fx_t *fx) {
-  sp_exporterhelper_options_t o = {.id = "exporter/test", .host = &fx->host, .queue = &fx->q,
-                                   .retry = &fx->r, .sender = &g_sender, .sender_ctx = &fx->sc};
+  sp_exporterhelper_options_t o = {.id = "exporter/test",
+                                   .host = &fx->host,
+                                   .queue = &fx->q,
+                                   .retry = &fx->r,
+                                   .sender = &g_sender,
+                                   .sender_ctx = &fx->sc};
   assert_int_equal(sp_exporterhelper_create(&o, &fx->eh), 0);
 }
 
@@ -570,9 +571,13 @@ typedef struct holder_s {
 } holder_t;
 
 static const sp_cfg_field_t holder_fields[] = {
-    {.key = "sending_queue", .type = SP_CFG_SECTION, .offset = offsetof(holder_t, q),
+    {.key = "sending_queue",
+     .type = SP_CFG_SECTION,
+     .offset = offsetof(holder_t, q),
      .section = &sp_exporterhelper_queue_schema},
-    {.key = "retry_on_failure", .type = SP_CFG_SECTION, .offset = offsetof(holder_t, r),
+    {.key = "retry_on_failure",
+     .type = SP_CFG_SECTION,
+     .offset = offsetof(holder_t, r),
      .section = &sp_exporterhelper_retry_schema},
 };
 static const sp_cfg_schema_t holder_schema = {holder_fields, 2, sizeof(holder_t), NULL};
@@ -628,8 +633,7 @@ static void test_schema(void **state) {
 }
 
 int main(void) {
-  if (getenv("SP_TEST_LOG") == NULL)
-    sp_log_set_level(SP_LOG_OFF);
+  if (getenv("SP_TEST_LOG") == NULL) sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_send_and_count, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),

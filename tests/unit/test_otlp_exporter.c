@@ -110,8 +110,7 @@ static void handle(backend_t *be, int kind, sp_grpc_call_t *call, const uint8_t 
     rec->at_ms = uv_now(be->loop);
   }
   be->n++;
-  if (r.status == ST_OK)
-    be->ok++;
+  if (r.status == ST_OK) be->ok++;
   if (r.delay_ms > 0) {
     delayed_t *d = calloc(1, sizeof(*d));
     d->be = be;
@@ -140,8 +139,12 @@ static void backend_start_on(backend_t *be, uv_loop_t *loop, int port, const sp_
       {"/opentelemetry.proto.collector.trace.v1.TraceService/Export", h_traces, be},
       {"/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export", h_profiles,
        be}};
-  sp_grpc_server_options_t o = {.endpoint = ep, .component = "backend", .tls = tls, .methods = m,
-                                .n_methods = 2, .shutdown_timeout_ms = 500};
+  sp_grpc_server_options_t o = {.endpoint = ep,
+                                .component = "backend",
+                                .tls = tls,
+                                .methods = m,
+                                .n_methods = 2,
+                                .shutdown_timeout_ms = 500};
   be->loop = loop;
   assert_int_equal(sp_grpc_server_create(loop, &o, &be->srv), 0);
   assert_int_equal(sp_grpc_server_start(be->srv), 0);
@@ -153,8 +156,7 @@ static int flag_set(void *arg) { return *(int *)arg; }
 static int no_delayed(void *arg) { return ((backend_t *)arg)->delayed_open == 0; }
 
 static void backend_stop(backend_t *be) {
-  if (be->srv == NULL)
-    return;
+  if (be->srv == NULL) return;
   assert_int_equal(sp_test_run_until(be->loop, no_delayed, be, 5000), 0);
   int done = 0;
   sp_grpc_server_shutdown(be->srv, on_flag, &done);
@@ -208,15 +210,15 @@ static int teardown(void **state) {
 static void exporter_up(fx_t *fx, int port, const char *extra) {
   char yaml[2048];
   snprintf(yaml, sizeof(yaml), "endpoint: 127.0.0.1:%d\n%s", port, extra);
-  assert_int_equal(
-      sp_test_exporter_make(&fx->ex, &sp_exporter_otlp, yaml, &fx->host, "otlp/test"), 0);
+  assert_int_equal(sp_test_exporter_make(&fx->ex, &sp_exporter_otlp, yaml, &fx->host, "otlp/test"),
+                   0);
   assert_int_equal(fx->ex.def->start(fx->ex.comp), 0);
 }
 
 static int send_traces(fx_t *fx, size_t n_spans, const char *tenant) {
   assert_true(fx->n_sent < 16);
   sp_traces_t *b = sp_test_traces(n_spans, (uint32_t)fx->n_sent + 1, &fx->sent[fx->n_sent],
-                                   &fx->sent_len[fx->n_sent]);
+                                  &fx->sent_len[fx->n_sent]);
   b->meta.tenant = tenant;
   fx->n_sent++;
   return sp_consume_traces(fx->ex.comp->input, b);
@@ -331,8 +333,8 @@ static void test_backend_down_then_up(void **state) {
 
 static void test_unavailable_retry_info(void **state) {
   fx_t *fx = *state;
-  fx->be.script[0] = (resp_t){.status = ST_UNAVAILABLE, .message = "overloaded",
-                              .retry_after_ms = 1000};
+  fx->be.script[0] =
+      (resp_t){.status = ST_UNAVAILABLE, .message = "overloaded", .retry_after_ms = 1000};
   fx->be.n_script = 1;
   backend_start_on(&fx->be, &fx->loop, 0, NULL);
   exporter_up(fx, fx->be.port, g_fast);
@@ -353,8 +355,9 @@ static void test_resource_exhausted(void **state) {
   fx->be.script[2] = (resp_t){.status = ST_RESOURCE_EXHAUSTED, .message = "quota"};
   fx->be.n_script = 3;
   backend_start_on(&fx->be, &fx->loop, 0, NULL);
-  exporter_up(fx, fx->be.port, "tls: {insecure: true}\nsending_queue: {num_consumers: 1}\n"
-                               "retry_on_failure: {initial_interval: 20ms}\n");
+  exporter_up(fx, fx->be.port,
+              "tls: {insecure: true}\nsending_queue: {num_consumers: 1}\n"
+              "retry_on_failure: {initial_interval: 20ms}\n");
   assert_int_equal(send_traces(fx, 2, NULL), 0);
   wait_spans(fx, 2, 10000);
   assert_int_equal(metric(fx, "spanprof_exporter_sent_spans_total"), 2);
@@ -422,8 +425,9 @@ static void test_queue_full_refuses(void **state) {
   fx->be.script[0] = (resp_t){.status = ST_OK, .delay_ms = 200};
   fx->be.n_script = 1;
   backend_start_on(&fx->be, &fx->loop, 0, NULL);
-  exporter_up(fx, fx->be.port, "tls: {insecure: true}\n"
-                               "sending_queue: {num_consumers: 1, queue_size: 1}\n");
+  exporter_up(fx, fx->be.port,
+              "tls: {insecure: true}\n"
+              "sending_queue: {num_consumers: 1, queue_size: 1}\n");
   assert_int_equal(send_traces(fx, 1, NULL), 0);
   assert_int_equal(send_traces(fx, 2, NULL), 0);
   assert_int_equal(send_traces(fx, 3, NULL), SP_EAGAIN);
@@ -455,8 +459,8 @@ static void test_drain_deadline_cancels(void **state) {
 
 static void test_tls_and_mtls(void **state) {
   fx_t *fx = *state;
-  sp_tls_config_t stls = {.present = true, .cert_file = g_certs.server_cert,
-                          .key_file = g_certs.server_key};
+  sp_tls_config_t stls = {
+      .present = true, .cert_file = g_certs.server_cert, .key_file = g_certs.server_key};
   backend_start_on(&fx->be, &fx->loop, 0, &stls);
   char extra[1024];
   snprintf(extra, sizeof(extra), "tls: {ca_file: \"%s\"}\n", g_certs.ca_cert);
@@ -481,12 +485,12 @@ static void test_tls_and_mtls(void **state) {
 static void test_config_errors(void **state) {
   fx_t *fx = *state;
   sp_test_exporter_t t;
-  assert_int_equal(sp_test_exporter_make(&t, &sp_exporter_otlp, "compression: gzip\n", &fx->host,
-                                         "otlp/bad"),
-                   SP_ECONFIG);
-  assert_int_equal(sp_test_exporter_make(&t, &sp_exporter_otlp, "endpoint: tempo\n", &fx->host,
-                                         "otlp/bad"),
-                   SP_ECONFIG);
+  assert_int_equal(
+      sp_test_exporter_make(&t, &sp_exporter_otlp, "compression: gzip\n", &fx->host, "otlp/bad"),
+      SP_ECONFIG);
+  assert_int_equal(
+      sp_test_exporter_make(&t, &sp_exporter_otlp, "endpoint: tempo\n", &fx->host, "otlp/bad"),
+      SP_ECONFIG);
   assert_int_equal(sp_test_exporter_make(&t, &sp_exporter_otlp,
                                          "endpoint: tempo:4317\ncompression: zstd\n", &fx->host,
                                          "otlp/bad"),
@@ -502,10 +506,8 @@ static void test_config_errors(void **state) {
 }
 
 int main(void) {
-  if (getenv("SP_TEST_LOG") == NULL)
-    sp_log_set_level(SP_LOG_OFF);
-  if (sp_testcerts_create(&g_certs) != 0)
-    return 1;
+  if (getenv("SP_TEST_LOG") == NULL) sp_log_set_level(SP_LOG_OFF);
+  if (sp_testcerts_create(&g_certs) != 0) return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_traces_intact_gzip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_traces_uncompressed_and_profiles, setup, teardown),

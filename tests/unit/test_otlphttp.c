@@ -90,8 +90,7 @@ static void copy_hdr(const sp_http_request_t *req, const char *name, char *out, 
 static void answer(sp_http_request_t *req, const resp_t *r) {
   sp_http_header_t extra[1];
   size_t n = 0;
-  if (r->retry_after)
-    extra[n++] = (sp_http_header_t){"Retry-After", r->retry_after};
+  if (r->retry_after) extra[n++] = (sp_http_header_t){"Retry-After", r->retry_after};
   sp_http_respond(req, r->status, r->ctype ? r->ctype : "application/x-protobuf", r->body, r->len,
                   extra, n);
 }
@@ -127,8 +126,7 @@ static void backend_handler(sp_http_request_t *req, void *ctx) {
     rec->answered = r.status;
   }
   be->n++;
-  if (r.status >= 200 && r.status < 300)
-    be->ok++;
+  if (r.status >= 200 && r.status < 300) be->ok++;
   if (r.delay_ms > 0) {
     delayed_t *d = calloc(1, sizeof(*d));
     d->be = be;
@@ -146,8 +144,11 @@ static void backend_handler(sp_http_request_t *req, void *ctx) {
 static void backend_start_on(backend_t *be, uv_loop_t *loop, int port, const sp_tls_config_t *tls) {
   char ep[64];
   snprintf(ep, sizeof(ep), "127.0.0.1:%d", port);
-  sp_http_server_options_t o = {.endpoint = ep, .component = "backend", .handler = backend_handler,
-                                .handler_ctx = be, .tls = tls};
+  sp_http_server_options_t o = {.endpoint = ep,
+                                .component = "backend",
+                                .handler = backend_handler,
+                                .handler_ctx = be,
+                                .tls = tls};
   be->loop = loop;
   assert_int_equal(sp_http_server_create(loop, &o, &be->srv), 0);
   assert_int_equal(sp_http_server_start(be->srv), 0);
@@ -161,8 +162,7 @@ static int ok_reached(void *arg) { return ((backend_t *)arg)->ok >= g_ok_want; }
 static int no_delayed(void *arg) { return ((backend_t *)arg)->delayed_open == 0; }
 
 static void backend_stop(backend_t *be) {
-  if (be->srv == NULL)
-    return;
+  if (be->srv == NULL) return;
   assert_int_equal(sp_test_run_until(be->loop, no_delayed, be, 5000), 0);
   int done = 0;
   sp_http_server_shutdown(be->srv, on_flag, &done);
@@ -217,16 +217,15 @@ static int teardown(void **state) {
 static void exporter_up(fx_t *fx, const char *scheme, int port, const char *extra) {
   char yaml[2048];
   snprintf(yaml, sizeof(yaml), "endpoint: %s://127.0.0.1:%d\n%s", scheme, port, extra);
-  assert_int_equal(sp_test_exporter_make(&fx->ex, &sp_exporter_otlphttp, yaml, &fx->host,
-                                         "otlphttp/test"),
-                   0);
+  assert_int_equal(
+      sp_test_exporter_make(&fx->ex, &sp_exporter_otlphttp, yaml, &fx->host, "otlphttp/test"), 0);
   assert_int_equal(fx->ex.def->start(fx->ex.comp), 0);
 }
 
 static int send_traces(fx_t *fx, size_t n_spans, const char *tenant) {
   assert_true(fx->n_sent < 16);
   sp_traces_t *b = sp_test_traces(n_spans, (uint32_t)fx->n_sent + 1, &fx->sent[fx->n_sent],
-                                   &fx->sent_len[fx->n_sent]);
+                                  &fx->sent_len[fx->n_sent]);
   b->meta.tenant = tenant;
   fx->n_sent++;
   return sp_consume_traces(fx->ex.comp->input, b);
@@ -254,10 +253,11 @@ static void check_traces_body(const rec_t *r, bool json, const uint8_t *want, si
   ProtobufCMessage *m = NULL;
   if (json) {
     char err[256];
-    assert_int_equal(sp_pbjson_decode(&opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
-                                      (const char *)r->body, r->len, SP_PBJSON_OTLP,
-                                      sp_arena_pbc(a), &m, err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        sp_pbjson_decode(
+            &opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
+            (const char *)r->body, r->len, SP_PBJSON_OTLP, sp_arena_pbc(a), &m, err, sizeof(err)),
+        0);
   } else {
     m = protobuf_c_message_unpack(
         &opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
@@ -431,8 +431,8 @@ static void test_400_not_retried(void **state) {
   uint8_t buf[128];
   size_t n = google__rpc__status__pack(&st, buf);
   fx->be.script[0] = (resp_t){.status = 400, .body = buf, .len = n};
-  fx->be.script[1] = (resp_t){.status = 401, .body = (const uint8_t *)"no", .len = 2,
-                              .ctype = "text/plain"};
+  fx->be.script[1] =
+      (resp_t){.status = 401, .body = (const uint8_t *)"no", .len = 2, .ctype = "text/plain"};
   fx->be.script[2] = (resp_t){.status = 500};
   fx->be.n_script = 3;
   backend_start_on(&fx->be, &fx->loop, 0, NULL);
@@ -459,7 +459,9 @@ static void test_partial_success(void **state) {
   size_t n = protobuf_c_message_pack(&resp.base, buf);
   fx->be.script[0] = (resp_t){.status = 200, .body = buf, .len = n};
   const char *json = "{\"partialSuccess\":{\"rejectedSpans\":\"1\",\"errorMessage\":\"dup\"}}";
-  fx->be.script[1] = (resp_t){.status = 200, .body = (const uint8_t *)json, .len = strlen(json),
+  fx->be.script[1] = (resp_t){.status = 200,
+                              .body = (const uint8_t *)json,
+                              .len = strlen(json),
                               .ctype = "application/json"};
   fx->be.n_script = 2;
   backend_start_on(&fx->be, &fx->loop, 0, NULL);
@@ -537,8 +539,8 @@ static void test_drain_deadline_cancels(void **state) {
 
 static void test_tls_and_mtls(void **state) {
   fx_t *fx = *state;
-  sp_tls_config_t stls = {.present = true, .cert_file = g_certs.server_cert,
-                          .key_file = g_certs.server_key};
+  sp_tls_config_t stls = {
+      .present = true, .cert_file = g_certs.server_cert, .key_file = g_certs.server_key};
   backend_start_on(&fx->be, &fx->loop, 0, &stls);
   char extra[1024];
   snprintf(extra, sizeof(extra), "tls: {ca_file: \"%s\"}\n", g_certs.ca_cert);
@@ -553,9 +555,8 @@ static void test_tls_and_mtls(void **state) {
   /* mTLS: the server requires a client certificate from our CA. */
   stls.client_ca_file = g_certs.ca_cert;
   backend_start_on(&fx->be, &fx->loop, 0, &stls);
-  snprintf(extra, sizeof(extra),
-           "tls: {ca_file: \"%s\", cert_file: \"%s\", key_file: \"%s\"}\n", g_certs.ca_cert,
-           g_certs.client_cert, g_certs.client_key);
+  snprintf(extra, sizeof(extra), "tls: {ca_file: \"%s\", cert_file: \"%s\", key_file: \"%s\"}\n",
+           g_certs.ca_cert, g_certs.client_cert, g_certs.client_key);
   exporter_up(fx, "https", fx->be.port, extra);
   assert_int_equal(send_traces(fx, 2, NULL), 0);
   wait_spans(fx, 5, 5000);
@@ -594,8 +595,8 @@ static void test_config_errors(void **state) {
                    SP_ECONFIG);
   /* Only a traces URL: profiles fail permanently and are counted. */
   assert_int_equal(sp_test_exporter_make(&fx->ex, &sp_exporter_otlphttp,
-                                         "traces_endpoint: http://127.0.0.1:1/custom\n",
-                                         &fx->host, "otlphttp/test"),
+                                         "traces_endpoint: http://127.0.0.1:1/custom\n", &fx->host,
+                                         "otlphttp/test"),
                    0);
   assert_int_equal(fx->ex.def->start(fx->ex.comp), 0);
   assert_int_equal(sp_consume_profiles(fx->ex.comp->input, sp_test_profiles()), 0);
@@ -605,10 +606,8 @@ static void test_config_errors(void **state) {
 }
 
 int main(void) {
-  if (getenv("SP_TEST_LOG") == NULL)
-    sp_log_set_level(SP_LOG_OFF);
-  if (sp_testcerts_create(&g_certs) != 0)
-    return 1;
+  if (getenv("SP_TEST_LOG") == NULL) sp_log_set_level(SP_LOG_OFF);
+  if (sp_testcerts_create(&g_certs) != 0) return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_proto_gzip_intact, setup, teardown),
       cmocka_unit_test_setup_teardown(test_json_uncompressed_intact, setup, teardown),
