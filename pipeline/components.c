@@ -16,11 +16,13 @@ extern const sp_component_def_t sp_exporter_file;
 extern const sp_component_def_t sp_exporter_otlp;
 extern const sp_component_def_t sp_exporter_otlphttp;
 extern const sp_component_def_t sp_processor_batch;
+extern const sp_component_def_t sp_processor_spanprofile;
 
 static const sp_component_def_t *const sp__registry[] = {
     &sp_receiver_otlp,
     &sp_receiver_pyroscope,
     &sp_processor_batch,
+    &sp_processor_spanprofile,
     &sp_exporter_debug,
     &sp_exporter_file,
     &sp_exporter_otlp,

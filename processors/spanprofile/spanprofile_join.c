@@ -1,0 +1,911 @@
+/*
+ * spanprofile_join.c — the join engine: holding both signals for the
+ * window, resolving samples, enriching spans, bounding memory.
+ *
+ * Every incoming batch becomes a "unit". Units sit in one queue in arrival
+ * order while their batch is held (`wait` at most), so expiry is a walk from
+ * the head. A traces unit also sits in a second queue while the spans it
+ * indexed are in the index: spans stay indexed for 2 x wait after arrival,
+ * longer than their batch is held, because a profile arriving up to `wait`
+ * after a span is itself held up to `wait` and resolves its samples only
+ * when it leaves; the span must still be known then.
+ *
+ * Samples are resolved twice:
+ *  - on arrival, against the spans known then. A join by span ID is final
+ *    (IDs are unique); its labels are written at once and the span is
+ *    credited. A join by thread and time is tentative: the span is credited
+ *    (so a held span batch can gain its attributes even if it leaves before
+ *    the profile), but a span arriving later may turn out to be more inner
+ *    or overlapping.
+ *  - when the profile leaves, against everything known by then. The answer
+ *    is final; the tentative credit is moved if it changed, and labels are
+ *    written.
+ * A profile whose samples are all final on arrival (joined by ID, or with
+ * nothing to join by) leaves at once. A traces unit leaves early when
+ * nothing more can change it: no span it holds can gain an attribute
+ * (profile_id_attribute: none, or no local roots in local_roots mode), or
+ * every such span was joined finally — unless span_cpu_attributes asks for
+ * the full window.
+ *
+ * Memory is bounded by max_held_spans (indexed spans) and max_held_bytes
+ * (held batches plus the index): when over, the oldest unit goes first —
+ * a held batch is emitted (a profile resolved with what is known), indexed
+ * spans are forgotten (raising their process's watermark, so no later
+ * sample can be attributed to an outer span in their place). Nothing is
+ * dropped; batches that cannot be held at all are emitted unjoined.
+ */
+#include "processors/spanprofile/spanprofile_int.h"
+
+#include "pipeline/alloc.h"
+#include "pipeline/component.h"
+#include "pipeline/error.h"
+#include "pipeline/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SP_SPJ_KEY_MAX 1024
+
+typedef struct sp_spj_pend_s {
+  uint32_t prof;
+  uint32_t sample;
+  sp_spj_ref_t tent; /* tentative window join, or SP_SPJ_NONE */
+} sp_spj_pend_t;
+
+struct sp_spj_unit_s {
+  sp_spj_unit_t *prev, *next;   /* hold queue (batch held) */
+  sp_spj_unit_t *iprev, *inext; /* index queue (owns indexed spans) */
+  uint64_t arrival_ms;
+  unsigned signal;
+  unsigned port;
+  bool held;
+  bool indexed;
+  size_t batch_bytes; /* counted while held */
+  size_t side_bytes;  /* refs / pend arrays, counted while the unit lives */
+  /* traces */
+  sp_traces_t *traces;
+  sp_spj_ref_t *refs; /* one per span, in request order */
+  size_t n_refs;
+  size_t owned;
+  size_t undecided;
+  /* profiles */
+  sp_profiles_t *profiles;
+  sp_spj_pend_t *pend;
+  size_t n_pend;
+  size_t n_samples;
+};
+
+struct sp_spj_s {
+  /* settings (own copies) */
+  uint64_t wait_ms;
+  size_t max_spans;
+  uint64_t max_bytes;
+  int pid_mode;
+  bool cpu;
+  sp_spj_keyset_t sets[2];
+  size_t n_sets;
+  char *thread_attr;
+  char *thread_label;
+  char *time_label;
+  char **id_labels;
+  size_t n_id_labels;
+  /* output */
+  sp_spj_emit_fn emit;
+  void *ctx;
+  sp_spj_metrics_t m;
+  sp_metric_t dummy;
+  /* state */
+  sp_spj_index_t *ix;
+  sp_spj_unit_t *hold_head, *hold_tail;
+  sp_spj_unit_t *index_head, *index_tail;
+  size_t unit_bytes;
+  size_t held_samples;
+  bool flushing;
+};
+
+/* ---- settings ---------------------------------------------------------------------------- */
+
+static void sp__keyset_free(sp_spj_keyset_t *k) {
+  for (size_t i = 0; i < k->n; i++) {
+    sp_free(k->dotted[i]);
+    sp_free(k->underscored[i]);
+  }
+  sp_free(k->dotted);
+  sp_free(k->underscored);
+  memset(k, 0, sizeof(*k));
+}
+
+static int sp__keyset_copy(sp_spj_keyset_t *k, const sp_strlist_t *l) {
+  if (l->n == 0)
+    return 0;
+  k->dotted = sp_calloc(l->n, sizeof(char *));
+  k->underscored = sp_calloc(l->n, sizeof(char *));
+  if (k->dotted == NULL || k->underscored == NULL)
+    return SP_ENOMEM;
+  for (size_t i = 0; i < l->n; i++) {
+    k->n = i + 1;
+    k->dotted[i] = sp_strdup(l->items[i]);
+    k->underscored[i] = sp_strdup(l->items[i]);
+    if (k->dotted[i] == NULL || k->underscored[i] == NULL)
+      return SP_ENOMEM;
+    for (char *c = k->underscored[i]; *c; c++)
+      if (*c == '.')
+        *c = '_';
+  }
+  return 0;
+}
+
+void sp__spj_destroy(sp_spj_t *j);
+
+int sp__spj_create(const sp_spanprofile_cfg_t *cfg, sp_spj_t **out) {
+  sp_spj_t *j = sp_calloc(1, sizeof(*j));
+  if (j == NULL)
+    return SP_ENOMEM;
+  j->wait_ms = cfg->wait_ms > 0 ? cfg->wait_ms : 1;
+  j->max_spans = cfg->max_held_spans > 0 ? (size_t)cfg->max_held_spans : 1;
+  j->max_bytes = cfg->max_held_bytes;
+  j->pid_mode = cfg->profile_id_attribute;
+  j->cpu = cfg->span_cpu_attributes;
+  sp__spj_bind(j, NULL, NULL, NULL);
+  if (sp__keyset_copy(&j->sets[0], &cfg->process_attributes) != 0 ||
+      sp__keyset_copy(&j->sets[1], &cfg->process_attributes_fallback) != 0)
+    goto fail;
+  j->n_sets = 2;
+  /* An empty name switches that source off. */
+  const char *names[3] = {cfg->span_thread_attribute, cfg->sample_thread_label,
+                          cfg->sample_time_label};
+  char **dst[3] = {&j->thread_attr, &j->thread_label, &j->time_label};
+  for (int i = 0; i < 3; i++)
+    if (names[i] != NULL && names[i][0] != '\0' && (*dst[i] = sp_strdup(names[i])) == NULL)
+      goto fail;
+  size_t nid = cfg->span_id_labels.n < 4 ? cfg->span_id_labels.n : 4;
+  if (nid > 0 && (j->id_labels = sp_calloc(nid, sizeof(char *))) == NULL)
+    goto fail;
+  for (size_t i = 0; i < nid; i++) {
+    if ((j->id_labels[i] = sp_strdup(cfg->span_id_labels.items[i])) == NULL)
+      goto fail;
+    j->n_id_labels = i + 1;
+  }
+  j->ix = sp__spj_index_create(j->max_spans);
+  if (j->ix == NULL)
+    goto fail;
+  *out = j;
+  return 0;
+fail:
+  sp__spj_destroy(j);
+  return SP_ENOMEM;
+}
+
+void sp__spj_bind(sp_spj_t *j, sp_spj_emit_fn emit, void *ctx, const sp_spj_metrics_t *m) {
+  j->emit = emit;
+  j->ctx = ctx;
+  if (m != NULL) {
+    j->m = *m;
+    return;
+  }
+  sp_metric_t **all = (sp_metric_t **)&j->m;
+  for (size_t i = 0; i < sizeof(j->m) / sizeof(sp_metric_t *); i++)
+    all[i] = &j->dummy;
+}
+
+/* ---- bookkeeping ------------------------------------------------------------------------- */
+
+static size_t sp__held_bytes(sp_spj_t *j) { return j->unit_bytes + sp__spj_bytes(j->ix); }
+
+static void sp__gauges(sp_spj_t *j) {
+  sp_metric_set(j->m.held_spans, sp__spj_live(j->ix));
+  sp_metric_set(j->m.held_samples, j->held_samples);
+  sp_metric_set(j->m.held_bytes, sp__held_bytes(j));
+}
+
+static void sp__hold_link(sp_spj_t *j, sp_spj_unit_t *u) {
+  u->held = true;
+  u->next = NULL;
+  u->prev = j->hold_tail;
+  if (j->hold_tail != NULL)
+    j->hold_tail->next = u;
+  else
+    j->hold_head = u;
+  j->hold_tail = u;
+  j->unit_bytes += u->batch_bytes;
+}
+
+static void sp__hold_unlink(sp_spj_t *j, sp_spj_unit_t *u) {
+  if (!u->held)
+    return;
+  if (u->prev != NULL)
+    u->prev->next = u->next;
+  else
+    j->hold_head = u->next;
+  if (u->next != NULL)
+    u->next->prev = u->prev;
+  else
+    j->hold_tail = u->prev;
+  u->held = false;
+  u->prev = u->next = NULL;
+  j->unit_bytes -= u->batch_bytes;
+}
+
+static void sp__index_link(sp_spj_t *j, sp_spj_unit_t *u) {
+  u->indexed = true;
+  u->inext = NULL;
+  u->iprev = j->index_tail;
+  if (j->index_tail != NULL)
+    j->index_tail->inext = u;
+  else
+    j->index_head = u;
+  j->index_tail = u;
+}
+
+static void sp__index_unlink(sp_spj_t *j, sp_spj_unit_t *u) {
+  if (u->iprev != NULL)
+    u->iprev->inext = u->inext;
+  else
+    j->index_head = u->inext;
+  if (u->inext != NULL)
+    u->inext->iprev = u->iprev;
+  else
+    j->index_tail = u->iprev;
+  u->indexed = false;
+  u->iprev = u->inext = NULL;
+}
+
+static sp_spj_unit_t *sp__unit_new(sp_spj_t *j, unsigned signal, unsigned port, uint64_t now) {
+  sp_spj_unit_t *u = sp_calloc(1, sizeof(*u));
+  if (u == NULL)
+    return NULL;
+  u->signal = signal;
+  u->port = port;
+  u->arrival_ms = now;
+  (void)j;
+  return u;
+}
+
+/* Frees a unit that is neither held nor indexed. */
+static void sp__unit_free(sp_spj_t *j, sp_spj_unit_t *u) {
+  j->unit_bytes -= u->side_bytes;
+  sp_traces_unref(u->traces);
+  sp_profiles_unref(u->profiles);
+  sp_free(u->refs);
+  sp_free(u->pend);
+  sp_free(u);
+}
+
+static void sp__emit(sp_spj_t *j, unsigned signal, unsigned port, void *batch) {
+  if (j->emit != NULL) {
+    j->emit(j->ctx, signal, port, batch);
+  } else if (signal == SP_SIGNAL_TRACES) {
+    sp_traces_unref(batch);
+  } else {
+    sp_profiles_unref(batch);
+  }
+}
+
+static size_t sp__traces_bytes(sp_traces_t *b) {
+  return b->raw_len + b->enc_len + sp_arena_bytes(b->arena);
+}
+
+/* ---- emitting traces --------------------------------------------------------------------- */
+
+static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted);
+
+static bool sp__attrs_for(sp_spj_t *j, const sp_spj_span_t *e, sp_spj_attrs_t *a) {
+  memset(a, 0, sizeof(*a));
+  if (e == NULL || e->joined == 0)
+    return false;
+  a->span_id = e->span_id;
+  a->profile_id = j->pid_mode == SP_SPJ_PID_ALL ||
+                  (j->pid_mode == SP_SPJ_PID_LOCAL_ROOTS && (e->flags & SP_SPJ_F_LOCAL_ROOT));
+  if (j->cpu) {
+    a->cpu = true;
+    a->count = e->count;
+    a->cpu_ns = e->cpu_ns;
+    a->wall_ns = e->wall_ns;
+  }
+  return a->profile_id || a->cpu;
+}
+
+/* Adds what the join found to the spans of a held batch. */
+static void sp__enrich_traces(sp_spj_t *j, sp_spj_unit_t *u) {
+  bool any = false;
+  sp_spj_attrs_t a;
+  for (size_t i = 0; i < u->n_refs && !any; i++)
+    any = sp__attrs_for(j, sp__spj_deref(j->ix, u->refs[i]), &a);
+  if (!any)
+    return; /* unchanged: goes out as the bytes it came in as */
+  if (sp_traces_writable(&u->traces) != 0) {
+    sp_log_warn(NULL, "spanprofile: out of memory enriching %zu span(s); sent unchanged",
+                u->n_refs);
+    return;
+  }
+  sp_otlp_traces_req_t *req = u->traces->req;
+  size_t i = 0, enriched = 0;
+  for (size_t r = 0; r < req->n_resource_spans; r++) {
+    sp_otlp_resource_spans_t *rs = req->resource_spans[r];
+    for (size_t s = 0; s < rs->n_scope_spans; s++) {
+      sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
+      for (size_t k = 0; k < ss->n_spans && i < u->n_refs; k++, i++) {
+        if (!sp__attrs_for(j, sp__spj_deref(j->ix, u->refs[i]), &a))
+          continue;
+        if (sp__spj_write_attrs(u->traces->arena, ss->spans[k], &a) == 0)
+          enriched++;
+      }
+    }
+  }
+  sp_metric_add(j->m.spans_enriched, enriched);
+}
+
+/* Lets a held traces batch go (enriched); the unit may be freed. */
+static void sp__emit_traces(sp_spj_t *j, sp_spj_unit_t *u) {
+  if (!u->held)
+    return;
+  sp__hold_unlink(j, u);
+  sp__enrich_traces(j, u);
+  for (size_t i = 0; i < u->n_refs; i++) {
+    sp_spj_span_t *e = sp__spj_deref(j->ix, u->refs[i]);
+    if (e != NULL && e->held == u)
+      e->held = NULL;
+  }
+  sp_traces_t *t = u->traces;
+  u->traces = NULL;
+  sp__emit(j, SP_SIGNAL_TRACES, u->port, t);
+  if (!u->indexed)
+    sp__unit_free(j, u);
+}
+
+/* Forgets the spans a unit indexed; the unit may be freed. */
+static size_t sp__unindex(sp_spj_t *j, sp_spj_unit_t *u) {
+  size_t removed = 0;
+  sp__index_unlink(j, u);
+  for (size_t i = 0; i < u->n_refs; i++) {
+    sp_spj_span_t *e = sp__spj_deref(j->ix, u->refs[i]);
+    if (e != NULL && e->owner == u) {
+      sp__spj_remove(j->ix, u->refs[i].idx);
+      removed++;
+    }
+  }
+  if (!u->held)
+    sp__unit_free(j, u);
+  return removed;
+}
+
+/* ---- crediting spans --------------------------------------------------------------------- */
+
+static bool sp__counts_undecided(const sp_spj_t *j, const sp_spj_span_t *e) {
+  return j->pid_mode == SP_SPJ_PID_ALL ||
+         (j->pid_mode == SP_SPJ_PID_LOCAL_ROOTS && (e->flags & SP_SPJ_F_LOCAL_ROOT));
+}
+
+/* Adds (delta 1), removes (-1) or just confirms (0) a sample's credit to a span. */
+static void sp__credit(sp_spj_t *j, sp_spj_span_t *e, const sp_spj_skey_t *k, int delta,
+                       bool final) {
+  if (delta > 0) {
+    e->joined++;
+    e->count += k->count;
+    e->cpu_ns += k->cpu_ns;
+    e->wall_ns += k->wall_ns;
+  } else if (delta < 0) {
+    e->joined -= e->joined > 0;
+    e->count -= k->count < e->count ? k->count : e->count;
+    e->cpu_ns -= k->cpu_ns < e->cpu_ns ? k->cpu_ns : e->cpu_ns;
+    e->wall_ns -= k->wall_ns < e->wall_ns ? k->wall_ns : e->wall_ns;
+  }
+  if (!final || delta < 0 || (e->flags & SP_SPJ_F_DECIDED))
+    return;
+  e->flags |= SP_SPJ_F_DECIDED;
+  sp_spj_unit_t *u = e->held;
+  if (u == NULL || !sp__counts_undecided(j, e) || e->owner != u)
+    return;
+  if (--u->undecided == 0 && !j->cpu && !j->flushing)
+    sp__emit_traces(j, u); /* nothing in it can change any more */
+}
+
+/* ---- traces in ---------------------------------------------------------------------------- */
+
+static const sp_otlp_any_t *sp__attr(sp_otlp_kv_t *const *attrs, size_t n, const char *key) {
+  for (size_t i = 0; i < n; i++)
+    if (attrs[i]->key != NULL && strcmp(attrs[i]->key, key) == 0)
+      return attrs[i]->value;
+  return NULL;
+}
+
+typedef const char *(*sp_spj_lookup_fn)(const void *src, size_t attr_i, const sp_spj_keyset_t *ks,
+                                        char *tmp, size_t cap);
+
+/* Builds the key string of key set @p set into @p buf; false when incomplete. */
+static bool sp__build_key(const sp_spj_t *j, size_t set, sp_spj_lookup_fn get, const void *src,
+                          char *buf, size_t cap) {
+  const sp_spj_keyset_t *ks = &j->sets[set];
+  if (ks->n == 0)
+    return false;
+  size_t len = (size_t)snprintf(buf, cap, "%zu", set);
+  for (size_t i = 0; i < ks->n; i++) {
+    char tmp[64];
+    const char *v = get(src, i, ks, tmp, sizeof(tmp));
+    if (v == NULL || v[0] == '\0')
+      return false;
+    size_t vl = strlen(v);
+    if (len + 1 + vl + 1 > cap)
+      return false;
+    buf[len++] = '\x1f';
+    memcpy(buf + len, v, vl + 1);
+    len += vl;
+  }
+  return true;
+}
+
+static const char *sp__res_get(const void *src, size_t i, const sp_spj_keyset_t *ks, char *tmp,
+                               size_t cap) {
+  const sp_otlp_resource_spans_t *rs = src;
+  if (rs->resource == NULL)
+    return NULL;
+  return sp__spj_any_str(
+      sp__attr(rs->resource->attributes, rs->resource->n_attributes, ks->dotted[i]), tmp, cap);
+}
+
+static const char *sp__prof_get(const void *src, size_t i, const sp_spj_keyset_t *ks, char *tmp,
+                                size_t cap) {
+  const sp_profile_t *p = src;
+  (void)tmp;
+  (void)cap;
+  const char *v = sp_profile_label(p, ks->underscored[i]);
+  return v != NULL ? v : sp_profile_label(p, ks->dotted[i]);
+}
+
+static uint64_t sp__be64(const uint8_t *b) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | b[i];
+  return v;
+}
+
+static int64_t sp__ns(uint64_t v) { return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v; }
+
+static void sp__passthrough(sp_spj_t *j, unsigned signal, unsigned port, void *batch) {
+  sp_metric_add(j->m.passthrough, 1);
+  sp__emit(j, signal, port, batch);
+}
+
+/* Evicts the oldest held data until the limits hold. */
+static void sp__enforce(sp_spj_t *j) {
+  while (sp__spj_live(j->ix) > j->max_spans || sp__held_bytes(j) > j->max_bytes) {
+    sp_spj_unit_t *hu = j->hold_head, *iu = j->index_head;
+    if (hu == NULL && iu == NULL)
+      break;
+    if (hu != NULL && (iu == NULL || hu->arrival_ms <= iu->arrival_ms)) {
+      if (hu->signal == SP_SIGNAL_TRACES) {
+        sp_metric_add(j->m.evicted_spans, hu->n_refs);
+        sp__emit_traces(j, hu);
+      } else {
+        sp__emit_profiles(j, hu, true);
+      }
+    } else {
+      if (iu->held)
+        sp__emit_traces(j, iu);
+      sp_metric_add(j->m.evicted_spans, sp__unindex(j, iu));
+    }
+  }
+}
+
+void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms) {
+  sp__spj_set_now(j->ix, now_ms);
+  const sp_otlp_traces_req_t *req = sp_traces_request(b);
+  size_t n = req != NULL ? sp_traces_count_spans(req) : 0;
+  if (req == NULL || n == 0) {
+    if (req == NULL)
+      sp__passthrough(j, SP_SIGNAL_TRACES, port, b);
+    else
+      sp__emit(j, SP_SIGNAL_TRACES, port, b);
+    return;
+  }
+  sp_spj_unit_t *u = sp__unit_new(j, SP_SIGNAL_TRACES, port, now_ms);
+  if (u == NULL || (u->refs = sp_malloc(n * sizeof(*u->refs))) == NULL) {
+    sp_free(u);
+    sp__passthrough(j, SP_SIGNAL_TRACES, port, b);
+    return;
+  }
+  u->traces = b;
+  u->n_refs = n;
+  u->side_bytes = sizeof(*u) + n * sizeof(*u->refs);
+  j->unit_bytes += u->side_bytes;
+  size_t i = 0, dups = 0;
+  char keybuf[2][SP_SPJ_KEY_MAX];
+  for (size_t r = 0; r < req->n_resource_spans; r++) {
+    const sp_otlp_resource_spans_t *rs = req->resource_spans[r];
+    const sp_otlp_any_t *sv =
+        rs->resource != NULL
+            ? sp__attr(rs->resource->attributes, rs->resource->n_attributes, "service.name")
+            : NULL;
+    const char *svc_s = sv != NULL &&
+                                sv->value_case ==
+                                    OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
+                            ? sv->string_value
+                            : "";
+    sp_spj_str_t *svc = sp__spj_intern(j->ix, svc_s, strlen(svc_s));
+    char *keys[2] = {NULL, NULL};
+    for (size_t s = 0; s < j->n_sets; s++)
+      if (sp__build_key(j, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX))
+        keys[s] = keybuf[s];
+    uint32_t proc = sp__spj_process(j->ix, keys, j->n_sets, true);
+    for (size_t s = 0; s < rs->n_scope_spans; s++) {
+      const sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
+      for (size_t k = 0; k < ss->n_spans; k++, i++) {
+        const sp_otlp_span_t *span = ss->spans[k];
+        u->refs[i] = (sp_spj_ref_t){SP_SPJ_NONE, 0};
+        if (svc == NULL || span->span_id.len != 8)
+          continue;
+        uint64_t id = sp__be64(span->span_id.data);
+        if (id == 0)
+          continue;
+        uint32_t dup = sp__spj_lookup(j->ix, svc, id);
+        if (dup != SP_SPJ_NONE) {
+          u->refs[i] = (sp_spj_ref_t){dup, sp__spj_at(j->ix, dup)->gen};
+          dups++;
+          continue;
+        }
+        sp_spj_span_t t = {0};
+        t.span_id = id;
+        t.parent_id = span->parent_span_id.len == 8 ? sp__be64(span->parent_span_id.data) : 0;
+        t.start_ns = sp__ns(span->start_time_unix_nano);
+        t.end_ns = sp__ns(span->end_time_unix_nano);
+        if (span->trace_id.len == 16)
+          memcpy(t.trace_id, span->trace_id.data, 16);
+        if (span->parent_span_id.len == 0 || (span->flags & 0x300u) == 0x300u)
+          t.flags |= SP_SPJ_F_LOCAL_ROOT;
+        t.owner = t.held = u;
+        t.name = sp__spj_intern(j->ix, span->name != NULL ? span->name : "",
+                                span->name != NULL ? strlen(span->name) : 0);
+        svc->refs++;
+        t.svc = svc;
+        if (t.name == NULL) {
+          sp__spj_unintern(j->ix, svc);
+          continue;
+        }
+        int64_t thread = SP_SPJ_NO_THREAD;
+        if (j->thread_attr != NULL && !sp__spj_any_int(sp__attr(span->attributes,
+                                                                span->n_attributes,
+                                                                j->thread_attr),
+                                                       &thread))
+          thread = SP_SPJ_NO_THREAD;
+        if (sp__spj_add(j->ix, &t, proc, thread, &u->refs[i]) != 0)
+          continue; /* out of memory: the span is not joinable, but it is not lost */
+        u->owned++;
+        if (sp__counts_undecided(j, &t))
+          u->undecided++;
+      }
+    }
+    sp__spj_unintern(j->ix, svc);
+  }
+  sp_metric_add(j->m.spans_indexed, u->owned);
+  sp_metric_add(j->m.spans_duplicate, dups);
+  bool hold = j->cpu || u->undecided > 0;
+  if (u->owned > 0)
+    sp__index_link(j, u);
+  if (hold) {
+    u->batch_bytes = sp__traces_bytes(b);
+    sp__hold_link(j, u);
+  } else {
+    for (size_t k = 0; k < u->n_refs; k++) {
+      sp_spj_span_t *e = sp__spj_deref(j->ix, u->refs[k]);
+      if (e != NULL && e->held == u)
+        e->held = NULL;
+    }
+    u->traces = NULL;
+    sp__emit(j, SP_SIGNAL_TRACES, port, b);
+    if (!u->indexed)
+      sp__unit_free(j, u);
+  }
+  sp__enforce(j);
+  sp__gauges(j);
+}
+
+/* ---- profiles ----------------------------------------------------------------------------- */
+
+typedef struct sp_spj_pinfo_s {
+  sp_spj_pctx_t c;
+  sp_spj_str_t *svc; /* not referenced: looked up only */
+  uint32_t proc;
+} sp_spj_pinfo_t;
+
+static void sp__pinfo(sp_spj_t *j, sp_profile_t *p, sp_spj_pinfo_t *pi) {
+  sp__spj_pctx_init(&pi->c, p, (const char *const *)j->id_labels, j->n_id_labels,
+                    j->thread_label, j->time_label);
+  const char *svc = sp_profile_label(p, "service_name");
+  if (svc == NULL)
+    svc = sp_profile_label(p, "service.name");
+  if (svc == NULL)
+    svc = "";
+  pi->svc = sp__spj_intern_find(j->ix, svc, strlen(svc));
+  char keybuf[2][SP_SPJ_KEY_MAX];
+  char *keys[2] = {NULL, NULL};
+  for (size_t s = 0; s < j->n_sets; s++)
+    if (sp__build_key(j, s, sp__prof_get, p, keybuf[s], SP_SPJ_KEY_MAX))
+      keys[s] = keybuf[s];
+  pi->proc = sp__spj_process(j->ix, keys, j->n_sets, false);
+}
+
+/* Resolves one sample against what is known now. */
+static int sp__resolve(sp_spj_t *j, const sp_spj_pinfo_t *pi, const sp_spj_skey_t *k,
+                       uint32_t *idx) {
+  if (k->has_id) {
+    *idx = sp__spj_lookup(j->ix, pi->svc, k->span_id);
+    if (*idx != SP_SPJ_NONE)
+      return SP_SPJ_JOINED_ID;
+    return sp__spj_recently_removed(j->ix, pi->svc, k->span_id) ? SP_SPJ_R_EXPIRED
+                                                                 : SP_SPJ_R_NO_SPAN;
+  }
+  if (k->time_ns <= 0)
+    return SP_SPJ_R_NO_TIMESTAMP;
+  return sp__spj_resolve_window(j->ix, pi->proc, k->thread, k->time_ns, idx);
+}
+
+typedef struct sp_spj_wlist_s {
+  sp_spj_write_t *w;
+  uint32_t *prof;
+  size_t n, cap;
+} sp_spj_wlist_t;
+
+static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp_spj_span_t *e,
+                     bool with_id) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    sp_spj_write_t *w = sp_realloc(l->w, cap * sizeof(*w));
+    if (w == NULL)
+      return SP_ENOMEM;
+    l->w = w;
+    uint32_t *p = sp_realloc(l->prof, cap * sizeof(*p));
+    if (p == NULL)
+      return SP_ENOMEM;
+    l->prof = p;
+    l->cap = cap;
+  }
+  l->w[l->n] = (sp_spj_write_t){.sample = sample, .with_span_id = with_id, .span = e};
+  l->prof[l->n++] = prof;
+  return 0;
+}
+
+/*
+ * Writes the collected labels into *@p batch, making it writable first (a
+ * shared batch is copied and its profiles decoded again).
+ */
+static void sp__apply_writes(sp_spj_t *j, sp_profiles_t **batch, sp_spj_wlist_t *l) {
+  if (l->n == 0)
+    return;
+  if (sp_profiles_writable(batch) != 0) {
+    sp_log_warn(NULL, "spanprofile: out of memory labelling %zu sample(s); sent unlabelled", l->n);
+    return;
+  }
+  size_t i = 0;
+  while (i < l->n) {
+    uint32_t prof = l->prof[i];
+    size_t end = i;
+    while (end < l->n && l->prof[end] == prof)
+      end++;
+    sp_profile_t *p = &(*batch)->items[prof];
+    if (sp_profile_decode(*batch, p) != NULL) {
+      sp_spj_pctx_t c;
+      sp__spj_pctx_init(&c, p, (const char *const *)j->id_labels, j->n_id_labels,
+                        j->thread_label, j->time_label);
+      if (sp__spj_write_labels(*batch, p, &c, l->w + i, end - i) != 0)
+        sp_log_warn(NULL, "spanprofile: out of memory labelling samples; some sent unlabelled");
+    }
+    i = end;
+  }
+}
+
+static void sp__count(sp_spj_t *j, int r) {
+  if (r == SP_SPJ_JOINED_ID)
+    sp_metric_add(j->m.joined_id, 1);
+  else if (r == SP_SPJ_JOINED_WINDOW)
+    sp_metric_add(j->m.joined_window, 1);
+  else if (r >= 0 && r < SP_SPJ_R_COUNT)
+    sp_metric_add(j->m.unjoined[r], 1);
+}
+
+/* Resolves the waiting samples of a held profiles unit for good, labels them and lets it go. */
+static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted) {
+  sp__hold_unlink(j, u);
+  j->held_samples -= u->n_samples;
+  if (evicted)
+    sp_metric_add(j->m.evicted_samples, u->n_samples);
+  sp_spj_wlist_t wl = {0};
+  bool oom = false;
+  size_t i = 0;
+  while (i < u->n_pend) {
+    uint32_t prof = u->pend[i].prof;
+    sp_profile_t *p = &u->profiles->items[prof];
+    if (sp_profile_decode(u->profiles, p) == NULL) {
+      /* Only after an out-of-memory copy: the samples go out as they came. */
+      for (; i < u->n_pend && u->pend[i].prof == prof; i++)
+        sp__count(j, SP_SPJ_R_NO_SPAN);
+      continue;
+    }
+    sp_spj_pinfo_t pi;
+    sp__pinfo(j, p, &pi);
+    for (; i < u->n_pend && u->pend[i].prof == prof; i++) {
+      const sp_spj_pend_t *pd = &u->pend[i];
+      sp_spj_skey_t k;
+      sp__spj_sample_key(&pi.c, pd->sample, &k);
+      uint32_t idx = SP_SPJ_NONE;
+      int r = sp__resolve(j, &pi, &k, &idx);
+      sp_spj_span_t *tent = sp__spj_deref(j->ix, pd->tent);
+      sp_spj_span_t *e = (r == SP_SPJ_JOINED_ID || r == SP_SPJ_JOINED_WINDOW)
+                             ? sp__spj_at(j->ix, idx)
+                             : NULL;
+      if (tent != NULL && tent != e)
+        sp__credit(j, tent, &k, -1, false);
+      if (e != NULL) {
+        sp__credit(j, e, &k, tent == e ? 0 : 1, true);
+        if (!oom && sp__wpush(&wl, prof, pd->sample, e, r == SP_SPJ_JOINED_WINDOW) != 0)
+          oom = true;
+      }
+      sp__count(j, r);
+    }
+  }
+  sp__apply_writes(j, &u->profiles, &wl);
+  sp_free(wl.w);
+  sp_free(wl.prof);
+  sp_profiles_t *b = u->profiles;
+  u->profiles = NULL;
+  sp__emit(j, SP_SIGNAL_PROFILES, u->port, b);
+  sp__unit_free(j, u);
+}
+
+void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now_ms) {
+  sp__spj_set_now(j->ix, now_ms);
+  sp_spj_unit_t *u = sp__unit_new(j, SP_SIGNAL_PROFILES, port, now_ms);
+  if (u == NULL) {
+    sp__passthrough(j, SP_SIGNAL_PROFILES, port, b);
+    return;
+  }
+  u->profiles = b;
+  u->side_bytes = sizeof(*u);
+  j->unit_bytes += u->side_bytes;
+  sp_spj_wlist_t wl = {0};
+  size_t cap_pend = 0;
+  bool oom = false;
+  for (size_t pidx = 0; pidx < b->n && !oom; pidx++) {
+    sp_profile_t *p = &b->items[pidx];
+    if (sp_profile_decode(b, p) == NULL)
+      continue; /* corrupt pprof: forwarded as it came */
+    sp_spj_pinfo_t pi;
+    sp__pinfo(j, p, &pi);
+    size_t ns = p->pprof->n_sample;
+    u->n_samples += ns;
+    for (size_t s = 0; s < ns; s++) {
+      sp_spj_skey_t k;
+      sp__spj_sample_key(&pi.c, s, &k);
+      uint32_t idx = SP_SPJ_NONE;
+      int r = sp__resolve(j, &pi, &k, &idx);
+      sp_spj_ref_t tent = {SP_SPJ_NONE, 0};
+      if (r == SP_SPJ_JOINED_ID) {
+        sp_spj_span_t *e = sp__spj_at(j->ix, idx);
+        sp__credit(j, e, &k, 1, true);
+        sp__count(j, r);
+        if (sp__wpush(&wl, (uint32_t)pidx, (uint32_t)s, e, false) != 0)
+          oom = true;
+        continue;
+      }
+      if (r == SP_SPJ_R_NO_TIMESTAMP || (r == SP_SPJ_R_EXPIRED && !k.has_id)) {
+        sp__count(j, r); /* final: nothing can change these */
+        continue;
+      }
+      if (r == SP_SPJ_JOINED_WINDOW) {
+        sp_spj_span_t *e = sp__spj_at(j->ix, idx);
+        sp__credit(j, e, &k, 1, false);
+        tent = (sp_spj_ref_t){idx, e->gen};
+      }
+      if (u->n_pend == cap_pend) {
+        size_t cap = cap_pend ? cap_pend * 2 : 64;
+        sp_spj_pend_t *pd = sp_realloc(u->pend, cap * sizeof(*pd));
+        if (pd == NULL) {
+          oom = true;
+          sp__count(j, r);
+          break;
+        }
+        u->pend = pd;
+        cap_pend = cap;
+      }
+      u->pend[u->n_pend++] = (sp_spj_pend_t){(uint32_t)pidx, (uint32_t)s, tent};
+    }
+  }
+  if (oom)
+    sp_log_warn(NULL, "spanprofile: out of memory joining a profiles batch; sending it now");
+  sp__apply_writes(j, &u->profiles, &wl);
+  sp_free(wl.w);
+  sp_free(wl.prof);
+  size_t pend_bytes = cap_pend * sizeof(sp_spj_pend_t);
+  u->side_bytes += pend_bytes;
+  j->unit_bytes += pend_bytes;
+  if (u->n_pend == 0 || oom) {
+    if (oom && u->n_pend > 0) {
+      /* Resolve what waits with what is known: nothing is held without memory. */
+      j->held_samples += u->n_samples;
+      sp__emit_profiles(j, u, false);
+    } else {
+      sp_profiles_t *out = u->profiles;
+      u->profiles = NULL;
+      sp__emit(j, SP_SIGNAL_PROFILES, port, out);
+      sp__unit_free(j, u);
+    }
+  } else {
+    u->batch_bytes = sp_arena_bytes(u->profiles->arena);
+    j->held_samples += u->n_samples;
+    sp__hold_link(j, u);
+  }
+  sp__enforce(j);
+  sp__gauges(j);
+}
+
+/* ---- time ---------------------------------------------------------------------------------- */
+
+void sp__spj_advance(sp_spj_t *j, uint64_t now_ms) {
+  sp__spj_set_now(j->ix, now_ms);
+  while (j->hold_head != NULL && j->hold_head->arrival_ms + j->wait_ms <= now_ms) {
+    sp_spj_unit_t *u = j->hold_head;
+    if (u->signal == SP_SIGNAL_TRACES)
+      sp__emit_traces(j, u);
+    else
+      sp__emit_profiles(j, u, false);
+  }
+  while (j->index_head != NULL && j->index_head->arrival_ms + 2 * j->wait_ms <= now_ms)
+    sp__unindex(j, j->index_head);
+  sp__spj_gc(j->ix, now_ms, 2 * j->wait_ms);
+  sp__gauges(j);
+}
+
+uint64_t sp__spj_deadline(sp_spj_t *j) {
+  uint64_t d = sp__spj_gc_due(j->ix, 2 * j->wait_ms);
+  if (j->hold_head != NULL && j->hold_head->arrival_ms + j->wait_ms < d)
+    d = j->hold_head->arrival_ms + j->wait_ms;
+  if (j->index_head != NULL && j->index_head->arrival_ms + 2 * j->wait_ms < d)
+    d = j->index_head->arrival_ms + 2 * j->wait_ms;
+  return d;
+}
+
+void sp__spj_flush(sp_spj_t *j) {
+  /* Profiles first, so their final credits reach spans still held. */
+  j->flushing = true;
+  for (sp_spj_unit_t *u = j->hold_head, *next; u != NULL; u = next) {
+    next = u->next;
+    if (u->signal == SP_SIGNAL_PROFILES)
+      sp__emit_profiles(j, u, false);
+  }
+  while (j->hold_head != NULL)
+    sp__emit_traces(j, j->hold_head);
+  while (j->index_head != NULL)
+    sp__unindex(j, j->index_head);
+  j->flushing = false;
+  sp__gauges(j);
+}
+
+void sp__spj_held(sp_spj_t *j, size_t *spans, size_t *samples) {
+  *spans = sp__spj_live(j->ix);
+  *samples = j->held_samples;
+}
+
+void sp__spj_destroy(sp_spj_t *j) {
+  if (j == NULL)
+    return;
+  while (j->hold_head != NULL) {
+    sp_spj_unit_t *u = j->hold_head;
+    sp__hold_unlink(j, u);
+    if (!u->indexed)
+      sp__unit_free(j, u);
+  }
+  while (j->index_head != NULL) {
+    sp_spj_unit_t *u = j->index_head;
+    sp__index_unlink(j, u);
+    sp__unit_free(j, u);
+  }
+  sp__spj_index_destroy(j->ix);
+  for (size_t s = 0; s < 2; s++)
+    sp__keyset_free(&j->sets[s]);
+  sp_free(j->thread_attr);
+  sp_free(j->thread_label);
+  sp_free(j->time_label);
+  for (size_t i = 0; i < j->n_id_labels; i++)
+    sp_free(j->id_labels[i]);
+  sp_free(j->id_labels);
+  sp_free(j);
+}
