@@ -1,0 +1,257 @@
+/*
+ * pyroscope_profile.c — what /ingest and Push share: one pprof into the
+ * batch with its series labels, the sender's metadata, the hand-over.
+ *
+ * Span labels: SDKs that cannot label samples (pyroscope-rs based ones:
+ * Ruby, Python) put span_id / profile_id / span / span_name / trace_id into
+ * the upload's tags, which makes them series labels — one series per span,
+ * which Pyroscope itself refuses to store (its legacy ingestion drops such
+ * uploads). Here they move onto every sample of the profile, where the join
+ * and Pyroscope's span selector look for them, and the series stays the
+ * service's. Then the sample labels are normalised (pprof.h).
+ */
+#include "receivers/pyroscope/pyroscope.h"
+
+#include "pipeline/alloc.h"
+#include "pipeline/error.h"
+#include "pipeline/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Series labels that are really per-sample span labels. */
+static const char *const sp__span_label_names[] = {"span_id", "profile_id", "span", "span_name",
+                                              "trace_id"};
+
+const char *sp__pyro_labels_get(const sp_pyro_labels_t *l, const char *name) {
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(l->items[i].name, name) == 0)
+      return l->items[i].value;
+  return NULL;
+}
+
+int sp__pyro_labels_set(sp_pyro_labels_t *l, const char *name, const char *value) {
+  for (size_t i = 0; i < l->n; i++) {
+    if (strcmp(l->items[i].name, name) == 0) {
+      l->items[i].value = value;
+      return 0;
+    }
+  }
+  if (l->n == SP_PYRO_MAX_LABELS)
+    return SP_ETOOBIG;
+  l->items[l->n].name = name;
+  l->items[l->n].value = value;
+  l->n++;
+  return 0;
+}
+
+bool sp__pyro_labels_del(sp_pyro_labels_t *l, const char *name) {
+  for (size_t i = 0; i < l->n; i++) {
+    if (strcmp(l->items[i].name, name) == 0) {
+      memmove(&l->items[i], &l->items[i + 1], (l->n - i - 1) * sizeof(l->items[0]));
+      l->n--;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Pyroscope's default display names for Go sample types (used without a sample_type_config). */
+static const char *sp__default_display(const char *type) {
+  static const char *const map[][2] = {{"samples", "cpu"},
+                                       {"goroutine", "goroutines"},
+                                       {"contentions", "mutex_count"},
+                                       {"delay", "mutex_duration"}};
+  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+    if (strcmp(map[i][0], type) == 0)
+      return map[i][1];
+  return NULL;
+}
+
+/*
+ * __name__ from the sample types, as Pyroscope's /ingest does for pprof: a
+ * "wall" type wins; otherwise the first type whose (display) name says cpu,
+ * memory, mutex, block or goroutines; otherwise the last type's name.
+ */
+static const char *sp__metric_name(const sp_pprof_t *pp, const sp_pyro_stcs_t *stcs) {
+  for (size_t i = 0; i < pp->n_sample_type; i++)
+    if (strcmp(sp_pprof_str(pp, pp->sample_type[i]->type), "wall") == 0)
+      return "wall";
+  const char *st = "";
+  for (size_t i = 0; i < pp->n_sample_type; i++) {
+    st = sp_pprof_str(pp, pp->sample_type[i]->type);
+    const char *display = NULL;
+    if (stcs != NULL && stcs->present) {
+      for (size_t j = 0; j < stcs->n; j++)
+        if (strcmp(stcs->items[j].type, st) == 0)
+          display = stcs->items[j].display_name;
+    } else {
+      display = sp__default_display(st);
+    }
+    if (display != NULL && display[0] != '\0')
+      st = display;
+    if (strstr(st, "cpu") != NULL)
+      return "process_cpu";
+    if (strstr(st, "alloc_") != NULL || strstr(st, "inuse_") != NULL ||
+        strcmp(st, "space") == 0 || strcmp(st, "objects") == 0)
+      return "memory";
+    if (strstr(st, "mutex_") != NULL)
+      return "mutex";
+    if (strstr(st, "block_") != NULL)
+      return "block";
+    if (strstr(st, "goroutines") != NULL)
+      return "goroutines";
+  }
+  return st;
+}
+
+/*
+ * Moves span labels from the series onto every sample, then normalises the
+ * sample labels. Marks *modified when the pprof changed.
+ */
+static int sp__span_labels(sp_profiles_t *batch, sp_pyro_labels_t *labels, sp_pprof_t *pp,
+                           bool *modified) {
+  sp_pprof_edit_t e;
+  sp_pprof_edit_init(&e, batch->arena, pp);
+  int rc = 0;
+  for (size_t k = 0; k < sizeof(sp__span_label_names) / sizeof(sp__span_label_names[0]) && rc == 0; k++) {
+    const char *name = sp__span_label_names[k];
+    const char *value = sp__pyro_labels_get(labels, name);
+    if (value == NULL)
+      continue;
+    if (value[0] != '\0') {
+      for (size_t i = 0; i < pp->n_sample && rc == 0; i++) {
+        /* A sample's own label is more specific than the upload's tag. */
+        int64_t key = sp_pprof_intern(&e, name);
+        if (key < 0)
+          rc = SP_ENOMEM;
+        else if (sp_pprof_sample_label(pp->sample[i], key) == NULL)
+          rc = sp_pprof_sample_set_label_str(&e, pp->sample[i], name, value);
+      }
+    }
+    sp__pyro_labels_del(labels, name);
+  }
+  if (rc == 0)
+    rc = sp_pprof_normalize_span_labels(&e, NULL);
+  if (e.changed > 0)
+    *modified = true;
+  sp_pprof_edit_free(&e);
+  return rc;
+}
+
+static sp_profile_t *sp__add(sp_profiles_t *batch, const sp_pyro_labels_t *labels,
+                             sp_pprof_t *pp, bool modified, const uint8_t *raw, size_t len,
+                             int64_t start_ns, int64_t end_ns) {
+  sp_profile_t *p;
+  if (modified || raw == NULL) {
+    p = sp_profiles_add_decoded(batch, labels->items, labels->n, start_ns, end_ns, pp);
+  } else {
+    p = sp_profiles_add(batch, labels->items, labels->n, start_ns, end_ns, raw, len);
+    if (p != NULL)
+      p->pprof = pp;
+  }
+  return p;
+}
+
+/* Fewer nanoseconds than this since the epoch means "still in 1970": no real time. */
+#define SP__YEAR_1971_NS (365LL * 24 * 3600 * 1000000000LL)
+
+int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *labels,
+                       const uint8_t *bytes, size_t len, const sp_pyro_pprof_opts_t *opts,
+                       char *err, size_t errlen) {
+  sp_buf_t scratch;
+  sp_buf_init(&scratch, 0);
+  const uint8_t *raw = NULL;
+  size_t raw_len = 0;
+  sp_pprof_t *pp = NULL;
+  bool modified = false;
+  int rc = 0;
+  if (len == 0)
+    goto done;
+  rc = sp_pprof_uncompress(bytes, len, self->cfg->max_profile_size, &scratch, &raw, &raw_len);
+  if (rc == SP_ETOOBIG) {
+    snprintf(err, errlen, "uncompressed profile exceeds the limit of %llu bytes",
+             (unsigned long long)self->cfg->max_profile_size);
+    goto done;
+  }
+  if (rc == SP_EPROTO) {
+    snprintf(err, errlen, "corrupt gzip data in the profile");
+    goto done;
+  }
+  if (rc != 0)
+    goto done;
+  rc = sp_pprof_decode(batch->arena, raw, raw_len, &pp, err, errlen);
+  if (rc != 0)
+    goto done;
+  int64_t start = opts->start_ns, end = opts->end_ns;
+  if (opts->derive_name) {
+    if (pp->n_sample_type == 0) {
+      rc = SP_EPROTO;
+      snprintf(err, errlen, "the profile has no sample types");
+      goto done;
+    }
+    if ((rc = sp__pyro_labels_set(labels, "__name__", sp__metric_name(pp, opts->stcs))) != 0)
+      goto labels_full;
+  }
+  if (opts->time_from_profile) {
+    if (pp->time_nanos >= SP__YEAR_1971_NS) {
+      start = pp->time_nanos;
+      end = pp->time_nanos + (pp->duration_nanos > 0 ? pp->duration_nanos : 0);
+    } else {
+      end = opts->now_ns;
+      start = end - (pp->duration_nanos > 0 ? pp->duration_nanos : 0);
+    }
+  } else if (pp->time_nanos < SP__YEAR_1971_NS && start > 0) {
+    /* Old py-spy, rbspy and pyroscope-rs write no (or a microsecond) time: use `from`. */
+    pp->time_nanos = start;
+    modified = true;
+  }
+  if ((rc = sp__span_labels(batch, labels, pp, &modified)) != 0)
+    goto done;
+  rc = sp__add(batch, labels, pp, modified, raw, raw_len, start, end) != NULL ? 0 : SP_ENOMEM;
+  goto done;
+labels_full:
+  snprintf(err, errlen, "too many labels (at most %d)", SP_PYRO_MAX_LABELS);
+  rc = SP_EPROTO;
+done:
+  if (rc == SP_ENOMEM)
+    snprintf(err, errlen, "out of memory");
+  sp_buf_free(&scratch);
+  return rc;
+}
+
+int sp__pyro_add_built(sp_profiles_t *batch, sp_pyro_labels_t *labels, sp_pprof_t *pp,
+                       int64_t start_ns, int64_t end_ns, char *err, size_t errlen) {
+  bool modified = true;
+  int rc = sp__span_labels(batch, labels, pp, &modified);
+  if (rc == 0 && sp__add(batch, labels, pp, true, NULL, 0, start_ns, end_ns) == NULL)
+    rc = SP_ENOMEM;
+  if (rc == SP_ENOMEM)
+    snprintf(err, errlen, "out of memory");
+  return rc;
+}
+
+void sp__pyro_set_meta(sp_profiles_t *batch, const sp_http_request_t *req) {
+  const char *tenant = sp_http_request_header(req, "x-scope-orgid");
+  const char *auth = sp_http_request_header(req, "authorization");
+  batch->meta.tenant = tenant != NULL && tenant[0] != '\0' ? sp_profiles_strdup(batch, tenant)
+                                                          : NULL;
+  batch->meta.authorization =
+      auth != NULL && auth[0] != '\0' ? sp_profiles_strdup(batch, auth) : NULL;
+}
+
+int sp__pyro_consume(sp_pyro_t *self, const sp_pyro_metrics_t *m, sp_profiles_t *batch) {
+  size_t n = batch->n;
+  if (n == 0) {
+    sp_profiles_unref(batch);
+    return 0;
+  }
+  int rc = sp_consume_profiles(self->next, batch);
+  if (rc == 0)
+    sp_metric_add(m->accepted, n);
+  else if (rc == SP_EAGAIN)
+    sp_metric_add(m->refused, n);
+  else
+    sp_metric_add(m->rejected, n);
+  return rc;
+}
