@@ -15,6 +15,7 @@ extern const sp_component_def_t sp_exporter_debug;
 extern const sp_component_def_t sp_exporter_file;
 extern const sp_component_def_t sp_exporter_otlp;
 extern const sp_component_def_t sp_exporter_otlphttp;
+extern const sp_component_def_t sp_exporter_pyroscope;
 extern const sp_component_def_t sp_processor_batch;
 extern const sp_component_def_t sp_processor_spanprofile;
 
@@ -27,6 +28,7 @@ static const sp_component_def_t *const sp__registry[] = {
     &sp_exporter_file,
     &sp_exporter_otlp,
     &sp_exporter_otlphttp,
+    &sp_exporter_pyroscope,
     NULL,
 };
 
