@@ -11,6 +11,7 @@
 
 extern const sp_component_def_t sp_receiver_otlp;
 extern const sp_component_def_t sp_receiver_pyroscope;
+extern const sp_component_def_t sp_receiver_pprof_scrape;
 extern const sp_component_def_t sp_exporter_debug;
 extern const sp_component_def_t sp_exporter_file;
 extern const sp_component_def_t sp_exporter_otlp;
@@ -22,6 +23,7 @@ extern const sp_component_def_t sp_processor_spanprofile;
 static const sp_component_def_t *const sp__registry[] = {
     &sp_receiver_otlp,
     &sp_receiver_pyroscope,
+    &sp_receiver_pprof_scrape,
     &sp_processor_batch,
     &sp_processor_spanprofile,
     &sp_exporter_debug,
