@@ -51,10 +51,41 @@ static int sp__fail(char *err, size_t errlen, const char *fmt, ...) {
   return SP_EPROTO;
 }
 
+/*
+ * protobuf-c reports a failed allocation and malformed input alike (NULL),
+ * so the decode goes through this allocator, which remembers whether the
+ * arena ran out: that is SP_ENOMEM (retry later), not bad data.
+ */
+typedef struct sp__tracking_alloc_s {
+  ProtobufCAllocator base;
+  ProtobufCAllocator *inner;
+  bool failed;
+} sp__tracking_alloc_t;
+
+static void *sp__tracking_alloc(void *data, size_t size) {
+  sp__tracking_alloc_t *t = data;
+  void *p = t->inner->alloc(t->inner->allocator_data, size);
+  if (p == NULL)
+    t->failed = true;
+  return p;
+}
+
+static void sp__tracking_free(void *data, void *ptr) {
+  sp__tracking_alloc_t *t = data;
+  t->inner->free(t->inner->allocator_data, ptr);
+}
+
 int sp_pprof_decode(sp_arena_t *arena, const uint8_t *raw, size_t len, sp_pprof_t **out,
                     char *err, size_t errlen) {
   *out = NULL;
-  sp_pprof_t *p = perftools__profiles__profile__unpack(sp_arena_pbc(arena), len, raw);
+  sp__tracking_alloc_t t = {.inner = sp_arena_pbc(arena)};
+  t.base = (ProtobufCAllocator){.alloc = sp__tracking_alloc, .free = sp__tracking_free,
+                                .allocator_data = &t};
+  sp_pprof_t *p = perftools__profiles__profile__unpack(&t.base, len, raw);
+  if (p == NULL && t.failed) {
+    sp__fail(err, errlen, "out of memory decoding the profile");
+    return SP_ENOMEM;
+  }
   if (p == NULL)
     return sp__fail(err, errlen, "not a pprof profile (malformed protobuf)");
   int rc = sp_pprof_validate(p, err, errlen);
