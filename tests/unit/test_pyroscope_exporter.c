@@ -523,6 +523,98 @@ static void test_label_name_rules(void **state) {
   assert_string_equal(sp_pyroscope_drop_reason_name(SP_PYRO_DROP_TOO_MANY), "too_many_labels");
 }
 
+/* A batch of one profile with a sample label that clashes with a series label. */
+static sp_profiles_t *clash_batch(sent_t *sent) {
+  static const tlabel_t l0[] = {{"thread.name", "worker-1", 0}, {"span_id", SPAN_ID, 0}};
+  static const tlabel_t l1[] = {{"service_name", "other", 0}, {"span_name", "GET /x", 0}};
+  static const tsample_t smp[] = {{l0, 2}, {l1, 2}};
+  static const char *const a[] = {"service_name", "svc",         "service.name",
+                                  "svc-dotted",   "thread_name", "pool",
+                                  "__name__",     "wall",        NULL};
+  sp_profiles_t *b = sp_profiles_create();
+  assert_non_null(b);
+  add_profile(b, a, 1000000000LL, smp, 2, true, sent);
+  return b;
+}
+
+static void test_prepare_duplicates(void **state) {
+  (void)state;
+  sent_t sent;
+  sp_profiles_t *b = clash_batch(&sent);
+  sp_arena_t *arena = sp_arena_create(0);
+  sp_pyroscope_rules_t rules = {.span_name_label = true};
+  sp_pyroscope_prepared_t out;
+  sp_pyroscope_drops_t drops;
+  memset(&drops, 0, sizeof(drops));
+  char err[128];
+  assert_int_equal(
+      sp_pyroscope_prepare(&rules, b, &b->items[0], arena, &out, &drops, err, sizeof(err)), 0);
+  /* service.name rewrites to service_name, already set with another value: dropped. */
+  assert_int_equal(out.n_labels, 3);
+  assert_string_equal(out.labels[0].name, "service_name");
+  assert_string_equal(out.labels[0].value, "svc");
+  assert_string_equal(out.labels[1].name, "__name__");
+  assert_string_equal(out.labels[1].value, "wall");
+  assert_string_equal(out.labels[2].name, "thread_name");
+  assert_string_equal(out.service_name, "svc");
+  assert_string_equal(out.profile_type, "wall");
+  assert_int_equal(out.start_ns, sent.start_ns);
+  /*
+   * Sample label thread.name would become thread_name next to the series
+   * label: removed. service_name on a sample is ignored by Pyroscope (the
+   * series label wins): left alone, like span_name.
+   */
+  assert_true(out.modified);
+  assert_int_equal(drops.n[SP_PYRO_DROP_DUPLICATE], 2);
+  assert_true(strstr(drops.first, "service.name") != NULL);
+  Perftools__Profiles__Profile *p =
+      perftools__profiles__profile__unpack(NULL, out.pprof_len, out.pprof);
+  assert_non_null(p);
+  assert_null(sample_label(p, p->sample[0], "thread.name"));
+  assert_string_equal(sample_label(p, p->sample[0], "span_id"), SPAN_ID);
+  assert_string_equal(sample_label(p, p->sample[1], "service_name"), "other");
+  assert_string_equal(sample_label(p, p->sample[1], "span_name"), "GET /x");
+  perftools__profiles__profile__free_unpacked(p, NULL);
+  /* The batch itself was not touched. */
+  assert_memory_equal(b->items[0].raw, sent.bytes, sent.len);
+  assert_null(b->items[0].pprof);
+  sp_arena_destroy(arena);
+  sp_profiles_unref(b);
+  free(sent.bytes);
+}
+
+/* Every allocation of sp_pyroscope_prepare failing in turn: SP_ENOMEM, no leak, no crash. */
+static void test_prepare_oom(void **state) {
+  (void)state;
+  sent_t sent;
+  sp_profiles_t *b = clash_batch(&sent);
+  sp_strmap_t ext = {0};
+  char *keys[] = {"cluster.name"}, *values[] = {"prod"};
+  ext.keys = keys;
+  ext.values = values;
+  ext.n = 1;
+  sp_pyroscope_rules_t rules = {.span_name_label = false, .external_labels = &ext};
+  int rc = SP_ENOMEM;
+  long n;
+  for (n = 0; n < 10000 && rc == SP_ENOMEM; n++) {
+    sp_arena_t *arena = sp_arena_create(0);
+    assert_non_null(arena);
+    sp_pyroscope_prepared_t out;
+    sp_pyroscope_drops_t drops;
+    memset(&drops, 0, sizeof(drops));
+    sp_alloc_set_fail_after(n);
+    rc = sp_pyroscope_prepare(&rules, b, &b->items[0], arena, &out, &drops, NULL, 0);
+    sp_alloc_set_fail_after(-1);
+    assert_true(rc == 0 || rc == SP_ENOMEM);
+    if (rc == 0) assert_true(out.modified);
+    sp_arena_destroy(arena);
+  }
+  assert_int_equal(rc, 0);
+  assert_true(n > 1);
+  sp_profiles_unref(b);
+  free(sent.bytes);
+}
+
 static void test_push_series_and_bytes(void **state) {
   fx_t *fx = *state;
   server_start(&fx->srv, &fx->loop, 0);
@@ -970,6 +1062,8 @@ int main(void) {
   sp_log_set_level(getenv("SP_TEST_LOG") ? SP_LOG_DEBUG : SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_label_name_rules),
+      cmocka_unit_test(test_prepare_duplicates),
+      cmocka_unit_test(test_prepare_oom),
       cmocka_unit_test_setup_teardown(test_push_series_and_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_push_uncompressed_tenant_and_time, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_mode, setup, teardown),
