@@ -106,33 +106,57 @@ static int sp__spanprofile_validate(void *cfg, const sp_node_t *node, const char
 }
 
 static const sp_cfg_field_t sp__spanprofile_fields[] = {
-    {.key = "wait", .type = SP_CFG_DURATION, .offset = offsetof(sp_spanprofile_cfg_t, wait_ms),
-     .def = "15s", .min = 1, .max = 3600e3},
-    {.key = "max_held_spans", .type = SP_CFG_INT,
-     .offset = offsetof(sp_spanprofile_cfg_t, max_held_spans), .def = "1000000", .min = 1,
+    {.key = "wait",
+     .type = SP_CFG_DURATION,
+     .offset = offsetof(sp_spanprofile_cfg_t, wait_ms),
+     .def = "15s",
+     .min = 1,
+     .max = 3600e3},
+    {.key = "max_held_spans",
+     .type = SP_CFG_INT,
+     .offset = offsetof(sp_spanprofile_cfg_t, max_held_spans),
+     .def = "1000000",
+     .min = 1,
      .max = 1e9},
-    {.key = "max_held_bytes", .type = SP_CFG_SIZE,
-     .offset = offsetof(sp_spanprofile_cfg_t, max_held_bytes), .def = "512MiB", .min = 1024,
+    {.key = "max_held_bytes",
+     .type = SP_CFG_SIZE,
+     .offset = offsetof(sp_spanprofile_cfg_t, max_held_bytes),
+     .def = "512MiB",
+     .min = 1024,
      .max = 1e13},
-    {.key = "profile_id_attribute", .type = SP_CFG_ENUM,
-     .offset = offsetof(sp_spanprofile_cfg_t, profile_id_attribute), .def = "local_roots",
+    {.key = "profile_id_attribute",
+     .type = SP_CFG_ENUM,
+     .offset = offsetof(sp_spanprofile_cfg_t, profile_id_attribute),
+     .def = "local_roots",
      .enum_values = sp__pid_modes},
-    {.key = "span_cpu_attributes", .type = SP_CFG_BOOL,
-     .offset = offsetof(sp_spanprofile_cfg_t, span_cpu_attributes), .def = "false"},
-    {.key = "process_attributes", .type = SP_CFG_STRLIST,
-     .offset = offsetof(sp_spanprofile_cfg_t, process_attributes), .flags = SP_CFG_NONEMPTY,
+    {.key = "span_cpu_attributes",
+     .type = SP_CFG_BOOL,
+     .offset = offsetof(sp_spanprofile_cfg_t, span_cpu_attributes),
+     .def = "false"},
+    {.key = "process_attributes",
+     .type = SP_CFG_STRLIST,
+     .offset = offsetof(sp_spanprofile_cfg_t, process_attributes),
+     .flags = SP_CFG_NONEMPTY,
      .def = "[service.name, service.instance.id]"},
-    {.key = "process_attributes_fallback", .type = SP_CFG_STRLIST,
+    {.key = "process_attributes_fallback",
+     .type = SP_CFG_STRLIST,
      .offset = offsetof(sp_spanprofile_cfg_t, process_attributes_fallback),
      .def = "[host.name, process.pid]"},
-    {.key = "span_thread_attribute", .type = SP_CFG_STRING,
-     .offset = offsetof(sp_spanprofile_cfg_t, span_thread_attribute), .def = "thread.id"},
-    {.key = "sample_thread_label", .type = SP_CFG_STRING,
-     .offset = offsetof(sp_spanprofile_cfg_t, sample_thread_label), .def = "thread_id"},
-    {.key = "sample_time_label", .type = SP_CFG_STRING,
+    {.key = "span_thread_attribute",
+     .type = SP_CFG_STRING,
+     .offset = offsetof(sp_spanprofile_cfg_t, span_thread_attribute),
+     .def = "thread.id"},
+    {.key = "sample_thread_label",
+     .type = SP_CFG_STRING,
+     .offset = offsetof(sp_spanprofile_cfg_t, sample_thread_label),
+     .def = "thread_id"},
+    {.key = "sample_time_label",
+     .type = SP_CFG_STRING,
      .offset = offsetof(sp_spanprofile_cfg_t, sample_time_label)},
-    {.key = "span_id_labels", .type = SP_CFG_STRLIST,
-     .offset = offsetof(sp_spanprofile_cfg_t, span_id_labels), .flags = SP_CFG_NONEMPTY,
+    {.key = "span_id_labels",
+     .type = SP_CFG_STRLIST,
+     .offset = offsetof(sp_spanprofile_cfg_t, span_id_labels),
+     .flags = SP_CFG_NONEMPTY,
      .def = "[span_id, profile_id, span]"},
 };
 
@@ -155,12 +179,9 @@ static char *sp__fingerprint(const sp_spanprofile_cfg_t *c) {
                          (unsigned long long)c->wait_ms, (long long)c->max_held_spans,
                          (unsigned long long)c->max_held_bytes, c->profile_id_attribute,
                          (int)c->span_cpu_attributes);
-  if (rc == 0)
-    rc = sp__list_fp(&b, "proc", &c->process_attributes);
-  if (rc == 0)
-    rc = sp__list_fp(&b, "fallback", &c->process_attributes_fallback);
-  if (rc == 0)
-    rc = sp__list_fp(&b, "ids", &c->span_id_labels);
+  if (rc == 0) rc = sp__list_fp(&b, "proc", &c->process_attributes);
+  if (rc == 0) rc = sp__list_fp(&b, "fallback", &c->process_attributes_fallback);
+  if (rc == 0) rc = sp__list_fp(&b, "ids", &c->span_id_labels);
   if (rc == 0)
     rc = sp_buf_printf(&b, "thread_attr=%s\nthread_label=%s\ntime_label=%s\n",
                        c->span_thread_attribute ? c->span_thread_attribute : "",
@@ -172,8 +193,7 @@ static char *sp__fingerprint(const sp_spanprofile_cfg_t *c) {
   }
   size_t len;
   uint8_t *s = sp_buf_steal(&b, &len);
-  if (s == NULL)
-    return NULL;
+  if (s == NULL) return NULL;
   char *out = sp_strndup((const char *)s, len);
   sp_free(s);
   return out;
@@ -241,13 +261,11 @@ static void sp__unref(unsigned signal, void *batch) {
 }
 
 static void *sp__ref(unsigned signal, void *batch) {
-  return signal == SP_SIGNAL_TRACES ? (void *)sp_traces_ref(batch)
-                                    : (void *)sp_profiles_ref(batch);
+  return signal == SP_SIGNAL_TRACES ? (void *)sp_traces_ref(batch) : (void *)sp_profiles_ref(batch);
 }
 
 static size_t sp__items(unsigned signal, void *batch) {
-  if (signal == SP_SIGNAL_TRACES)
-    return ((sp_traces_t *)batch)->span_count;
+  if (signal == SP_SIGNAL_TRACES) return ((sp_traces_t *)batch)->span_count;
   return ((sp_profiles_t *)batch)->n;
 }
 
@@ -312,8 +330,7 @@ static void sp__retry(sp_spp_port_t *p) {
       sp_log_warn(p->self->base.id, "next stage rejected %zu item(s): %s",
                   sp__items(p->signal, o->batch), sp_strerror(rc));
     p->q_head = o->next;
-    if (p->q_head == NULL)
-      p->q_tail = NULL;
+    if (p->q_head == NULL) p->q_tail = NULL;
     p->q_n--;
     sp__unref(p->signal, o->batch);
     sp_free(o);
@@ -322,20 +339,16 @@ static void sp__retry(sp_spp_port_t *p) {
 
 static bool sp__stalled(const sp_spanprof_t *self) {
   for (const sp_spp_port_t *p = self->ports; p != NULL; p = p->next_port)
-    if (p->q_head != NULL)
-      return true;
+    if (p->q_head != NULL) return true;
   return false;
 }
 
 static sp_spp_port_t *sp__port(sp_spanprof_t *self, unsigned signal, unsigned ordinal) {
   sp_spp_port_t *first = NULL;
   for (sp_spp_port_t *p = self->ports; p != NULL; p = p->next_port) {
-    if (p->signal != signal)
-      continue;
-    if (p->ordinal == ordinal)
-      return p;
-    if (p->ordinal == 0)
-      first = p;
+    if (p->signal != signal) continue;
+    if (p->ordinal == ordinal) return p;
+    if (p->ordinal == 0) first = p;
   }
   return first; /* a port that went away in a reload: its signal's first port */
 }
@@ -355,8 +368,7 @@ static void sp__on_emit(void *ctx, unsigned signal, unsigned port, void *batch) 
 
 /* True when the port must refuse: earlier output is still refused downstream. */
 static bool sp__blocked(sp_spp_port_t *p) {
-  if (p->q_head == NULL)
-    return false;
+  if (p->q_head == NULL) return false;
   sp__retry(p);
   return p->q_head != NULL;
 }
@@ -407,12 +419,10 @@ static void sp__on_timer(uv_timer_t *t) {
 
 /* Arms the timer for the engine's next deadline or the next retry, whichever is first. */
 static void sp__arm(sp_spanprof_t *self) {
-  if (!self->timer_open || self->shutting)
-    return;
+  if (!self->timer_open || self->shutting) return;
   uint64_t now = uv_now(self->base.host->loop);
   uint64_t due = self->join != NULL && !self->flushed ? sp__spj_deadline(self->join) : UINT64_MAX;
-  if (sp__stalled(self) && now + self->retry_ms < due)
-    due = now + self->retry_ms;
+  if (sp__stalled(self) && now + self->retry_ms < due) due = now + self->retry_ms;
   if (due == UINT64_MAX || due >= self->timer_due)
     return; /* nothing to do, or an earlier wake-up is already armed (it re-arms) */
   self->timer_due = due;
@@ -448,16 +458,14 @@ static void sp__metrics(sp_spanprof_t *self, sp_telemetry_t *t, const char *id) 
   self->m.spans_duplicate =
       sp__counter(t, "spanprof_processor_spanprofile_spans_duplicate_total",
                   "Spans whose ID was already indexed for the same service.", id, NULL);
-  self->m.spans_enriched =
-      sp__counter(t, "spanprof_processor_spanprofile_spans_enriched_total",
-                  "Spans that gained profile attributes.", id, NULL);
+  self->m.spans_enriched = sp__counter(t, "spanprof_processor_spanprofile_spans_enriched_total",
+                                       "Spans that gained profile attributes.", id, NULL);
   self->m.evicted_spans =
       sp__counter(t, "spanprof_processor_spanprofile_evicted_spans_total",
                   "Spans emitted or forgotten early because of the memory bound.", id, NULL);
-  self->m.evicted_samples =
-      sp__counter(t, "spanprof_processor_spanprofile_evicted_samples_total",
-                  "Profile samples resolved and emitted early because of the memory bound.", id,
-                  NULL);
+  self->m.evicted_samples = sp__counter(
+      t, "spanprof_processor_spanprofile_evicted_samples_total",
+      "Profile samples resolved and emitted early because of the memory bound.", id, NULL);
   self->m.passthrough =
       sp__counter(t, "spanprof_processor_spanprofile_passthrough_batches_total",
                   "Batches emitted unjoined because they could not be held.", id, NULL);
@@ -481,16 +489,13 @@ static int sp__spanprofile_create(const sp_create_settings_t *set, const void *c
                                   sp_component_t **out) {
   const sp_spanprofile_cfg_t *cfg = config;
   sp_spanprof_t *self = sp_calloc(1, sizeof(*self));
-  if (self == NULL)
-    return SP_ENOMEM;
+  if (self == NULL) return SP_ENOMEM;
   self->cfg = cfg;
   self->base.host = set->host;
   self->timer_due = UINT64_MAX;
   self->retry_ms = cfg->wait_ms / 4;
-  if (self->retry_ms < 10)
-    self->retry_ms = 10;
-  if (self->retry_ms > 1000)
-    self->retry_ms = 1000;
+  if (self->retry_ms < 10) self->retry_ms = 10;
+  if (self->retry_ms > 1000) self->retry_ms = 1000;
   self->fingerprint = sp__fingerprint(cfg);
   self->stash_key = sp_sprintf("spanprofile:%s", set->id);
   if (self->fingerprint == NULL || self->stash_key == NULL ||
@@ -508,11 +513,9 @@ static int sp__spanprofile_create(const sp_create_settings_t *set, const void *c
 static int sp__spanprofile_attach(sp_component_t *base, unsigned signal, sp_consumer_t *next,
                                   sp_consumer_t **input) {
   sp_spanprof_t *self = (sp_spanprof_t *)base;
-  if (signal != SP_SIGNAL_TRACES && signal != SP_SIGNAL_PROFILES)
-    return SP_ENOTSUP;
+  if (signal != SP_SIGNAL_TRACES && signal != SP_SIGNAL_PROFILES) return SP_ENOTSUP;
   sp_spp_port_t *p = sp_calloc(1, sizeof(*p));
-  if (p == NULL)
-    return SP_ENOMEM;
+  if (p == NULL) return SP_ENOMEM;
   p->input.consume_traces = sp__in_traces;
   p->input.consume_profiles = sp__in_profiles;
   p->self = self;
@@ -530,14 +533,13 @@ static int sp__spanprofile_attach(sp_component_t *base, unsigned signal, sp_cons
 
 static void sp__stash_free(void *state) {
   sp_spp_stash_t *st = state;
-  if (st == NULL)
-    return;
+  if (st == NULL) return;
   size_t spans = 0, samples = 0;
-  if (st->join != NULL)
-    sp__spj_held(st->join, &spans, &samples);
+  if (st->join != NULL) sp__spj_held(st->join, &spans, &samples);
   if (spans > 0 || samples > 0) {
-    sp_log_error(st->id, "the reloaded configuration has no such processor: dropped the join "
-                         "window (%zu span(s) indexed, %zu sample(s) held)",
+    sp_log_error(st->id,
+                 "the reloaded configuration has no such processor: dropped the join "
+                 "window (%zu span(s) indexed, %zu sample(s) held)",
                  spans, samples);
     sp_metric_add(st->dropped, samples);
   }
@@ -551,23 +553,24 @@ static void sp__stash_free(void *state) {
 static void sp__adopt(sp_spanprof_t *self) {
   sp_host_t *host = self->base.host;
   sp_spp_stash_t *st = sp_host_stash_take(host, self->stash_key);
-  if (st == NULL)
-    return;
+  if (st == NULL) return;
   size_t spans = 0, samples = 0;
   sp__spj_held(st->join, &spans, &samples);
   sp__spj_bind(st->join, sp__on_emit, self, &self->m);
   if (strcmp(st->fingerprint, self->fingerprint) == 0) {
     sp__spj_destroy(self->join);
     self->join = st->join;
-    sp_log_info(self->base.id, "kept the join window across the reload (%zu span(s), %zu "
-                               "sample(s))",
+    sp_log_info(self->base.id,
+                "kept the join window across the reload (%zu span(s), %zu "
+                "sample(s))",
                 spans, samples);
   } else {
     /* The rules changed: what was held goes out now, joined as far as it got. */
     sp__spj_flush(st->join);
     sp__spj_destroy(st->join);
-    sp_log_info(self->base.id, "configuration changed: emitted the previous join window "
-                               "(%zu span(s), %zu sample(s))",
+    sp_log_info(self->base.id,
+                "configuration changed: emitted the previous join window "
+                "(%zu span(s), %zu sample(s))",
                 spans, samples);
   }
   st->join = NULL;
@@ -611,8 +614,9 @@ static void sp__drain_step(uv_timer_t *t) {
     while (p->q_head != NULL) {
       sp_spp_out_t *o = p->q_head;
       p->q_head = o->next;
-      sp__drop(self, p->signal, o->batch, "the shutdown deadline passed while the next stage "
-                                          "kept refusing it");
+      sp__drop(self, p->signal, o->batch,
+               "the shutdown deadline passed while the next stage "
+               "kept refusing it");
       sp_free(o);
     }
     p->q_tail = NULL;
@@ -623,8 +627,7 @@ static void sp__drain_step(uv_timer_t *t) {
 
 static void sp__spanprofile_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_spanprof_t *self = (sp_spanprof_t *)base;
-  if (self->shutting)
-    return;
+  if (self->shutting) return;
   self->shutting = true;
   if (!self->started) {
     self->flushed = true;
@@ -656,8 +659,7 @@ static void sp__spanprofile_shutdown(sp_component_t *base, sp_done_cb cb, void *
       sp__stash_free(st);
     }
   }
-  if (!parked)
-    sp__spj_flush(self->join);
+  if (!parked) sp__spj_flush(self->join);
   self->flushed = true;
   uv_timer_stop(&self->timer);
   self->timer_due = UINT64_MAX;
@@ -666,8 +668,7 @@ static void sp__spanprofile_shutdown(sp_component_t *base, sp_done_cb cb, void *
 
 static void sp__spanprofile_destroy(sp_component_t *base) {
   sp_spanprof_t *self = (sp_spanprof_t *)base;
-  if (self == NULL)
-    return;
+  if (self == NULL) return;
   sp_spp_port_t *p = self->ports;
   while (p != NULL) {
     sp_spp_port_t *n = p->next_port;

@@ -32,14 +32,10 @@ typedef Perftools__Profiles__Sample sp_pprof_sample_t;
 /* ---- reading -------------------------------------------------------------------------- */
 
 static int64_t sp__unit_scale(const char *unit) {
-  if (strcmp(unit, "nanoseconds") == 0)
-    return 1;
-  if (strcmp(unit, "microseconds") == 0)
-    return 1000;
-  if (strcmp(unit, "milliseconds") == 0)
-    return 1000000;
-  if (strcmp(unit, "seconds") == 0)
-    return 1000000000;
+  if (strcmp(unit, "nanoseconds") == 0) return 1;
+  if (strcmp(unit, "microseconds") == 0) return 1000;
+  if (strcmp(unit, "milliseconds") == 0) return 1000000;
+  if (strcmp(unit, "seconds") == 0) return 1000000000;
   return 0;
 }
 
@@ -83,8 +79,7 @@ void sp__spj_pctx_init(sp_spj_pctx_t *c, sp_profile_t *p, const char *const *id_
     lens[i] = strlen(names[i]);
   for (size_t s = 1; s < pp->n_string_table; s++) {
     const char *str = pp->string_table[s];
-    if (str == NULL)
-      continue;
+    if (str == NULL) continue;
     for (size_t i = 0; i < nn; i++) {
       if (*slots[i] < 0 && str[0] == names[i][0] && strncmp(str, names[i], lens[i] + 1) == 0)
         *slots[i] = (int64_t)s;
@@ -107,12 +102,9 @@ void sp__spj_pctx_init(sp_spj_pctx_t *c, sp_profile_t *p, const char *const *id_
 }
 
 static inline int sp__nib(char ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
   return -1;
 }
 
@@ -120,23 +112,19 @@ bool sp__spj_parse_span_id(const char *s, uint64_t *out) {
   uint64_t v = 0;
   for (int i = 0; i < 16; i++) {
     int n = sp__nib(s[i]);
-    if (n < 0)
-      return false;
+    if (n < 0) return false;
     v = v << 4 | (uint64_t)n;
   }
-  if (s[16] != '\0' || v == 0)
-    return false;
+  if (s[16] != '\0' || v == 0) return false;
   *out = v;
   return true;
 }
 
 static bool sp__parse_i64(const char *s, int64_t *out) {
-  if (s == NULL || *s == '\0')
-    return false;
+  if (s == NULL || *s == '\0') return false;
   char *end;
   long long v = strtoll(s, &end, 10);
-  if (*end != '\0')
-    return false;
+  if (*end != '\0') return false;
   *out = v;
   return true;
 }
@@ -148,21 +136,17 @@ void sp__spj_sample_key(const sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
   k->thread = SP_SPJ_NO_THREAD;
   const sp_profile_t *p = c->prof;
   if (i < p->n_ext) {
-    if (p->sample_time_ns != NULL && p->sample_time_ns[i] > 0)
-      k->time_ns = p->sample_time_ns[i];
-    if (p->sample_thread != NULL && p->sample_thread[i] >= 0)
-      k->thread = p->sample_thread[i];
+    if (p->sample_time_ns != NULL && p->sample_time_ns[i] > 0) k->time_ns = p->sample_time_ns[i];
+    if (p->sample_thread != NULL && p->sample_thread[i] >= 0) k->thread = p->sample_thread[i];
   }
   int id_rank = 99;
   for (size_t l = 0; l < s->n_label; l++) {
     const sp_pprof_label_t *lb = s->label[l];
     int64_t key = lb->key;
-    if (key <= 0)
-      continue;
+    if (key <= 0) continue;
     for (size_t j = 0; j < c->n_k_id; j++) {
       if (key == c->k_id[j]) {
-        if (j == 0)
-          k->has_span_id_label = true;
+        if (j == 0) k->has_span_id_label = true;
         uint64_t id;
         /* The first configured spelling wins when a sample carries several. */
         if ((int)j < id_rank && lb->str > 0 && sp__spj_parse_span_id(sp__str(pp, lb->str), &id)) {
@@ -216,31 +200,27 @@ static int64_t sp__strtab_add(sp_spj_strtab_t *t, const char *s, size_t len) {
   if (t->n_extra == t->cap_extra) {
     size_t cap = t->cap_extra ? t->cap_extra * 2 : 16;
     char **e = sp_realloc(t->extra, cap * sizeof(*e));
-    if (e == NULL)
-      return -1;
+    if (e == NULL) return -1;
     t->extra = e;
     t->cap_extra = cap;
   }
   char *copy = sp_arena_strndup(t->batch->arena, s, len);
-  if (copy == NULL)
-    return -1;
+  if (copy == NULL) return -1;
   t->extra[t->n_extra] = copy;
   return (int64_t)(t->pp->n_string_table + t->n_extra++);
 }
 
 /* The string index for a value, adding it once. -1 on OOM. */
-static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, uint64_t a, uint64_t b,
-                                const char *s, size_t len) {
+static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, uint64_t a, uint64_t b, const char *s,
+                                size_t len) {
   uint64_t h = (a * 0x9e3779b97f4a7c15ULL) ^ (b + (uint64_t)kind * 0xc2b2ae3d27d4eb4fULL);
   h ^= h >> 29;
   size_t mask = t->dd_cap - 1;
   size_t j = h & mask;
   for (; t->dd[j].kind != 0; j = (j + 1) & mask)
-    if (t->dd[j].kind == kind && t->dd[j].a == a && t->dd[j].b == b)
-      return t->dd[j].idx;
+    if (t->dd[j].kind == kind && t->dd[j].a == a && t->dd[j].b == b) return t->dd[j].idx;
   int64_t idx = sp__strtab_add(t, s, len);
-  if (idx >= 0)
-    t->dd[j] = (sp_spj_dd_t){.a = a, .b = b, .kind = kind, .idx = idx};
+  if (idx >= 0) t->dd[j] = (sp_spj_dd_t){.a = a, .b = b, .kind = kind, .idx = idx};
   return idx;
 }
 
@@ -264,11 +244,9 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, const sp_spj_pct
   while (t.dd_cap < n * 4)
     t.dd_cap <<= 1;
   t.dd = sp_calloc(t.dd_cap, sizeof(*t.dd));
-  if (t.dd == NULL)
-    goto fail;
+  if (t.dd == NULL) goto fail;
   /* An empty table still needs its "" at index 0. */
-  if (pp->n_string_table == 0 && sp__strtab_add(&t, "", 0) < 0)
-    goto fail;
+  if (pp->n_string_table == 0 && sp__strtab_add(&t, "", 0) < 0) goto fail;
   int64_t k_span_id = -1;
   for (size_t i = 0; i < c->n_k_id; i++)
     if (c->k_id[i] >= 0 && strcmp(pp->string_table[c->k_id[i]], "span_id") == 0)
@@ -283,20 +261,15 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, const sp_spj_pct
     bool add_name = !key.has_span_name;
     bool add_trace = !key.has_trace_id;
     size_t add = (size_t)add_id + (size_t)add_name + (size_t)add_trace;
-    if (add == 0)
-      continue;
+    if (add == 0) continue;
     if ((add_id && k_span_id < 0 && (k_span_id = sp__key_index(&t, -1, "span_id")) < 0) ||
         (add_name && k_name < 0 && (k_name = sp__key_index(&t, c->k_span_name, "span_name")) < 0) ||
-        (add_trace && k_trace < 0 &&
-         (k_trace = sp__key_index(&t, c->k_trace_id, "trace_id")) < 0))
+        (add_trace && k_trace < 0 && (k_trace = sp__key_index(&t, c->k_trace_id, "trace_id")) < 0))
       goto fail;
-    sp_pprof_label_t **labels =
-        sp_arena_alloc(batch->arena, (s->n_label + add) * sizeof(*labels));
+    sp_pprof_label_t **labels = sp_arena_alloc(batch->arena, (s->n_label + add) * sizeof(*labels));
     sp_pprof_label_t *fresh = sp_arena_alloc(batch->arena, add * sizeof(*fresh));
-    if (labels == NULL || fresh == NULL)
-      goto fail;
-    if (s->n_label > 0)
-      memcpy(labels, s->label, s->n_label * sizeof(*labels));
+    if (labels == NULL || fresh == NULL) goto fail;
+    if (s->n_label > 0) memcpy(labels, s->label, s->n_label * sizeof(*labels));
     size_t nl = s->n_label;
     const sp_spj_span_t *sp = wi->span;
     if (add_id) {
@@ -306,18 +279,16 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, const sp_spj_pct
         raw[b] = (uint8_t)(sp->span_id >> (56 - 8 * b));
       sp_hex_encode(raw, 8, hex, sizeof(hex));
       int64_t v = sp__strtab_value(&t, SP_DD_SPAN, sp->span_id, 0, hex, 16);
-      if (v < 0)
-        goto fail;
+      if (v < 0) goto fail;
       fresh[0] = (sp_pprof_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
       fresh[0].key = k_span_id;
       fresh[0].str = v;
       labels[nl++] = fresh++;
     }
     if (add_name) {
-      int64_t v = sp__strtab_value(&t, SP_DD_NAME, (uint64_t)(uintptr_t)sp->name, 0,
-                                   sp->name->s, sp->name->len);
-      if (v < 0)
-        goto fail;
+      int64_t v = sp__strtab_value(&t, SP_DD_NAME, (uint64_t)(uintptr_t)sp->name, 0, sp->name->s,
+                                   sp->name->len);
+      if (v < 0) goto fail;
       fresh[0] = (sp_pprof_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
       fresh[0].key = k_name;
       fresh[0].str = v;
@@ -328,8 +299,7 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, const sp_spj_pct
       sp_hex_encode(sp->trace_id, 16, hex, sizeof(hex));
       int64_t v = sp__strtab_value(&t, SP_DD_TRACE, sp__be64(sp->trace_id),
                                    sp__be64(sp->trace_id + 8), hex, 32);
-      if (v < 0)
-        goto fail;
+      if (v < 0) goto fail;
       fresh[0] = (sp_pprof_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
       fresh[0].key = k_trace;
       fresh[0].str = v;
@@ -350,8 +320,7 @@ fail:
     size_t total = pp->n_string_table + t.n_extra;
     char **tab = sp_arena_alloc(batch->arena, total * sizeof(*tab));
     if (tab != NULL) {
-      if (pp->n_string_table > 0)
-        memcpy(tab, pp->string_table, pp->n_string_table * sizeof(*tab));
+      if (pp->n_string_table > 0) memcpy(tab, pp->string_table, pp->n_string_table * sizeof(*tab));
       memcpy(tab + pp->n_string_table, t.extra, t.n_extra * sizeof(*tab));
       pp->string_table = tab;
       pp->n_string_table = total;
@@ -383,16 +352,14 @@ fail:
 
 static bool sp__has_attr(const sp_otlp_span_t *span, const char *key) {
   for (size_t i = 0; i < span->n_attributes; i++)
-    if (span->attributes[i]->key != NULL && strcmp(span->attributes[i]->key, key) == 0)
-      return true;
+    if (span->attributes[i]->key != NULL && strcmp(span->attributes[i]->key, key) == 0) return true;
   return false;
 }
 
 static sp_otlp_kv_t *sp__kv(sp_arena_t *arena, const char *key) {
   sp_otlp_kv_t *kv = sp_arena_alloc(arena, sizeof(*kv));
   sp_otlp_any_t *v = sp_arena_alloc(arena, sizeof(*v));
-  if (kv == NULL || v == NULL)
-    return NULL;
+  if (kv == NULL || v == NULL) return NULL;
   *kv = (sp_otlp_kv_t)OPENTELEMETRY__PROTO__COMMON__V1__KEY_VALUE__INIT;
   *v = (sp_otlp_any_t)OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__INIT;
   kv->key = (char *)key; /* static text: the arena allocator never frees */
@@ -415,8 +382,7 @@ int sp__spj_write_attrs(sp_arena_t *arena, sp_otlp_span_t *span, const sp_spj_at
   if (a->profile_id && !sp__has_attr(span, SP_ATTR_PROFILE_ID)) {
     sp_otlp_kv_t *kv = sp__kv(arena, SP_ATTR_PROFILE_ID);
     char *hex = sp_arena_alloc(arena, 17);
-    if (kv == NULL || hex == NULL)
-      return SP_ENOMEM;
+    if (kv == NULL || hex == NULL) return SP_ENOMEM;
     uint8_t raw[8];
     for (int b = 0; b < 8; b++)
       raw[b] = (uint8_t)(a->span_id >> (56 - 8 * b));
@@ -436,13 +402,10 @@ int sp__spj_write_attrs(sp_arena_t *arena, sp_otlp_span_t *span, const sp_spj_at
         (add[n++] = sp__kv_int(arena, SP_ATTR_WALL, a->wall_ns)) == NULL)
       return SP_ENOMEM;
   }
-  if (n == 0)
-    return 0;
+  if (n == 0) return 0;
   sp_otlp_kv_t **attrs = sp_arena_alloc(arena, (span->n_attributes + n) * sizeof(*attrs));
-  if (attrs == NULL)
-    return SP_ENOMEM;
-  if (span->n_attributes > 0)
-    memcpy(attrs, span->attributes, span->n_attributes * sizeof(*attrs));
+  if (attrs == NULL) return SP_ENOMEM;
+  if (span->n_attributes > 0) memcpy(attrs, span->attributes, span->n_attributes * sizeof(*attrs));
   memcpy(attrs + span->n_attributes, add, n * sizeof(*attrs));
   span->attributes = attrs;
   span->n_attributes += n;
@@ -452,11 +415,9 @@ int sp__spj_write_attrs(sp_arena_t *arena, sp_otlp_span_t *span, const sp_spj_at
 /* ---- attribute values ------------------------------------------------------------------- */
 
 const char *sp__spj_any_str(const sp_otlp_any_t *v, char *buf, size_t cap) {
-  if (v == NULL)
-    return NULL;
+  if (v == NULL) return NULL;
   switch (v->value_case) {
-  case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
-    return v->string_value;
+  case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE: return v->string_value;
   case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
     snprintf(buf, cap, "%" PRId64, v->int_value);
     return buf;
@@ -465,14 +426,12 @@ const char *sp__spj_any_str(const sp_otlp_any_t *v, char *buf, size_t cap) {
   case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
     snprintf(buf, cap, "%.17g", v->double_value);
     return buf;
-  default:
-    return NULL;
+  default: return NULL;
   }
 }
 
 bool sp__spj_any_int(const sp_otlp_any_t *v, int64_t *out) {
-  if (v == NULL)
-    return false;
+  if (v == NULL) return false;
   if (v->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE) {
     *out = v->int_value;
     return true;

@@ -92,7 +92,8 @@ typedef struct sp_spj_chunk_s {
 typedef struct sp_spj_slab_s {
   void *free[SP_SPJ_CLASSES];
   sp_spj_chunk_t *chunks;
-  size_t bytes;
+  size_t bytes; /* allocated from the system */
+  size_t inuse; /* handed out as vectors */
 } sp_spj_slab_t;
 
 static int sp__class(uint32_t cap) {
@@ -102,12 +103,19 @@ static int sp__class(uint32_t cap) {
   return c;
 }
 
+static sp_spj_item_t *sp__slab_get_raw(sp_spj_slab_t *sl, uint32_t cap);
+
 static sp_spj_item_t *sp__slab_get(sp_spj_slab_t *sl, uint32_t cap) {
+  sp_spj_item_t *v = sp__slab_get_raw(sl, cap);
+  if (v != NULL) sl->inuse += (size_t)cap * sizeof(*v);
+  return v;
+}
+
+static sp_spj_item_t *sp__slab_get_raw(sp_spj_slab_t *sl, uint32_t cap) {
   int c = sp__class(cap);
   if (c >= SP_SPJ_CLASSES) {
     sp_spj_item_t *v = sp_malloc((size_t)cap * sizeof(*v));
-    if (v != NULL)
-      sl->bytes += (size_t)cap * sizeof(*v);
+    if (v != NULL) sl->bytes += (size_t)cap * sizeof(*v);
     return v;
   }
   if (sl->free[c] != NULL) {
@@ -119,8 +127,7 @@ static sp_spj_item_t *sp__slab_get(sp_spj_slab_t *sl, uint32_t cap) {
   sp_spj_chunk_t *ch = sl->chunks;
   if (ch == NULL || ch->size - ch->used < need) {
     ch = sp_malloc(sizeof(*ch) + SP_SPJ_SLAB_CHUNK);
-    if (ch == NULL)
-      return NULL;
+    if (ch == NULL) return NULL;
     ch->next = sl->chunks;
     ch->used = 0;
     ch->size = SP_SPJ_SLAB_CHUNK;
@@ -133,8 +140,8 @@ static sp_spj_item_t *sp__slab_get(sp_spj_slab_t *sl, uint32_t cap) {
 }
 
 static void sp__slab_put(sp_spj_slab_t *sl, sp_spj_item_t *v, uint32_t cap) {
-  if (v == NULL)
-    return;
+  if (v == NULL) return;
+  sl->inuse -= (size_t)cap * sizeof(*v);
   int c = sp__class(cap);
   if (c >= SP_SPJ_CLASSES) {
     sl->bytes -= (size_t)cap * sizeof(*v);
@@ -162,10 +169,8 @@ static int sp__vec_push(sp_spj_slab_t *sl, sp_spj_vec_t *vec, sp_spj_item_t it) 
   if (vec->n == vec->cap) {
     uint32_t cap = vec->cap ? vec->cap * 2 : 2;
     sp_spj_item_t *v = sp__slab_get(sl, cap);
-    if (v == NULL)
-      return SP_ENOMEM;
-    if (vec->n > 0)
-      memcpy(v, vec->v, vec->n * sizeof(*v));
+    if (v == NULL) return SP_ENOMEM;
+    if (vec->n > 0) memcpy(v, vec->v, vec->n * sizeof(*v));
     sp__slab_put(sl, vec->v, vec->cap);
     vec->v = v;
     vec->cap = cap;
@@ -279,11 +284,10 @@ struct sp_spj_index_s {
 
 sp_spj_index_t *sp__spj_index_create(size_t max_spans) {
   sp_spj_index_t *ix = sp_calloc(1, sizeof(*ix));
-  if (ix == NULL)
-    return NULL;
+  if (ix == NULL) return NULL;
   ix->empty_head = ix->empty_tail = SP_SPJ_NONE;
   ix->free_bucket = SP_SPJ_NONE;
-  size_t gone = sp__pow2(max_spans < 1024 ? 1024 : max_spans > 65536 ? 65536 : max_spans);
+  size_t gone = sp__pow2(max_spans < 16384 ? 16384 : max_spans > 65536 ? 65536 : max_spans);
   ix->gone = sp_calloc(gone, sizeof(uint64_t));
   if (ix->gone == NULL) {
     sp_free(ix);
@@ -298,20 +302,22 @@ sp_spj_span_t *sp__spj_at(sp_spj_index_t *ix, uint32_t idx) {
 }
 
 sp_spj_span_t *sp__spj_deref(sp_spj_index_t *ix, sp_spj_ref_t r) {
-  if (r.idx == SP_SPJ_NONE || (r.idx >> SP_SPJ_POOL_SHIFT) >= ix->n_chunks)
-    return NULL;
+  if (r.idx == SP_SPJ_NONE || (r.idx >> SP_SPJ_POOL_SHIFT) >= ix->n_chunks) return NULL;
   sp_spj_span_t *e = sp__spj_at(ix, r.idx);
   return e->gen == r.gen && (e->gen & 1u) ? e : NULL;
 }
 
 size_t sp__spj_live(const sp_spj_index_t *ix) { return ix->live; }
 
+/*
+ * What the content needs, not what the pools and tables have grown to: a
+ * burst that grew them must not keep the memory bound tripping afterwards.
+ * Tables are counted at their maximum load (2 slots per entry).
+ */
 size_t sp__spj_bytes(const sp_spj_index_t *ix) {
-  return ix->n_chunks * SP_SPJ_POOL_CHUNK * sizeof(sp_spj_span_t) +
-         ix->cap_free * sizeof(uint32_t) + ix->ids_cap * sizeof(sp_spj_idslot_t) +
-         ix->strs_cap * sizeof(void *) + ix->strs_bytes + ix->pkeys_cap * sizeof(sp_spj_pkey_t) +
-         ix->n_buckets * sizeof(sp_spj_bucket_t) + ix->cells_cap * sizeof(sp_spj_cell_t) +
-         ix->slab.bytes + ix->proc_bytes + (ix->gone_mask + 1) * sizeof(uint64_t);
+  return ix->live * (sizeof(sp_spj_span_t) + sizeof(uint32_t) + 2 * sizeof(sp_spj_idslot_t)) +
+         ix->cells_n * 2 * sizeof(sp_spj_cell_t) + ix->slab.inuse + ix->strs_bytes +
+         ix->strs_n * 2 * sizeof(void *) + ix->proc_bytes + ix->pkeys_n * 2 * sizeof(sp_spj_pkey_t);
 }
 
 void sp__spj_set_now(sp_spj_index_t *ix, uint64_t now_ms) { ix->now_ms = now_ms; }
@@ -321,12 +327,10 @@ void sp__spj_set_now(sp_spj_index_t *ix, uint64_t now_ms) { ix->now_ms = now_ms;
 static int sp__strs_grow(sp_spj_index_t *ix) {
   size_t cap = ix->strs_cap ? ix->strs_cap * 2 : 64;
   sp_spj_str_t **t = sp_calloc(cap, sizeof(*t));
-  if (t == NULL)
-    return SP_ENOMEM;
+  if (t == NULL) return SP_ENOMEM;
   for (size_t i = 0; i < ix->strs_cap; i++) {
     sp_spj_str_t *s = ix->strs[i];
-    if (s == NULL)
-      continue;
+    if (s == NULL) continue;
     size_t j = s->hash & (cap - 1);
     while (t[j] != NULL)
       j = (j + 1) & (cap - 1);
@@ -343,22 +347,19 @@ static size_t sp__strs_slot(sp_spj_index_t *ix, const char *s, size_t len, uint6
   size_t j = h & mask;
   while (ix->strs[j] != NULL) {
     sp_spj_str_t *e = ix->strs[j];
-    if (e->hash == h && e->len == len && memcmp(e->s, s, len) == 0)
-      return j;
+    if (e->hash == h && e->len == len && memcmp(e->s, s, len) == 0) return j;
     j = (j + 1) & mask;
   }
   return j;
 }
 
 sp_spj_str_t *sp__spj_intern_find(sp_spj_index_t *ix, const char *s, size_t len) {
-  if (ix->strs_cap == 0)
-    return NULL;
+  if (ix->strs_cap == 0) return NULL;
   return ix->strs[sp__strs_slot(ix, s, len, sp__strhash(s, len))];
 }
 
 sp_spj_str_t *sp__spj_intern(sp_spj_index_t *ix, const char *s, size_t len) {
-  if ((ix->strs_n + 1) * 2 > ix->strs_cap && sp__strs_grow(ix) != 0)
-    return NULL;
+  if ((ix->strs_n + 1) * 2 > ix->strs_cap && sp__strs_grow(ix) != 0) return NULL;
   uint64_t h = sp__strhash(s, len);
   size_t j = sp__strs_slot(ix, s, len, h);
   sp_spj_str_t *e = ix->strs[j];
@@ -367,8 +368,7 @@ sp_spj_str_t *sp__spj_intern(sp_spj_index_t *ix, const char *s, size_t len) {
     return e;
   }
   e = sp_malloc(sizeof(*e) + len + 1);
-  if (e == NULL)
-    return NULL;
+  if (e == NULL) return NULL;
   e->refs = 1;
   e->len = (uint32_t)len;
   e->hash = h;
@@ -381,8 +381,7 @@ sp_spj_str_t *sp__spj_intern(sp_spj_index_t *ix, const char *s, size_t len) {
 }
 
 void sp__spj_unintern(sp_spj_index_t *ix, sp_spj_str_t *str) {
-  if (str == NULL || --str->refs > 0)
-    return;
+  if (str == NULL || --str->refs > 0) return;
   size_t mask = ix->strs_cap - 1;
   size_t i = str->hash & mask;
   while (ix->strs[i] != str)
@@ -391,8 +390,7 @@ void sp__spj_unintern(sp_spj_index_t *ix, sp_spj_str_t *str) {
   size_t j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (ix->strs[j] == NULL)
-      break;
+    if (ix->strs[j] == NULL) break;
     size_t k = ix->strs[j]->hash & mask;
     if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
       ix->strs[i] = ix->strs[j];
@@ -409,25 +407,21 @@ void sp__spj_unintern(sp_spj_index_t *ix, sp_spj_str_t *str) {
 
 static uint32_t sp__pool_get(sp_spj_index_t *ix) {
   if (ix->n_free == 0) {
-    if (ix->n_chunks >= (SP_SPJ_NONE >> SP_SPJ_POOL_SHIFT))
-      return SP_SPJ_NONE;
+    if (ix->n_chunks >= (SP_SPJ_NONE >> SP_SPJ_POOL_SHIFT)) return SP_SPJ_NONE;
     sp_spj_span_t **chunks = sp_realloc(ix->chunks, (ix->n_chunks + 1) * sizeof(*chunks));
-    if (chunks == NULL)
-      return SP_SPJ_NONE;
+    if (chunks == NULL) return SP_SPJ_NONE;
     ix->chunks = chunks;
     size_t need = ix->cap_free < SP_SPJ_POOL_CHUNK * (ix->n_chunks + 1)
                       ? SP_SPJ_POOL_CHUNK * (ix->n_chunks + 1)
                       : ix->cap_free;
     if (need > ix->cap_free) {
       uint32_t *f = sp_realloc(ix->free_idx, need * sizeof(*f));
-      if (f == NULL)
-        return SP_SPJ_NONE;
+      if (f == NULL) return SP_SPJ_NONE;
       ix->free_idx = f;
       ix->cap_free = need;
     }
     sp_spj_span_t *c = sp_calloc(SP_SPJ_POOL_CHUNK, sizeof(*c));
-    if (c == NULL)
-      return SP_SPJ_NONE;
+    if (c == NULL) return SP_SPJ_NONE;
     ix->chunks[ix->n_chunks] = c;
     uint32_t base = (uint32_t)(ix->n_chunks << SP_SPJ_POOL_SHIFT);
     ix->n_chunks++;
@@ -453,14 +447,12 @@ static inline size_t sp__id_home(uint64_t id, uint32_t svch, size_t mask) {
 static int sp__ids_grow(sp_spj_index_t *ix) {
   size_t cap = ix->ids_cap ? ix->ids_cap * 2 : 1024;
   sp_spj_idslot_t *t = sp_malloc(cap * sizeof(*t));
-  if (t == NULL)
-    return SP_ENOMEM;
+  if (t == NULL) return SP_ENOMEM;
   for (size_t i = 0; i < cap; i++)
     t[i].idx = SP_SPJ_NONE;
   for (size_t i = 0; i < ix->ids_cap; i++) {
     sp_spj_idslot_t s = ix->ids[i];
-    if (s.idx == SP_SPJ_NONE)
-      continue;
+    if (s.idx == SP_SPJ_NONE) continue;
     size_t j = sp__id_home(s.id, s.svch, cap - 1);
     while (t[j].idx != SP_SPJ_NONE)
       j = (j + 1) & (cap - 1);
@@ -473,16 +465,13 @@ static int sp__ids_grow(sp_spj_index_t *ix) {
 }
 
 uint32_t sp__spj_lookup(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t span_id) {
-  if (ix->ids_cap == 0 || svc == NULL)
-    return SP_SPJ_NONE;
+  if (ix->ids_cap == 0 || svc == NULL) return SP_SPJ_NONE;
   uint32_t svch = (uint32_t)svc->hash;
   size_t mask = ix->ids_cap - 1;
   for (size_t j = sp__id_home(span_id, svch, mask);; j = (j + 1) & mask) {
     const sp_spj_idslot_t *s = &ix->ids[j];
-    if (s->idx == SP_SPJ_NONE)
-      return SP_SPJ_NONE;
-    if (s->id == span_id && s->svch == svch && sp__spj_at(ix, s->idx)->svc == svc)
-      return s->idx;
+    if (s->idx == SP_SPJ_NONE) return SP_SPJ_NONE;
+    if (s->id == span_id && s->svch == svch && sp__spj_at(ix, s->idx)->svc == svc) return s->idx;
   }
 }
 
@@ -499,15 +488,13 @@ static void sp__ids_delete(sp_spj_index_t *ix, uint64_t id, uint32_t svch, uint3
   size_t mask = ix->ids_cap - 1;
   size_t i = sp__id_home(id, svch, mask);
   while (ix->ids[i].idx != idx) {
-    if (ix->ids[i].idx == SP_SPJ_NONE)
-      return;
+    if (ix->ids[i].idx == SP_SPJ_NONE) return;
     i = (i + 1) & mask;
   }
   size_t j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (ix->ids[j].idx == SP_SPJ_NONE)
-      break;
+    if (ix->ids[j].idx == SP_SPJ_NONE) break;
     size_t k = sp__id_home(ix->ids[j].id, ix->ids[j].svch, mask);
     if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
       ix->ids[i] = ix->ids[j];
@@ -533,8 +520,7 @@ static inline unsigned sp__shift(unsigned level) { return 13u + 3u * level; }
 
 static unsigned sp__level(int64_t dur) {
   for (unsigned l = 0; l < SP_SPJ_LEVELS; l++)
-    if ((uint64_t)dur <= (1ull << sp__shift(l)))
-      return l;
+    if ((uint64_t)dur <= (1ull << sp__shift(l))) return l;
   return SP_SPJ_HUGE;
 }
 
@@ -545,12 +531,10 @@ static inline size_t sp__cell_home(uint64_t cell, uint32_t key, size_t mask) {
 static int sp__cells_grow(sp_spj_index_t *ix) {
   size_t cap = ix->cells_cap ? ix->cells_cap * 2 : 1024;
   sp_spj_cell_t *t = sp_calloc(cap, sizeof(*t));
-  if (t == NULL)
-    return SP_ENOMEM;
+  if (t == NULL) return SP_ENOMEM;
   for (size_t i = 0; i < ix->cells_cap; i++) {
     sp_spj_cell_t *c = &ix->cells[i];
-    if (c->key == 0)
-      continue;
+    if (c->key == 0) continue;
     size_t j = sp__cell_home(c->cell, c->key, cap - 1);
     while (t[j].key != 0)
       j = (j + 1) & (cap - 1);
@@ -563,29 +547,23 @@ static int sp__cells_grow(sp_spj_index_t *ix) {
 }
 
 static sp_spj_cell_t *sp__cell_find(sp_spj_index_t *ix, uint64_t cell, uint32_t key) {
-  if (ix->cells_cap == 0)
-    return NULL;
+  if (ix->cells_cap == 0) return NULL;
   size_t mask = ix->cells_cap - 1;
   for (size_t j = sp__cell_home(cell, key, mask);; j = (j + 1) & mask) {
     sp_spj_cell_t *c = &ix->cells[j];
-    if (c->key == 0)
-      return NULL;
-    if (c->key == key && c->cell == cell)
-      return c;
+    if (c->key == 0) return NULL;
+    if (c->key == key && c->cell == cell) return c;
   }
 }
 
 static sp_spj_cell_t *sp__cell_get(sp_spj_index_t *ix, uint64_t cell, uint32_t key) {
-  if ((ix->cells_n + 1) * 2 > ix->cells_cap && sp__cells_grow(ix) != 0)
-    return NULL;
+  if ((ix->cells_n + 1) * 2 > ix->cells_cap && sp__cells_grow(ix) != 0) return NULL;
   size_t mask = ix->cells_cap - 1;
   size_t j = sp__cell_home(cell, key, mask);
   for (;; j = (j + 1) & mask) {
     sp_spj_cell_t *c = &ix->cells[j];
-    if (c->key == 0)
-      break;
-    if (c->key == key && c->cell == cell)
-      return c;
+    if (c->key == 0) break;
+    if (c->key == key && c->cell == cell) return c;
   }
   ix->cells[j] = (sp_spj_cell_t){.cell = cell, .key = key};
   ix->cells_n++;
@@ -598,8 +576,7 @@ static void sp__cell_delete(sp_spj_index_t *ix, sp_spj_cell_t *c) {
   size_t j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (ix->cells[j].key == 0)
-      break;
+    if (ix->cells[j].key == 0) break;
     size_t k = sp__cell_home(ix->cells[j].cell, ix->cells[j].key, mask);
     if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
       ix->cells[i] = ix->cells[j];
@@ -618,8 +595,7 @@ static inline uint32_t sp__cell_key(uint32_t bucket, unsigned level) {
 
 static void sp__empty_unlink(sp_spj_index_t *ix, uint32_t pi) {
   sp_spj_proc_t *p = ix->procs[pi];
-  if (!p->on_empty)
-    return;
+  if (!p->on_empty) return;
   if (p->eprev != SP_SPJ_NONE)
     ix->procs[p->eprev]->enext = p->enext;
   else
@@ -647,11 +623,9 @@ static void sp__empty_link(sp_spj_index_t *ix, uint32_t pi) {
 static int sp__pkeys_grow(sp_spj_index_t *ix) {
   size_t cap = ix->pkeys_cap ? ix->pkeys_cap * 2 : 64;
   sp_spj_pkey_t *t = sp_calloc(cap, sizeof(*t));
-  if (t == NULL)
-    return SP_ENOMEM;
+  if (t == NULL) return SP_ENOMEM;
   for (size_t i = 0; i < ix->pkeys_cap; i++) {
-    if (ix->pkeys[i].key == NULL)
-      continue;
+    if (ix->pkeys[i].key == NULL) continue;
     size_t j = ix->pkeys[i].hash & (cap - 1);
     while (t[j].key != NULL)
       j = (j + 1) & (cap - 1);
@@ -664,15 +638,12 @@ static int sp__pkeys_grow(sp_spj_index_t *ix) {
 }
 
 static sp_spj_pkey_t *sp__pkey_find(sp_spj_index_t *ix, const char *key, uint64_t h) {
-  if (ix->pkeys_cap == 0)
-    return NULL;
+  if (ix->pkeys_cap == 0) return NULL;
   size_t mask = ix->pkeys_cap - 1;
   for (size_t j = h & mask;; j = (j + 1) & mask) {
     sp_spj_pkey_t *k = &ix->pkeys[j];
-    if (k->key == NULL)
-      return NULL;
-    if (k->hash == h && strcmp(k->key, key) == 0)
-      return k;
+    if (k->key == NULL) return NULL;
+    if (k->hash == h && strcmp(k->key, key) == 0) return k;
   }
 }
 
@@ -681,8 +652,7 @@ static void sp__pkey_delete(sp_spj_index_t *ix, sp_spj_pkey_t *k) {
   size_t i = (size_t)(k - ix->pkeys), j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (ix->pkeys[j].key == NULL)
-      break;
+    if (ix->pkeys[j].key == NULL) break;
     size_t h = ix->pkeys[j].hash & mask;
     if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
       ix->pkeys[i] = ix->pkeys[j];
@@ -695,13 +665,11 @@ static void sp__pkey_delete(sp_spj_index_t *ix, sp_spj_pkey_t *k) {
 
 static void sp__proc_free(sp_spj_index_t *ix, uint32_t pi) {
   sp_spj_proc_t *p = ix->procs[pi];
-  if (p == NULL)
-    return;
+  if (p == NULL) return;
   sp__empty_unlink(ix, pi);
   for (size_t i = 0; i < p->nkeys; i++) {
     sp_spj_pkey_t *k = sp__pkey_find(ix, p->keys[i], sp__strhash(p->keys[i], strlen(p->keys[i])));
-    if (k != NULL && k->proc == pi)
-      sp__pkey_delete(ix, k);
+    if (k != NULL && k->proc == pi) sp__pkey_delete(ix, k);
     ix->proc_bytes -= strlen(p->keys[i]) + 1;
     sp_free(p->keys[i]);
   }
@@ -719,8 +687,7 @@ static void sp__proc_free(sp_spj_index_t *ix, uint32_t pi) {
 
 static uint32_t sp__proc_new(sp_spj_index_t *ix) {
   sp_spj_proc_t *p = sp_calloc(1, sizeof(*p));
-  if (p == NULL)
-    return SP_SPJ_NONE;
+  if (p == NULL) return SP_SPJ_NONE;
   p->watermark = INT64_MIN;
   p->none_bucket = SP_SPJ_NONE;
   p->eprev = p->enext = SP_SPJ_NONE;
@@ -749,16 +716,13 @@ static uint32_t sp__proc_new(sp_spj_index_t *ix) {
 }
 
 static int sp__proc_add_key(sp_spj_index_t *ix, uint32_t pi, const char *key, uint64_t h) {
-  if ((ix->pkeys_n + 1) * 2 > ix->pkeys_cap && sp__pkeys_grow(ix) != 0)
-    return SP_ENOMEM;
+  if ((ix->pkeys_n + 1) * 2 > ix->pkeys_cap && sp__pkeys_grow(ix) != 0) return SP_ENOMEM;
   sp_spj_proc_t *p = ix->procs[pi];
   char **keys = sp_realloc(p->keys, (p->nkeys + 1) * sizeof(*keys));
-  if (keys == NULL)
-    return SP_ENOMEM;
+  if (keys == NULL) return SP_ENOMEM;
   p->keys = keys;
   char *dup = sp_strdup(key);
-  if (dup == NULL)
-    return SP_ENOMEM;
+  if (dup == NULL) return SP_ENOMEM;
   p->keys[p->nkeys++] = dup;
   ix->proc_bytes += sizeof(char *) + strlen(dup) + 1;
   size_t mask = ix->pkeys_cap - 1;
@@ -774,8 +738,7 @@ uint32_t sp__spj_process(sp_spj_index_t *ix, char *const *keys, size_t n, bool c
   uint32_t found = SP_SPJ_NONE;
   bool any = false;
   for (size_t i = 0; i < n; i++) {
-    if (keys[i] == NULL)
-      continue;
+    if (keys[i] == NULL) continue;
     any = true;
     sp_spj_pkey_t *k = sp__pkey_find(ix, keys[i], sp__strhash(keys[i], strlen(keys[i])));
     if (k != NULL) {
@@ -783,14 +746,11 @@ uint32_t sp__spj_process(sp_spj_index_t *ix, char *const *keys, size_t n, bool c
       break;
     }
   }
-  if (!create || !any)
-    return found;
-  if (found == SP_SPJ_NONE && (found = sp__proc_new(ix)) == SP_SPJ_NONE)
-    return SP_SPJ_NONE;
+  if (!create || !any) return found;
+  if (found == SP_SPJ_NONE && (found = sp__proc_new(ix)) == SP_SPJ_NONE) return SP_SPJ_NONE;
   /* Alias every complete key set of this resource to the process. */
   for (size_t i = 0; i < n; i++) {
-    if (keys[i] == NULL)
-      continue;
+    if (keys[i] == NULL) continue;
     uint64_t h = sp__strhash(keys[i], strlen(keys[i]));
     if (sp__pkey_find(ix, keys[i], h) == NULL && sp__proc_add_key(ix, found, keys[i], h) != 0)
       break; /* the process stays reachable by the keys it has */
@@ -800,16 +760,12 @@ uint32_t sp__spj_process(sp_spj_index_t *ix, char *const *keys, size_t n, bool c
 
 static uint32_t sp__bucket_find(sp_spj_index_t *ix, uint32_t pi, int64_t thread) {
   sp_spj_proc_t *p = ix->procs[pi];
-  if (thread == SP_SPJ_NO_THREAD)
-    return p->none_bucket;
-  if (p->tcap == 0)
-    return SP_SPJ_NONE;
+  if (thread == SP_SPJ_NO_THREAD) return p->none_bucket;
+  if (p->tcap == 0) return SP_SPJ_NONE;
   size_t mask = p->tcap - 1;
   for (size_t j = sp__mix((uint64_t)thread) & mask;; j = (j + 1) & mask) {
-    if (p->tvals[j] == SP_SPJ_NONE)
-      return SP_SPJ_NONE;
-    if (p->tkeys[j] == thread)
-      return p->tvals[j];
+    if (p->tvals[j] == SP_SPJ_NONE) return SP_SPJ_NONE;
+    if (p->tkeys[j] == thread) return p->tvals[j];
   }
 }
 
@@ -825,8 +781,7 @@ static int sp__threads_grow(sp_spj_index_t *ix, sp_spj_proc_t *p) {
   for (size_t i = 0; i < cap; i++)
     v[i] = SP_SPJ_NONE;
   for (size_t i = 0; i < p->tcap; i++) {
-    if (p->tvals[i] == SP_SPJ_NONE)
-      continue;
+    if (p->tvals[i] == SP_SPJ_NONE) continue;
     size_t j = sp__mix((uint64_t)p->tkeys[i]) & (cap - 1);
     while (v[j] != SP_SPJ_NONE)
       j = (j + 1) & (cap - 1);
@@ -850,8 +805,7 @@ static void sp__threads_delete(sp_spj_proc_t *p, int64_t thread) {
   size_t j = i;
   for (;;) {
     j = (j + 1) & mask;
-    if (p->tvals[j] == SP_SPJ_NONE)
-      break;
+    if (p->tvals[j] == SP_SPJ_NONE) break;
     size_t k = sp__mix((uint64_t)p->tkeys[j]) & mask;
     if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
       p->tkeys[i] = p->tkeys[j];
@@ -865,14 +819,12 @@ static void sp__threads_delete(sp_spj_proc_t *p, int64_t thread) {
 
 static uint32_t sp__bucket_get(sp_spj_index_t *ix, uint32_t pi, int64_t thread) {
   uint32_t b = sp__bucket_find(ix, pi, thread);
-  if (b != SP_SPJ_NONE)
-    return b;
+  if (b != SP_SPJ_NONE) return b;
   sp_spj_proc_t *p = ix->procs[pi];
   if (p->nb == p->cb) {
     size_t cb = p->cb ? p->cb * 2 : 4;
     uint32_t *l = sp_realloc(p->buckets, cb * sizeof(*l));
-    if (l == NULL)
-      return SP_SPJ_NONE;
+    if (l == NULL) return SP_SPJ_NONE;
     ix->proc_bytes += (cb - p->cb) * sizeof(uint32_t);
     p->buckets = l;
     p->cb = cb;
@@ -883,11 +835,9 @@ static uint32_t sp__bucket_get(sp_spj_index_t *ix, uint32_t pi, int64_t thread) 
     b = ix->free_bucket;
     ix->free_bucket = ix->buckets[b].next_free;
   } else {
-    if (ix->n_buckets >= (1u << 27))
-      return SP_SPJ_NONE;
+    if (ix->n_buckets >= (1u << 27)) return SP_SPJ_NONE;
     sp_spj_bucket_t *bs = sp_realloc(ix->buckets, (ix->n_buckets + 1) * sizeof(*bs));
-    if (bs == NULL)
-      return SP_SPJ_NONE;
+    if (bs == NULL) return SP_SPJ_NONE;
     ix->buckets = bs;
     b = (uint32_t)ix->n_buckets++;
   }
@@ -932,32 +882,27 @@ static int sp__file(sp_spj_index_t *ix, uint32_t b, uint32_t idx, sp_spj_span_t 
   sp_spj_item_t it = {.s = e->start_ns, .e = e->end_ns, .idx = idx};
   unsigned l = sp__level(e->end_ns - e->start_ns);
   e->level = (uint8_t)l;
-  if (l == SP_SPJ_HUGE)
-    return sp__vec_push(&ix->slab, &ix->buckets[b].huge, it);
+  if (l == SP_SPJ_HUGE) return sp__vec_push(&ix->slab, &ix->buckets[b].huge, it);
   unsigned sh = sp__shift(l);
   uint64_t c0 = (uint64_t)e->start_ns >> sh, c1 = (uint64_t)e->end_ns >> sh;
   uint32_t key = sp__cell_key(b, l);
   sp_spj_cell_t *c = sp__cell_get(ix, c0, key);
   if (c == NULL || sp__vec_push(&ix->slab, &c->vec, it) != 0) {
-    if (c != NULL && c->vec.n == 0)
-      sp__cell_delete(ix, c);
+    if (c != NULL && c->vec.n == 0) sp__cell_delete(ix, c);
     return SP_ENOMEM;
   }
   if (c1 != c0) {
     c = sp__cell_get(ix, c1, key);
     if (c == NULL || sp__vec_push(&ix->slab, &c->vec, it) != 0) {
-      if (c != NULL && c->vec.n == 0)
-        sp__cell_delete(ix, c);
+      if (c != NULL && c->vec.n == 0) sp__cell_delete(ix, c);
       c = sp__cell_find(ix, c0, key);
       sp__vec_remove(&ix->slab, &c->vec, idx);
-      if (c->vec.n == 0)
-        sp__cell_delete(ix, c);
+      if (c->vec.n == 0) sp__cell_delete(ix, c);
       return SP_ENOMEM;
     }
   }
   sp_spj_bucket_t *bk = &ix->buckets[b];
-  if (bk->level_count[l]++ == 0)
-    bk->level_mask |= 1u << l;
+  if (bk->level_count[l]++ == 0) bk->level_mask |= 1u << l;
   return 0;
 }
 
@@ -973,39 +918,32 @@ static void sp__unfile(sp_spj_index_t *ix, uint32_t b, uint32_t idx, const sp_sp
   uint32_t key = sp__cell_key(b, l);
   for (int i = 0; i < (cs[1] != cs[0] ? 2 : 1); i++) {
     sp_spj_cell_t *c = sp__cell_find(ix, cs[i], key);
-    if (c == NULL)
-      continue;
+    if (c == NULL) continue;
     sp__vec_remove(&ix->slab, &c->vec, idx);
-    if (c->vec.n == 0)
-      sp__cell_delete(ix, c);
+    if (c->vec.n == 0) sp__cell_delete(ix, c);
   }
   bk = &ix->buckets[b];
-  if (--bk->level_count[l] == 0)
-    bk->level_mask &= ~(1u << l);
+  if (--bk->level_count[l] == 0) bk->level_mask &= ~(1u << l);
 }
 
 int sp__spj_add(sp_spj_index_t *ix, const sp_spj_span_t *tmpl, uint32_t proc, int64_t thread,
                 sp_spj_ref_t *out) {
-  if ((ix->ids_n + 1) * 2 > ix->ids_cap && sp__ids_grow(ix) != 0)
-    goto fail;
+  if ((ix->ids_n + 1) * 2 > ix->ids_cap && sp__ids_grow(ix) != 0) goto fail;
   uint32_t idx = sp__pool_get(ix);
-  if (idx == SP_SPJ_NONE)
-    goto fail;
+  if (idx == SP_SPJ_NONE) goto fail;
   sp_spj_span_t *e = sp__spj_at(ix, idx);
   uint32_t gen = e->gen + 1;
   *e = *tmpl;
   e->gen = gen;
   e->bucket = SP_SPJ_NONE;
-  if (e->end_ns < e->start_ns)
-    e->end_ns = e->start_ns;
+  if (e->end_ns < e->start_ns) e->end_ns = e->start_ns;
   if (proc != SP_SPJ_NONE && e->start_ns > 0) {
     uint32_t b = sp__bucket_get(ix, proc, thread);
     if (b != SP_SPJ_NONE && sp__file(ix, b, idx, e) == 0) {
       e->bucket = b;
       ix->buckets[b].live++;
       sp_spj_proc_t *p = ix->procs[proc];
-      if (p->live++ == 0)
-        sp__empty_unlink(ix, proc);
+      if (p->live++ == 0) sp__empty_unlink(ix, proc);
     } else if (b != SP_SPJ_NONE && ix->buckets[b].live == 0) {
       sp__bucket_release(ix, b);
       /* Without its interval the span still joins by ID; that is not an error. */
@@ -1024,8 +962,7 @@ fail:
 
 void sp__spj_remove(sp_spj_index_t *ix, uint32_t idx) {
   sp_spj_span_t *e = sp__spj_at(ix, idx);
-  if (!(e->gen & 1u))
-    return;
+  if (!(e->gen & 1u)) return;
   sp__ids_delete(ix, e->span_id, (uint32_t)e->svc->hash, idx);
   uint64_t k = sp__gone_key(e->svc, e->span_id);
   ix->gone[k & ix->gone_mask] = k;
@@ -1034,12 +971,9 @@ void sp__spj_remove(sp_spj_index_t *ix, uint32_t idx) {
     uint32_t pi = ix->buckets[b].proc;
     sp__unfile(ix, b, idx, e);
     sp_spj_proc_t *p = ix->procs[pi];
-    if (e->end_ns > p->watermark)
-      p->watermark = e->end_ns;
-    if (--ix->buckets[b].live == 0)
-      sp__bucket_release(ix, b);
-    if (--p->live == 0)
-      sp__empty_link(ix, pi);
+    if (e->end_ns > p->watermark) p->watermark = e->end_ns;
+    if (--ix->buckets[b].live == 0) sp__bucket_release(ix, b);
+    if (--p->live == 0) sp__empty_link(ix, pi);
   }
   sp__spj_unintern(ix, e->name);
   sp__spj_unintern(ix, e->svc);
@@ -1056,21 +990,18 @@ void sp__spj_gc(sp_spj_index_t *ix, uint64_t now_ms, uint64_t grace_ms) {
 }
 
 uint64_t sp__spj_gc_due(sp_spj_index_t *ix, uint64_t grace_ms) {
-  if (ix->empty_head == SP_SPJ_NONE)
-    return UINT64_MAX;
+  if (ix->empty_head == SP_SPJ_NONE) return UINT64_MAX;
   return ix->procs[ix->empty_head]->empty_since + grace_ms;
 }
 
 void sp__spj_index_destroy(sp_spj_index_t *ix) {
-  if (ix == NULL)
-    return;
+  if (ix == NULL) return;
   for (size_t i = 0; i < ix->strs_cap; i++)
     sp_free(ix->strs[i]);
   sp_free(ix->strs);
   for (size_t i = 0; i < ix->n_procs; i++) {
     sp_spj_proc_t *p = ix->procs[i];
-    if (p == NULL)
-      continue;
+    if (p == NULL) continue;
     for (size_t k = 0; k < p->nkeys; k++)
       sp_free(p->keys[k]);
     sp_free(p->keys);
@@ -1083,8 +1014,7 @@ void sp__spj_index_destroy(sp_spj_index_t *ix) {
   sp_free(ix->free_procs);
   sp_free(ix->pkeys);
   for (size_t i = 0; i < ix->n_buckets; i++)
-    if (ix->buckets[i].huge.cap > (2u << (SP_SPJ_CLASSES - 1)))
-      sp_free(ix->buckets[i].huge.v);
+    if (ix->buckets[i].huge.cap > (2u << (SP_SPJ_CLASSES - 1))) sp_free(ix->buckets[i].huge.v);
   sp_free(ix->buckets);
   for (size_t i = 0; i < ix->cells_cap; i++)
     if (ix->cells[i].key != 0 && ix->cells[i].vec.cap > (2u << (SP_SPJ_CLASSES - 1)))
@@ -1110,19 +1040,18 @@ typedef struct sp_spj_cand_s {
   bool unthreaded;
 } sp_spj_cand_t;
 
-/* Appends the spans of bucket @p b containing @p t; returns the new count (may exceed cap: overflow). */
+/* Appends the spans of bucket @p b containing @p t; returns the new count (may exceed cap:
+ * overflow). */
 static size_t sp__collect(sp_spj_index_t *ix, uint32_t b, int64_t t, bool unthreaded,
                           sp_spj_cand_t *c, size_t n, size_t cap) {
-  if (b == SP_SPJ_NONE)
-    return n;
+  if (b == SP_SPJ_NONE) return n;
   const sp_spj_bucket_t *bk = &ix->buckets[b];
   uint32_t mask = bk->level_mask;
   while (mask != 0) {
     unsigned l = (unsigned)__builtin_ctz(mask);
     mask &= mask - 1;
     const sp_spj_cell_t *cell = sp__cell_find(ix, (uint64_t)t >> sp__shift(l), sp__cell_key(b, l));
-    if (cell == NULL)
-      continue;
+    if (cell == NULL) continue;
     for (uint32_t i = 0; i < cell->vec.n; i++) {
       const sp_spj_item_t *it = &cell->vec.v[i];
       if (it->s <= t && t <= it->e) {
@@ -1152,8 +1081,7 @@ static size_t sp__collect(sp_spj_index_t *ix, uint32_t b, int64_t t, bool unthre
 static int sp__innermost(sp_spj_index_t *ix, const sp_spj_cand_t *c, size_t n) {
   size_t b = 0;
   for (size_t i = 1; i < n; i++)
-    if (c[i].s > c[b].s || (c[i].s == c[b].s && c[i].e < c[b].e))
-      b = i;
+    if (c[i].s > c[b].s || (c[i].s == c[b].s && c[i].e < c[b].e)) b = i;
   size_t same = 0;
   for (size_t i = 0; i < n; i++) {
     if (c[i].s == c[b].s && c[i].e == c[b].e) {
@@ -1162,26 +1090,22 @@ static int sp__innermost(sp_spj_index_t *ix, const sp_spj_cand_t *c, size_t n) {
       return -1;
     }
   }
-  if (same == 1)
-    return (int)b;
+  if (same == 1) return (int)b;
   /* Equal intervals: they must form one parent chain; its deepest member wins. */
   int leaf = -1;
   for (size_t i = 0; i < n; i++) {
-    if (c[i].s != c[b].s || c[i].e != c[b].e)
-      continue;
+    if (c[i].s != c[b].s || c[i].e != c[b].e) continue;
     uint64_t id = sp__spj_at(ix, c[i].idx)->span_id;
     bool is_parent = false;
     for (size_t j = 0; j < n && !is_parent; j++)
       is_parent = j != i && c[j].s == c[b].s && c[j].e == c[b].e &&
                   sp__spj_at(ix, c[j].idx)->parent_id == id;
     if (!is_parent) {
-      if (leaf >= 0)
-        return -1;
+      if (leaf >= 0) return -1;
       leaf = (int)i;
     }
   }
-  if (leaf < 0)
-    return -1;
+  if (leaf < 0) return -1;
   /* Walk up from the leaf: every equal-interval candidate must be met. */
   size_t met = 1;
   uint64_t parent = sp__spj_at(ix, c[leaf].idx)->parent_id;
@@ -1195,8 +1119,7 @@ static int sp__innermost(sp_spj_index_t *ix, const sp_spj_cand_t *c, size_t n) {
         break;
       }
     }
-    if (!found)
-      break;
+    if (!found) break;
   }
   return met == same ? leaf : -1;
 }
@@ -1206,38 +1129,30 @@ int sp__spj_resolve_window(sp_spj_index_t *ix, uint32_t proc, int64_t thread, in
   if (proc == SP_SPJ_NONE || proc >= ix->n_procs || ix->procs[proc] == NULL)
     return SP_SPJ_R_UNKNOWN_PROCESS;
   const sp_spj_proc_t *p = ix->procs[proc];
-  if (t_ns <= p->watermark)
-    return SP_SPJ_R_EXPIRED;
+  if (t_ns <= p->watermark) return SP_SPJ_R_EXPIRED;
   sp_spj_cand_t c[SP_SPJ_MAX_CAND];
   if (thread == SP_SPJ_NO_THREAD) {
     size_t n = 0;
     for (size_t i = 0; i < p->nb && n < 2; i++)
       n = sp__collect(ix, p->buckets[i], t_ns, false, c, n, SP_SPJ_MAX_CAND);
-    if (n == 0)
-      return SP_SPJ_R_NO_SPAN;
-    if (n > 1)
-      return SP_SPJ_R_NO_THREAD;
+    if (n == 0) return SP_SPJ_R_NO_SPAN;
+    if (n > 1) return SP_SPJ_R_NO_THREAD;
     *idx = c[0].idx;
     return SP_SPJ_JOINED_WINDOW;
   }
-  size_t nt = sp__collect(ix, sp__bucket_find(ix, proc, thread), t_ns, false, c, 0,
-                          SP_SPJ_MAX_CAND);
+  size_t nt =
+      sp__collect(ix, sp__bucket_find(ix, proc, thread), t_ns, false, c, 0, SP_SPJ_MAX_CAND);
   size_t n = sp__collect(ix, p->none_bucket, t_ns, true, c, nt, SP_SPJ_MAX_CAND);
-  if (n > SP_SPJ_MAX_CAND)
-    return SP_SPJ_R_AMBIGUOUS;
+  if (n > SP_SPJ_MAX_CAND) return SP_SPJ_R_AMBIGUOUS;
   if (nt == 0) {
-    if (n == 0)
-      return SP_SPJ_R_NO_SPAN;
-    if (n > 1)
-      return SP_SPJ_R_NO_THREAD;
+    if (n == 0) return SP_SPJ_R_NO_SPAN;
+    if (n > 1) return SP_SPJ_R_NO_THREAD;
     *idx = c[0].idx;
     return SP_SPJ_JOINED_WINDOW;
   }
   int b = sp__innermost(ix, c, n);
-  if (b < 0)
-    return SP_SPJ_R_AMBIGUOUS;
-  if (c[b].unthreaded)
-    return SP_SPJ_R_NO_THREAD;
+  if (b < 0) return SP_SPJ_R_AMBIGUOUS;
+  if (c[b].unthreaded) return SP_SPJ_R_NO_THREAD;
   *idx = c[b].idx;
   return SP_SPJ_JOINED_WINDOW;
 }

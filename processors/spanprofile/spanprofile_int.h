@@ -218,8 +218,8 @@ typedef struct sp_spj_pctx_s {
 typedef struct sp_spj_skey_s {
   bool has_id;
   uint64_t span_id;
-  int64_t time_ns;  /* 0 = unknown */
-  int64_t thread;   /* SP_SPJ_NO_THREAD = unknown */
+  int64_t time_ns; /* 0 = unknown */
+  int64_t thread;  /* SP_SPJ_NO_THREAD = unknown */
   bool has_span_name, has_trace_id, has_span_id_label;
   uint64_t count, cpu_ns, wall_ns;
 } sp_spj_skey_t;

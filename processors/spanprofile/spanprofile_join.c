@@ -116,21 +116,17 @@ static void sp__keyset_free(sp_spj_keyset_t *k) {
 }
 
 static int sp__keyset_copy(sp_spj_keyset_t *k, const sp_strlist_t *l) {
-  if (l->n == 0)
-    return 0;
+  if (l->n == 0) return 0;
   k->dotted = sp_calloc(l->n, sizeof(char *));
   k->underscored = sp_calloc(l->n, sizeof(char *));
-  if (k->dotted == NULL || k->underscored == NULL)
-    return SP_ENOMEM;
+  if (k->dotted == NULL || k->underscored == NULL) return SP_ENOMEM;
   for (size_t i = 0; i < l->n; i++) {
     k->n = i + 1;
     k->dotted[i] = sp_strdup(l->items[i]);
     k->underscored[i] = sp_strdup(l->items[i]);
-    if (k->dotted[i] == NULL || k->underscored[i] == NULL)
-      return SP_ENOMEM;
+    if (k->dotted[i] == NULL || k->underscored[i] == NULL) return SP_ENOMEM;
     for (char *c = k->underscored[i]; *c; c++)
-      if (*c == '.')
-        *c = '_';
+      if (*c == '.') *c = '_';
   }
   return 0;
 }
@@ -139,8 +135,7 @@ void sp__spj_destroy(sp_spj_t *j);
 
 int sp__spj_create(const sp_spanprofile_cfg_t *cfg, sp_spj_t **out) {
   sp_spj_t *j = sp_calloc(1, sizeof(*j));
-  if (j == NULL)
-    return SP_ENOMEM;
+  if (j == NULL) return SP_ENOMEM;
   j->wait_ms = cfg->wait_ms > 0 ? cfg->wait_ms : 1;
   j->max_spans = cfg->max_held_spans > 0 ? (size_t)cfg->max_held_spans : 1;
   j->max_bytes = cfg->max_held_bytes;
@@ -159,16 +154,13 @@ int sp__spj_create(const sp_spanprofile_cfg_t *cfg, sp_spj_t **out) {
     if (names[i] != NULL && names[i][0] != '\0' && (*dst[i] = sp_strdup(names[i])) == NULL)
       goto fail;
   size_t nid = cfg->span_id_labels.n < 4 ? cfg->span_id_labels.n : 4;
-  if (nid > 0 && (j->id_labels = sp_calloc(nid, sizeof(char *))) == NULL)
-    goto fail;
+  if (nid > 0 && (j->id_labels = sp_calloc(nid, sizeof(char *))) == NULL) goto fail;
   for (size_t i = 0; i < nid; i++) {
-    if ((j->id_labels[i] = sp_strdup(cfg->span_id_labels.items[i])) == NULL)
-      goto fail;
+    if ((j->id_labels[i] = sp_strdup(cfg->span_id_labels.items[i])) == NULL) goto fail;
     j->n_id_labels = i + 1;
   }
   j->ix = sp__spj_index_create(j->max_spans);
-  if (j->ix == NULL)
-    goto fail;
+  if (j->ix == NULL) goto fail;
   *out = j;
   return 0;
 fail:
@@ -211,8 +203,7 @@ static void sp__hold_link(sp_spj_t *j, sp_spj_unit_t *u) {
 }
 
 static void sp__hold_unlink(sp_spj_t *j, sp_spj_unit_t *u) {
-  if (!u->held)
-    return;
+  if (!u->held) return;
   if (u->prev != NULL)
     u->prev->next = u->next;
   else
@@ -252,8 +243,7 @@ static void sp__index_unlink(sp_spj_t *j, sp_spj_unit_t *u) {
 
 static sp_spj_unit_t *sp__unit_new(sp_spj_t *j, unsigned signal, unsigned port, uint64_t now) {
   sp_spj_unit_t *u = sp_calloc(1, sizeof(*u));
-  if (u == NULL)
-    return NULL;
+  if (u == NULL) return NULL;
   u->signal = signal;
   u->port = port;
   u->arrival_ms = now;
@@ -291,8 +281,7 @@ static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted);
 
 static bool sp__attrs_for(sp_spj_t *j, const sp_spj_span_t *e, sp_spj_attrs_t *a) {
   memset(a, 0, sizeof(*a));
-  if (e == NULL || e->joined == 0)
-    return false;
+  if (e == NULL || e->joined == 0) return false;
   a->span_id = e->span_id;
   a->profile_id = j->pid_mode == SP_SPJ_PID_ALL ||
                   (j->pid_mode == SP_SPJ_PID_LOCAL_ROOTS && (e->flags & SP_SPJ_F_LOCAL_ROOT));
@@ -311,8 +300,7 @@ static void sp__enrich_traces(sp_spj_t *j, sp_spj_unit_t *u) {
   sp_spj_attrs_t a;
   for (size_t i = 0; i < u->n_refs && !any; i++)
     any = sp__attrs_for(j, sp__spj_deref(j->ix, u->refs[i]), &a);
-  if (!any)
-    return; /* unchanged: goes out as the bytes it came in as */
+  if (!any) return; /* unchanged: goes out as the bytes it came in as */
   if (sp_traces_writable(&u->traces) != 0) {
     sp_log_warn(NULL, "spanprofile: out of memory enriching %zu span(s); sent unchanged",
                 u->n_refs);
@@ -325,10 +313,8 @@ static void sp__enrich_traces(sp_spj_t *j, sp_spj_unit_t *u) {
     for (size_t s = 0; s < rs->n_scope_spans; s++) {
       sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
       for (size_t k = 0; k < ss->n_spans && i < u->n_refs; k++, i++) {
-        if (!sp__attrs_for(j, sp__spj_deref(j->ix, u->refs[i]), &a))
-          continue;
-        if (sp__spj_write_attrs(u->traces->arena, ss->spans[k], &a) == 0)
-          enriched++;
+        if (!sp__attrs_for(j, sp__spj_deref(j->ix, u->refs[i]), &a)) continue;
+        if (sp__spj_write_attrs(u->traces->arena, ss->spans[k], &a) == 0) enriched++;
       }
     }
   }
@@ -337,20 +323,17 @@ static void sp__enrich_traces(sp_spj_t *j, sp_spj_unit_t *u) {
 
 /* Lets a held traces batch go (enriched); the unit may be freed. */
 static void sp__emit_traces(sp_spj_t *j, sp_spj_unit_t *u) {
-  if (!u->held)
-    return;
+  if (!u->held) return;
   sp__hold_unlink(j, u);
   sp__enrich_traces(j, u);
   for (size_t i = 0; i < u->n_refs; i++) {
     sp_spj_span_t *e = sp__spj_deref(j->ix, u->refs[i]);
-    if (e != NULL && e->held == u)
-      e->held = NULL;
+    if (e != NULL && e->held == u) e->held = NULL;
   }
   sp_traces_t *t = u->traces;
   u->traces = NULL;
   sp__emit(j, SP_SIGNAL_TRACES, u->port, t);
-  if (!u->indexed)
-    sp__unit_free(j, u);
+  if (!u->indexed) sp__unit_free(j, u);
 }
 
 /* Forgets the spans a unit indexed; the unit may be freed. */
@@ -364,8 +347,7 @@ static size_t sp__unindex(sp_spj_t *j, sp_spj_unit_t *u) {
       removed++;
     }
   }
-  if (!u->held)
-    sp__unit_free(j, u);
+  if (!u->held) sp__unit_free(j, u);
   return removed;
 }
 
@@ -390,12 +372,10 @@ static void sp__credit(sp_spj_t *j, sp_spj_span_t *e, const sp_spj_skey_t *k, in
     e->cpu_ns -= k->cpu_ns < e->cpu_ns ? k->cpu_ns : e->cpu_ns;
     e->wall_ns -= k->wall_ns < e->wall_ns ? k->wall_ns : e->wall_ns;
   }
-  if (!final || delta < 0 || (e->flags & SP_SPJ_F_DECIDED))
-    return;
+  if (!final || delta < 0 || (e->flags & SP_SPJ_F_DECIDED)) return;
   e->flags |= SP_SPJ_F_DECIDED;
   sp_spj_unit_t *u = e->held;
-  if (u == NULL || !sp__counts_undecided(j, e) || e->owner != u)
-    return;
+  if (u == NULL || !sp__counts_undecided(j, e) || e->owner != u) return;
   if (--u->undecided == 0 && !j->cpu && !j->flushing)
     sp__emit_traces(j, u); /* nothing in it can change any more */
 }
@@ -404,8 +384,7 @@ static void sp__credit(sp_spj_t *j, sp_spj_span_t *e, const sp_spj_skey_t *k, in
 
 static const sp_otlp_any_t *sp__attr(sp_otlp_kv_t *const *attrs, size_t n, const char *key) {
   for (size_t i = 0; i < n; i++)
-    if (attrs[i]->key != NULL && strcmp(attrs[i]->key, key) == 0)
-      return attrs[i]->value;
+    if (attrs[i]->key != NULL && strcmp(attrs[i]->key, key) == 0) return attrs[i]->value;
   return NULL;
 }
 
@@ -416,17 +395,14 @@ typedef const char *(*sp_spj_lookup_fn)(const void *src, size_t attr_i, const sp
 static bool sp__build_key(const sp_spj_t *j, size_t set, sp_spj_lookup_fn get, const void *src,
                           char *buf, size_t cap) {
   const sp_spj_keyset_t *ks = &j->sets[set];
-  if (ks->n == 0)
-    return false;
+  if (ks->n == 0) return false;
   size_t len = (size_t)snprintf(buf, cap, "%zu", set);
   for (size_t i = 0; i < ks->n; i++) {
     char tmp[64];
     const char *v = get(src, i, ks, tmp, sizeof(tmp));
-    if (v == NULL || v[0] == '\0')
-      return false;
+    if (v == NULL || v[0] == '\0') return false;
     size_t vl = strlen(v);
-    if (len + 1 + vl + 1 > cap)
-      return false;
+    if (len + 1 + vl + 1 > cap) return false;
     buf[len++] = '\x1f';
     memcpy(buf + len, v, vl + 1);
     len += vl;
@@ -437,8 +413,7 @@ static bool sp__build_key(const sp_spj_t *j, size_t set, sp_spj_lookup_fn get, c
 static const char *sp__res_get(const void *src, size_t i, const sp_spj_keyset_t *ks, char *tmp,
                                size_t cap) {
   const sp_otlp_resource_spans_t *rs = src;
-  if (rs->resource == NULL)
-    return NULL;
+  if (rs->resource == NULL) return NULL;
   return sp__spj_any_str(
       sp__attr(rs->resource->attributes, rs->resource->n_attributes, ks->dotted[i]), tmp, cap);
 }
@@ -466,13 +441,19 @@ static void sp__passthrough(sp_spj_t *j, unsigned signal, unsigned port, void *b
   sp__emit(j, signal, port, batch);
 }
 
-/* Evicts the oldest held data until the limits hold. */
+/*
+ * Evicts the oldest held data until the limits hold. Too many indexed spans:
+ * the oldest indexing unit goes (its batch first if still held). Too many
+ * bytes: the oldest of the held batches and the indexing units goes.
+ */
 static void sp__enforce(sp_spj_t *j) {
-  while (sp__spj_live(j->ix) > j->max_spans || sp__held_bytes(j) > j->max_bytes) {
+  for (;;) {
+    bool spans_over = sp__spj_live(j->ix) > j->max_spans;
+    if (!spans_over && sp__held_bytes(j) <= j->max_bytes) break;
     sp_spj_unit_t *hu = j->hold_head, *iu = j->index_head;
-    if (hu == NULL && iu == NULL)
-      break;
-    if (hu != NULL && (iu == NULL || hu->arrival_ms <= iu->arrival_ms)) {
+    if (spans_over && iu == NULL) break;
+    if (hu == NULL && iu == NULL) break;
+    if (!spans_over && hu != NULL && (iu == NULL || hu->arrival_ms <= iu->arrival_ms)) {
       if (hu->signal == SP_SIGNAL_TRACES) {
         sp_metric_add(j->m.evicted_spans, hu->n_refs);
         sp__emit_traces(j, hu);
@@ -480,8 +461,7 @@ static void sp__enforce(sp_spj_t *j) {
         sp__emit_profiles(j, hu, true);
       }
     } else {
-      if (iu->held)
-        sp__emit_traces(j, iu);
+      if (iu->held) sp__emit_traces(j, iu);
       sp_metric_add(j->m.evicted_spans, sp__unindex(j, iu));
     }
   }
@@ -516,27 +496,24 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
         rs->resource != NULL
             ? sp__attr(rs->resource->attributes, rs->resource->n_attributes, "service.name")
             : NULL;
-    const char *svc_s = sv != NULL &&
-                                sv->value_case ==
-                                    OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
-                            ? sv->string_value
-                            : "";
+    const char *svc_s =
+        sv != NULL &&
+                sv->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
+            ? sv->string_value
+            : "";
     sp_spj_str_t *svc = sp__spj_intern(j->ix, svc_s, strlen(svc_s));
     char *keys[2] = {NULL, NULL};
     for (size_t s = 0; s < j->n_sets; s++)
-      if (sp__build_key(j, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX))
-        keys[s] = keybuf[s];
+      if (sp__build_key(j, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
     uint32_t proc = sp__spj_process(j->ix, keys, j->n_sets, true);
     for (size_t s = 0; s < rs->n_scope_spans; s++) {
       const sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
       for (size_t k = 0; k < ss->n_spans; k++, i++) {
         const sp_otlp_span_t *span = ss->spans[k];
         u->refs[i] = (sp_spj_ref_t){SP_SPJ_NONE, 0};
-        if (svc == NULL || span->span_id.len != 8)
-          continue;
+        if (svc == NULL || span->span_id.len != 8) continue;
         uint64_t id = sp__be64(span->span_id.data);
-        if (id == 0)
-          continue;
+        if (id == 0) continue;
         uint32_t dup = sp__spj_lookup(j->ix, svc, id);
         if (dup != SP_SPJ_NONE) {
           u->refs[i] = (sp_spj_ref_t){dup, sp__spj_at(j->ix, dup)->gen};
@@ -548,8 +525,7 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
         t.parent_id = span->parent_span_id.len == 8 ? sp__be64(span->parent_span_id.data) : 0;
         t.start_ns = sp__ns(span->start_time_unix_nano);
         t.end_ns = sp__ns(span->end_time_unix_nano);
-        if (span->trace_id.len == 16)
-          memcpy(t.trace_id, span->trace_id.data, 16);
+        if (span->trace_id.len == 16) memcpy(t.trace_id, span->trace_id.data, 16);
         if (span->parent_span_id.len == 0 || (span->flags & 0x300u) == 0x300u)
           t.flags |= SP_SPJ_F_LOCAL_ROOT;
         t.owner = t.held = u;
@@ -562,16 +538,14 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
           continue;
         }
         int64_t thread = SP_SPJ_NO_THREAD;
-        if (j->thread_attr != NULL && !sp__spj_any_int(sp__attr(span->attributes,
-                                                                span->n_attributes,
-                                                                j->thread_attr),
-                                                       &thread))
+        if (j->thread_attr != NULL &&
+            !sp__spj_any_int(sp__attr(span->attributes, span->n_attributes, j->thread_attr),
+                             &thread))
           thread = SP_SPJ_NO_THREAD;
         if (sp__spj_add(j->ix, &t, proc, thread, &u->refs[i]) != 0)
           continue; /* out of memory: the span is not joinable, but it is not lost */
         u->owned++;
-        if (sp__counts_undecided(j, &t))
-          u->undecided++;
+        if (sp__counts_undecided(j, &t)) u->undecided++;
       }
     }
     sp__spj_unintern(j->ix, svc);
@@ -579,21 +553,18 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
   sp_metric_add(j->m.spans_indexed, u->owned);
   sp_metric_add(j->m.spans_duplicate, dups);
   bool hold = j->cpu || u->undecided > 0;
-  if (u->owned > 0)
-    sp__index_link(j, u);
+  if (u->owned > 0) sp__index_link(j, u);
   if (hold) {
     u->batch_bytes = sp__traces_bytes(b);
     sp__hold_link(j, u);
   } else {
     for (size_t k = 0; k < u->n_refs; k++) {
       sp_spj_span_t *e = sp__spj_deref(j->ix, u->refs[k]);
-      if (e != NULL && e->held == u)
-        e->held = NULL;
+      if (e != NULL && e->held == u) e->held = NULL;
     }
     u->traces = NULL;
     sp__emit(j, SP_SIGNAL_TRACES, port, b);
-    if (!u->indexed)
-      sp__unit_free(j, u);
+    if (!u->indexed) sp__unit_free(j, u);
   }
   sp__enforce(j);
   sp__gauges(j);
@@ -608,19 +579,16 @@ typedef struct sp_spj_pinfo_s {
 } sp_spj_pinfo_t;
 
 static void sp__pinfo(sp_spj_t *j, sp_profile_t *p, sp_spj_pinfo_t *pi) {
-  sp__spj_pctx_init(&pi->c, p, (const char *const *)j->id_labels, j->n_id_labels,
-                    j->thread_label, j->time_label);
+  sp__spj_pctx_init(&pi->c, p, (const char *const *)j->id_labels, j->n_id_labels, j->thread_label,
+                    j->time_label);
   const char *svc = sp_profile_label(p, "service_name");
-  if (svc == NULL)
-    svc = sp_profile_label(p, "service.name");
-  if (svc == NULL)
-    svc = "";
+  if (svc == NULL) svc = sp_profile_label(p, "service.name");
+  if (svc == NULL) svc = "";
   pi->svc = sp__spj_intern_find(j->ix, svc, strlen(svc));
   char keybuf[2][SP_SPJ_KEY_MAX];
   char *keys[2] = {NULL, NULL};
   for (size_t s = 0; s < j->n_sets; s++)
-    if (sp__build_key(j, s, sp__prof_get, p, keybuf[s], SP_SPJ_KEY_MAX))
-      keys[s] = keybuf[s];
+    if (sp__build_key(j, s, sp__prof_get, p, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
   pi->proc = sp__spj_process(j->ix, keys, j->n_sets, false);
 }
 
@@ -629,13 +597,11 @@ static int sp__resolve(sp_spj_t *j, const sp_spj_pinfo_t *pi, const sp_spj_skey_
                        uint32_t *idx) {
   if (k->has_id) {
     *idx = sp__spj_lookup(j->ix, pi->svc, k->span_id);
-    if (*idx != SP_SPJ_NONE)
-      return SP_SPJ_JOINED_ID;
+    if (*idx != SP_SPJ_NONE) return SP_SPJ_JOINED_ID;
     return sp__spj_recently_removed(j->ix, pi->svc, k->span_id) ? SP_SPJ_R_EXPIRED
-                                                                 : SP_SPJ_R_NO_SPAN;
+                                                                : SP_SPJ_R_NO_SPAN;
   }
-  if (k->time_ns <= 0)
-    return SP_SPJ_R_NO_TIMESTAMP;
+  if (k->time_ns <= 0) return SP_SPJ_R_NO_TIMESTAMP;
   return sp__spj_resolve_window(j->ix, pi->proc, k->thread, k->time_ns, idx);
 }
 
@@ -650,12 +616,10 @@ static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 64;
     sp_spj_write_t *w = sp_realloc(l->w, cap * sizeof(*w));
-    if (w == NULL)
-      return SP_ENOMEM;
+    if (w == NULL) return SP_ENOMEM;
     l->w = w;
     uint32_t *p = sp_realloc(l->prof, cap * sizeof(*p));
-    if (p == NULL)
-      return SP_ENOMEM;
+    if (p == NULL) return SP_ENOMEM;
     l->prof = p;
     l->cap = cap;
   }
@@ -669,8 +633,7 @@ static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp
  * shared batch is copied and its profiles decoded again).
  */
 static void sp__apply_writes(sp_spj_t *j, sp_profiles_t **batch, sp_spj_wlist_t *l) {
-  if (l->n == 0)
-    return;
+  if (l->n == 0) return;
   if (sp_profiles_writable(batch) != 0) {
     sp_log_warn(NULL, "spanprofile: out of memory labelling %zu sample(s); sent unlabelled", l->n);
     return;
@@ -684,8 +647,8 @@ static void sp__apply_writes(sp_spj_t *j, sp_profiles_t **batch, sp_spj_wlist_t 
     sp_profile_t *p = &(*batch)->items[prof];
     if (sp_profile_decode(*batch, p) != NULL) {
       sp_spj_pctx_t c;
-      sp__spj_pctx_init(&c, p, (const char *const *)j->id_labels, j->n_id_labels,
-                        j->thread_label, j->time_label);
+      sp__spj_pctx_init(&c, p, (const char *const *)j->id_labels, j->n_id_labels, j->thread_label,
+                        j->time_label);
       if (sp__spj_write_labels(*batch, p, &c, l->w + i, end - i) != 0)
         sp_log_warn(NULL, "spanprofile: out of memory labelling samples; some sent unlabelled");
     }
@@ -706,8 +669,7 @@ static void sp__count(sp_spj_t *j, int r) {
 static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted) {
   sp__hold_unlink(j, u);
   j->held_samples -= u->n_samples;
-  if (evicted)
-    sp_metric_add(j->m.evicted_samples, u->n_samples);
+  if (evicted) sp_metric_add(j->m.evicted_samples, u->n_samples);
   sp_spj_wlist_t wl = {0};
   bool oom = false;
   size_t i = 0;
@@ -729,15 +691,12 @@ static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted) {
       uint32_t idx = SP_SPJ_NONE;
       int r = sp__resolve(j, &pi, &k, &idx);
       sp_spj_span_t *tent = sp__spj_deref(j->ix, pd->tent);
-      sp_spj_span_t *e = (r == SP_SPJ_JOINED_ID || r == SP_SPJ_JOINED_WINDOW)
-                             ? sp__spj_at(j->ix, idx)
-                             : NULL;
-      if (tent != NULL && tent != e)
-        sp__credit(j, tent, &k, -1, false);
+      sp_spj_span_t *e =
+          (r == SP_SPJ_JOINED_ID || r == SP_SPJ_JOINED_WINDOW) ? sp__spj_at(j->ix, idx) : NULL;
+      if (tent != NULL && tent != e) sp__credit(j, tent, &k, -1, false);
       if (e != NULL) {
         sp__credit(j, e, &k, tent == e ? 0 : 1, true);
-        if (!oom && sp__wpush(&wl, prof, pd->sample, e, r == SP_SPJ_JOINED_WINDOW) != 0)
-          oom = true;
+        if (!oom && sp__wpush(&wl, prof, pd->sample, e, r == SP_SPJ_JOINED_WINDOW) != 0) oom = true;
       }
       sp__count(j, r);
     }
@@ -766,8 +725,7 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
   bool oom = false;
   for (size_t pidx = 0; pidx < b->n && !oom; pidx++) {
     sp_profile_t *p = &b->items[pidx];
-    if (sp_profile_decode(b, p) == NULL)
-      continue; /* corrupt pprof: forwarded as it came */
+    if (sp_profile_decode(b, p) == NULL) continue; /* corrupt pprof: forwarded as it came */
     sp_spj_pinfo_t pi;
     sp__pinfo(j, p, &pi);
     size_t ns = p->pprof->n_sample;
@@ -782,8 +740,7 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
         sp_spj_span_t *e = sp__spj_at(j->ix, idx);
         sp__credit(j, e, &k, 1, true);
         sp__count(j, r);
-        if (sp__wpush(&wl, (uint32_t)pidx, (uint32_t)s, e, false) != 0)
-          oom = true;
+        if (sp__wpush(&wl, (uint32_t)pidx, (uint32_t)s, e, false) != 0) oom = true;
         continue;
       }
       if (r == SP_SPJ_R_NO_TIMESTAMP || (r == SP_SPJ_R_EXPIRED && !k.has_id)) {
@@ -809,8 +766,7 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
       u->pend[u->n_pend++] = (sp_spj_pend_t){(uint32_t)pidx, (uint32_t)s, tent};
     }
   }
-  if (oom)
-    sp_log_warn(NULL, "spanprofile: out of memory joining a profiles batch; sending it now");
+  if (oom) sp_log_warn(NULL, "spanprofile: out of memory joining a profiles batch; sending it now");
   sp__apply_writes(j, &u->profiles, &wl);
   sp_free(wl.w);
   sp_free(wl.prof);
@@ -868,8 +824,7 @@ void sp__spj_flush(sp_spj_t *j) {
   j->flushing = true;
   for (sp_spj_unit_t *u = j->hold_head, *next; u != NULL; u = next) {
     next = u->next;
-    if (u->signal == SP_SIGNAL_PROFILES)
-      sp__emit_profiles(j, u, false);
+    if (u->signal == SP_SIGNAL_PROFILES) sp__emit_profiles(j, u, false);
   }
   while (j->hold_head != NULL)
     sp__emit_traces(j, j->hold_head);
@@ -885,13 +840,11 @@ void sp__spj_held(sp_spj_t *j, size_t *spans, size_t *samples) {
 }
 
 void sp__spj_destroy(sp_spj_t *j) {
-  if (j == NULL)
-    return;
+  if (j == NULL) return;
   while (j->hold_head != NULL) {
     sp_spj_unit_t *u = j->hold_head;
     sp__hold_unlink(j, u);
-    if (!u->indexed)
-      sp__unit_free(j, u);
+    if (!u->indexed) sp__unit_free(j, u);
   }
   while (j->index_head != NULL) {
     sp_spj_unit_t *u = j->index_head;
