@@ -1018,6 +1018,29 @@ static void test_queue_full_refuses(void **state) {
   assert_int_equal(metric(fx, "spanprof_exporter_sent_profiles_total"), 4);
 }
 
+static void test_drain_deadline_cancels_ingest(void **state) {
+  fx_t *fx = *state;
+  fx->srv.script[0] = (resp_t){.status = 200};
+  fx->srv.script[1] = (resp_t){.status = 200, .delay_ms = 1500}; /* the server hangs */
+  fx->srv.n_script = 2;
+  server_start(&fx->srv, &fx->loop, 0);
+  exporter_up(fx, fx->srv.port, "api: ingest\nsending_queue: {num_consumers: 1}\n");
+  assert_int_equal(sp_consume_profiles(fx->ex.comp->input, standard_batch(fx)), 0);
+  assert_int_equal(sp_consume_profiles(fx->ex.comp->input, standard_batch(fx)), 0); /* queued */
+  for (int i = 0; i < 200 && fx->srv.n < 2; i++)
+    uv_run(&fx->loop, UV_RUN_ONCE);
+  assert_int_equal(fx->srv.n, 2);
+  uv_update_time(&fx->loop);
+  uint64_t t0 = uv_now(&fx->loop);
+  sp_test_exporter_stop(&fx->ex, 200);
+  uv_update_time(&fx->loop);
+  uint64_t took = uv_now(&fx->loop) - t0;
+  assert_true(took >= 190 && took < 1000);
+  /* The first profile got through; the hung one and the queued batch did not. */
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_profiles_total"), 1);
+  assert_int_equal(metric(fx, "spanprof_exporter_send_failed_profiles_total"), 3);
+}
+
 /* ---- configuration --------------------------------------------------------------- */
 
 static void expect_config_error(fx_t *fx, const char *yaml) {
@@ -1076,6 +1099,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stale_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stale_between_retries, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_full_refuses, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_drain_deadline_cancels_ingest, setup, teardown),
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
