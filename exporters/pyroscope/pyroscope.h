@@ -129,12 +129,12 @@ size_t sp_pyroscope_label_name(const char *name, char *out, size_t cap);
  * of pyroscope_labels.c): builds its series labels, checks its sample
  * labels against the same limits (Pyroscope turns them into series labels),
  * and gives the pprof bytes to send — the batch's own bytes when nothing had
- * to change, else a re-encoding. The batch is only read: every allocation,
- * including a private decoded copy when samples must change, comes from
- * @p arena. Drops are added to @p drops. Loop thread (or any thread, for a
- * batch nobody else touches meanwhile).
- * Returns 0, SP_EPROTO (the pprof does not decode; @p err says why) or
- * SP_ENOMEM.
+ * to change, else a re-encoding. The batch is only read (apart from
+ * sp_profile_encoded() caching the encoding of a profile another component
+ * modified): every allocation, including a private decoded copy when
+ * samples must change, comes from @p arena. Drops are added to @p drops. Loop thread (or any
+ * thread, for a batch nobody else touches meanwhile). Returns 0, SP_EPROTO (the pprof does not
+ * decode; @p err says why) or SP_ENOMEM.
  */
 int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch, sp_profile_t *p,
                          sp_arena_t *arena, sp_pyroscope_prepared_t *out,
