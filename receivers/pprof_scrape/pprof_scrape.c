@@ -478,7 +478,9 @@ static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t le
     modified = delta = true;
   } else if (j->kind == SP_SCRAPE_CPU) {
     delta = true;
-    if (pp->time_nanos > 0 && pp->duration_nanos > 0) {
+    const int64_t day = 24LL * 3600 * 1000000000LL; /* beyond it the fields are corrupt */
+    if (pp->time_nanos > 0 && pp->time_nanos < INT64_MAX - day && pp->duration_nanos > 0 &&
+        pp->duration_nanos < day) {
       start = pp->time_nanos;
       end = pp->time_nanos + pp->duration_nanos;
     } else {

@@ -62,6 +62,9 @@ static int sp__table_alloc(sp_scrape_delta_t *d, size_t n_slots) {
   return d->hash && d->key_off && d->key_len && d->first && d->vals ? 0 : SP_ENOMEM;
 }
 
+/* Sums that wrap instead of overflowing (hostile or corrupt counts must not be UB). */
+static int64_t sp__add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+
 static uint64_t sp__hash(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++)
@@ -258,9 +261,9 @@ int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
     if (found) {
       sp_pprof_sample_t *f = p->sample[cur->first[at]];
       for (size_t v = 0; v < s->n_value && v < f->n_value; v++)
-        f->value[v] += s->value[v];
+        f->value[v] = sp__add(f->value[v], s->value[v]);
       for (size_t c = 0; c < n_cum; c++)
-        vals[c] += s->value[cum_idx[c]];
+        vals[c] = sp__add(vals[c], s->value[cum_idx[c]]);
       drop[i] = true;
       continue;
     }

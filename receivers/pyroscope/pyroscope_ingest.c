@@ -15,7 +15,7 @@
  *                    anything else seconds). Missing: now. Anything that is
  *                    not digits is a 400 (Pyroscope's relative forms such as
  *                    `now-1h` are not accepted).
- *   format           pprof | groups (the default; also "folded") | lines;
+ *   format           pprof | groups (the default; also "folded", "collapsed") | lines;
  *                    jfr, trie, tree, speedscope and others are answered 400.
  *   sampleRate       Hz, for folded cpu/wall; default 100; junk means 100.
  *   spyName          the `pyroscope_spy` label (default "unknown").
@@ -466,7 +466,8 @@ static int sp__ingest_build(sp_ingest_t *in, sp_profiles_t *batch) {
   if (strcmp(fmt, "pprof") == 0 ||
       (fmt[0] == '\0' && sp_is_gzip(req->body, req->body_len)))
     return sp__ingest_pprof(in, batch, req->body, req->body_len, NULL);
-  if (fmt[0] == '\0' || strcmp(fmt, "groups") == 0 || strcmp(fmt, "folded") == 0)
+  if (fmt[0] == '\0' || strcmp(fmt, "groups") == 0 || strcmp(fmt, "folded") == 0 ||
+      strcmp(fmt, "collapsed") == 0)
     return sp__ingest_folded(in, batch, false);
   if (strcmp(fmt, "lines") == 0)
     return sp__ingest_folded(in, batch, true);

@@ -155,6 +155,7 @@ static sp_profile_t *sp__add(sp_profiles_t *batch, const sp_pyro_labels_t *label
 
 /* Fewer nanoseconds than this since the epoch means "still in 1970": no real time. */
 #define SP__YEAR_1971_NS (365LL * 24 * 3600 * 1000000000LL)
+#define SP__DAY_NS (24LL * 3600 * 1000000000LL)
 
 int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *labels,
                        const uint8_t *bytes, size_t len, const sp_pyro_pprof_opts_t *opts,
@@ -194,12 +195,14 @@ int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *
       goto labels_full;
   }
   if (opts->time_from_profile) {
-    if (pp->time_nanos >= SP__YEAR_1971_NS) {
+    /* Durations beyond a day are treated as none (a corrupt value must not overflow). */
+    int64_t dur = pp->duration_nanos > 0 && pp->duration_nanos < SP__DAY_NS ? pp->duration_nanos : 0;
+    if (pp->time_nanos >= SP__YEAR_1971_NS && pp->time_nanos < INT64_MAX - SP__DAY_NS) {
       start = pp->time_nanos;
-      end = pp->time_nanos + (pp->duration_nanos > 0 ? pp->duration_nanos : 0);
+      end = pp->time_nanos + dur;
     } else {
       end = opts->now_ns;
-      start = end - (pp->duration_nanos > 0 ? pp->duration_nanos : 0);
+      start = end - dur;
     }
   } else if (pp->time_nanos < SP__YEAR_1971_NS && start > 0) {
     /* Old py-spy, rbspy and pyroscope-rs write no (or a microsecond) time: use `from`. */
