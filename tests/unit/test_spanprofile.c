@@ -1352,6 +1352,50 @@ static void test_reload_stash(void **state) {
   fx_free(&f);
 }
 
+/*
+ * Every allocation in the data path fails in turn: batches still all come
+ * out (unjoined where memory was short), nothing crashes or leaks.
+ */
+static void test_out_of_memory(void **state) {
+  (void)state;
+  for (long n = 0; n < 400; n += 3) {
+    fx_t f;
+    fx_loop_init(&f);
+    fx_make(&f, "wait: 1h\nspan_cpu_attributes: true\n");
+    tspan_t sp[4] = {mkspan(0x301, 0, 0, 100, 1, "root"), mkspan(0x302, 0x301, 10, 50, 1, "a"),
+                     mkspan(0x303, 0x301, 60, 90, 1, "b"), mkspan(0x304, 0, 200, 300, 2, "r2")};
+    tspan_t *p1[2] = {&sp[0], &sp[1]}, *p2[2] = {&sp[2], &sp[3]};
+    sp_traces_t *t1 = mk_traces(&res_a, p1, 2), *t2 = mk_traces(&res_a, p2, 2);
+    tsample_t s[4] = {{.t = T0 + 20 * MS, .thread = 1, .gt = 1},
+                      {.span_id = 0x304, .gt = 2},
+                      {.t = T0 + 95 * MS, .thread = 1, .gt = 3},
+                      {.span_id = 0x399, .gt = 4}};
+    sp_profiles_t *b1 = sp_profiles_create(), *b2 = sp_profiles_create();
+    sp_label_t l[3] = {{"__name__", "cpu"}, {"service_name", "svc"}, {"service_instance_id", "i1"}};
+    add_profile(b1, l, 3, s, 2, SAMPLE_SIDE);
+    add_profile(b2, l, 3, s + 2, 2, SAMPLE_LABELS);
+    sp_alloc_set_fail_after(n);
+    assert_int_equal(sp_consume_traces(f.in_traces, t1), 0);
+    assert_int_equal(sp_consume_profiles(f.in_profiles, b1), 0);
+    assert_int_equal(sp_consume_traces(f.in_traces, t2), 0);
+    assert_int_equal(sp_consume_profiles(f.in_profiles, b2), 0);
+    sp_alloc_set_fail_after(-1);
+    fx_stop(&f);
+    assert_int_equal(sink_spans(&f.sink_t), 4);
+    assert_int_equal(sp_sink_profile_count(&f.sink_p), 2);
+    /* whatever was joined is right */
+    const char *a = out_label(&f, 1, "span_name");
+    assert_true(a == NULL || strcmp(a, "a") == 0);
+    const char *r = out_label(&f, 3, "span_name");
+    assert_true(r == NULL || strcmp(r, "root") == 0);
+    assert_null(out_label(&f, 4, "span_name"));
+    if (n == 0) /* nothing could be held: everything went straight through */
+      assert_int_equal(metric(&f, "spanprof_processor_spanprofile_passthrough_batches_total", NULL),
+                       4);
+    fx_free(&f);
+  }
+}
+
 /* Lifecycle: shutdown without start, destroy without start, bad config. */
 static void test_lifecycle_and_config(void **state) {
   (void)state;
@@ -1396,15 +1440,16 @@ static void test_lifecycle_and_config(void **state) {
 int main(void) {
   sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_ground_truth_flush),  cmocka_unit_test(test_ground_truth_timer),
-      cmocka_unit_test(test_early_emission),      cmocka_unit_test(test_id_join_service_and_order),
-      cmocka_unit_test(test_profile_id_none),     cmocka_unit_test(test_duplicates),
-      cmocka_unit_test(test_unknown_process),     cmocka_unit_test(test_ambiguity),
-      cmocka_unit_test(test_memory_bound),        cmocka_unit_test(test_eviction_never_falls_back),
-      cmocka_unit_test(test_byte_bound),          cmocka_unit_test(test_refusal_retried),
-      cmocka_unit_test(test_refusal_at_shutdown), cmocka_unit_test(test_shutdown_flushes),
-      cmocka_unit_test(test_late_inner_span),     cmocka_unit_test(test_late_samples_window),
-      cmocka_unit_test(test_reload_stash),        cmocka_unit_test(test_lifecycle_and_config),
+      cmocka_unit_test(test_ground_truth_flush),   cmocka_unit_test(test_ground_truth_timer),
+      cmocka_unit_test(test_early_emission),       cmocka_unit_test(test_id_join_service_and_order),
+      cmocka_unit_test(test_profile_id_none),      cmocka_unit_test(test_duplicates),
+      cmocka_unit_test(test_unknown_process),      cmocka_unit_test(test_ambiguity),
+      cmocka_unit_test(test_memory_bound),         cmocka_unit_test(test_eviction_never_falls_back),
+      cmocka_unit_test(test_byte_bound),           cmocka_unit_test(test_refusal_retried),
+      cmocka_unit_test(test_refusal_at_shutdown),  cmocka_unit_test(test_shutdown_flushes),
+      cmocka_unit_test(test_late_inner_span),      cmocka_unit_test(test_late_samples_window),
+      cmocka_unit_test(test_reload_stash),         cmocka_unit_test(test_out_of_memory),
+      cmocka_unit_test(test_lifecycle_and_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
