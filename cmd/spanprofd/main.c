@@ -41,7 +41,7 @@ static void usage(FILE *out) {
 static int cmd_components(void) {
   static const sp_kind_t kinds[] = {SP_KIND_RECEIVER, SP_KIND_PROCESSOR, SP_KIND_EXPORTER,
                                     SP_KIND_EXTENSION};
-  printf("%-10s %-14s %-16s %-12s %s\n", "KIND", "TYPE", "SIGNALS", "STABILITY", "DESCRIPTION");
+  printf("%-10s %-20s %-16s %-12s %s\n", "KIND", "TYPE", "SIGNALS", "STABILITY", "DESCRIPTION");
   for (size_t k = 0; k < 4; k++)
     for (const sp_component_def_t *const *d = sp_registry_all(); *d != NULL; d++) {
       if ((*d)->kind != kinds[k])
@@ -57,7 +57,7 @@ static int cmd_components(void) {
         size_t n = strlen(type);
         snprintf(type + n, sizeof(type) - n, "|%s", *a);
       }
-      printf("%-10s %-14s %-16s %-12s %s\n", sp_kind_name((*d)->kind), type, sig,
+      printf("%-10s %-20s %-16s %-12s %s\n", sp_kind_name((*d)->kind), type, sig,
              (*d)->stability, (*d)->description);
     }
   return 0;
