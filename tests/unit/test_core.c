@@ -221,6 +221,8 @@ static void test_fanout(void **state) {
   c.rc = SP_EPROTO;
   assert_int_equal(sp_consume_traces(fan, traces(1)), SP_EPROTO);
   rec_free(&a);
+  rec_free(&b);
+  rec_free(&c);
   sp_fanout_destroy(fan);
   /* A single consumer is used directly. */
   assert_ptr_equal(sp_fanout_create(list, 1), &a.base);
