@@ -275,6 +275,13 @@ struct sp_spj_index_s {
   /* grid cells */
   sp_spj_cell_t *cells;
   size_t cells_cap, cells_n;
+  uint64_t cells_version; /* bumped on every change: invalidates the memo */
+  struct {
+    uint64_t cell;
+    uint32_t key;
+    uint64_t version;
+    const sp_spj_cell_t *c;
+  } memo[SP_SPJ_LEVELS];
   sp_spj_slab_t slab;
   /* recently removed span keys */
   uint64_t *gone;
@@ -543,6 +550,7 @@ static int sp__cells_grow(sp_spj_index_t *ix) {
   sp_free(ix->cells);
   ix->cells = t;
   ix->cells_cap = cap;
+  ix->cells_version++;
   return 0;
 }
 
@@ -567,6 +575,7 @@ static sp_spj_cell_t *sp__cell_get(sp_spj_index_t *ix, uint64_t cell, uint32_t k
   }
   ix->cells[j] = (sp_spj_cell_t){.cell = cell, .key = key};
   ix->cells_n++;
+  ix->cells_version++;
   return &ix->cells[j];
 }
 
@@ -585,6 +594,7 @@ static void sp__cell_delete(sp_spj_index_t *ix, sp_spj_cell_t *c) {
   }
   ix->cells[i] = (sp_spj_cell_t){0};
   ix->cells_n--;
+  ix->cells_version++;
 }
 
 static inline uint32_t sp__cell_key(uint32_t bucket, unsigned level) {
@@ -879,6 +889,7 @@ static void sp__bucket_release(sp_spj_index_t *ix, uint32_t b) {
 
 /* Files span @p idx in bucket @p b; 0 or SP_ENOMEM (nothing filed). */
 static int sp__file(sp_spj_index_t *ix, uint32_t b, uint32_t idx, sp_spj_span_t *e) {
+  ix->cells_version++;
   sp_spj_item_t it = {.s = e->start_ns, .e = e->end_ns, .idx = idx};
   unsigned l = sp__level(e->end_ns - e->start_ns);
   e->level = (uint8_t)l;
@@ -907,6 +918,7 @@ static int sp__file(sp_spj_index_t *ix, uint32_t b, uint32_t idx, sp_spj_span_t 
 }
 
 static void sp__unfile(sp_spj_index_t *ix, uint32_t b, uint32_t idx, const sp_spj_span_t *e) {
+  ix->cells_version++;
   unsigned l = e->level;
   sp_spj_bucket_t *bk = &ix->buckets[b];
   if (l == SP_SPJ_HUGE) {
@@ -1050,7 +1062,20 @@ static size_t sp__collect(sp_spj_index_t *ix, uint32_t b, int64_t t, bool unthre
   while (mask != 0) {
     unsigned l = (unsigned)__builtin_ctz(mask);
     mask &= mask - 1;
-    const sp_spj_cell_t *cell = sp__cell_find(ix, (uint64_t)t >> sp__shift(l), sp__cell_key(b, l));
+    uint64_t ci = (uint64_t)t >> sp__shift(l);
+    uint32_t key = sp__cell_key(b, l);
+    const sp_spj_cell_t *cell;
+    /* Samples close in time on one thread look up the same cells: remember the last one. */
+    if (ix->memo[l].version == ix->cells_version && ix->memo[l].cell == ci &&
+        ix->memo[l].key == key) {
+      cell = ix->memo[l].c;
+    } else {
+      cell = sp__cell_find(ix, ci, key);
+      ix->memo[l].cell = ci;
+      ix->memo[l].key = key;
+      ix->memo[l].version = ix->cells_version;
+      ix->memo[l].c = cell;
+    }
     if (cell == NULL) continue;
     for (uint32_t i = 0; i < cell->vec.n; i++) {
       const sp_spj_item_t *it = &cell->vec.v[i];

@@ -269,6 +269,39 @@ const char *sp__spj_any_str(const sp_otlp_any_t *v, char *buf, size_t cap);
 /** The integer form of an attribute value (int, or a decimal string). */
 bool sp__spj_any_int(const sp_otlp_any_t *v, int64_t *out);
 
+/* ---- reading encoded traces (spanprofile_wire.c) ---------------------------------- */
+
+/** The fields of one span the join reads; pointers into the request (or decoded) bytes. */
+typedef struct sp_spj_wspan_s {
+  const uint8_t *trace, *span_id, *parent;
+  size_t trace_len, span_id_len, parent_len;
+  const char *name; /* not NUL-terminated */
+  size_t name_len;
+  uint64_t start, end;
+  uint32_t flags;
+  int64_t thread; /* SP_SPJ_NO_THREAD when absent */
+} sp_spj_wspan_t;
+
+/** Called per ResourceSpans with its encoded Resource (NULL, 0 when absent). 0 or SP_E*. */
+typedef int (*sp_spj_wire_resource_fn)(void *ctx, const uint8_t *res, size_t len);
+/** Called per span, in request order, after its resource. 0 or SP_E*. */
+typedef int (*sp_spj_wire_span_fn)(void *ctx, const sp_spj_wspan_t *s);
+
+/**
+ * Walks an encoded ExportTraceServiceRequest, reading span attribute
+ * @p thread_attr (NULL: none) for each span. 0, SP_EPROTO on anything it
+ * cannot read (the caller decodes instead), or a callback's code.
+ */
+int sp__spj_wire_walk(const uint8_t *buf, size_t len, const char *thread_attr,
+                      sp_spj_wire_resource_fn on_resource, sp_spj_wire_span_fn on_span, void *ctx);
+
+/**
+ * The first attribute @p key of an encoded Resource, as text (strings as
+ * they are; ints, bools and doubles formatted like sp__spj_any_str) into
+ * @p out. 1 found, 0 absent or not scalar, SP_EPROTO malformed.
+ */
+int sp__spj_wire_attr(const uint8_t *res, size_t len, const char *key, char *out, size_t cap);
+
 /* ---- the join engine (spanprofile_join.c) ---------------------------------------- */
 
 typedef struct sp_spj_s sp_spj_t;

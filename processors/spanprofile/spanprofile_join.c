@@ -391,6 +391,8 @@ static const sp_otlp_any_t *sp__attr(sp_otlp_kv_t *const *attrs, size_t n, const
 typedef const char *(*sp_spj_lookup_fn)(const void *src, size_t attr_i, const sp_spj_keyset_t *ks,
                                         char *tmp, size_t cap);
 
+#define SP_SPJ_VAL_MAX 256
+
 /* Builds the key string of key set @p set into @p buf; false when incomplete. */
 static bool sp__build_key(const sp_spj_t *j, size_t set, sp_spj_lookup_fn get, const void *src,
                           char *buf, size_t cap) {
@@ -398,7 +400,7 @@ static bool sp__build_key(const sp_spj_t *j, size_t set, sp_spj_lookup_fn get, c
   if (ks->n == 0) return false;
   size_t len = (size_t)snprintf(buf, cap, "%zu", set);
   for (size_t i = 0; i < ks->n; i++) {
-    char tmp[64];
+    char tmp[SP_SPJ_VAL_MAX];
     const char *v = get(src, i, ks, tmp, sizeof(tmp));
     if (v == NULL || v[0] == '\0') return false;
     size_t vl = strlen(v);
@@ -416,6 +418,17 @@ static const char *sp__res_get(const void *src, size_t i, const sp_spj_keyset_t 
   if (rs->resource == NULL) return NULL;
   return sp__spj_any_str(
       sp__attr(rs->resource->attributes, rs->resource->n_attributes, ks->dotted[i]), tmp, cap);
+}
+
+typedef struct sp_spj_wres_s {
+  const uint8_t *b;
+  size_t len;
+} sp_spj_wres_t;
+
+static const char *sp__wres_get(const void *src, size_t i, const sp_spj_keyset_t *ks, char *tmp,
+                                size_t cap) {
+  const sp_spj_wres_t *r = src;
+  return r->b != NULL && sp__spj_wire_attr(r->b, r->len, ks->dotted[i], tmp, cap) == 1 ? tmp : NULL;
 }
 
 static const char *sp__prof_get(const void *src, size_t i, const sp_spj_keyset_t *ks, char *tmp,
@@ -467,91 +480,185 @@ static void sp__enforce(sp_spj_t *j) {
   }
 }
 
+/* Indexing one traces batch: the unit being filled and the current resource. */
+typedef struct sp_spj_tctx_s {
+  sp_spj_t *j;
+  sp_spj_unit_t *u;
+  size_t cap;
+  size_t dups;
+  sp_spj_str_t *svc;
+  uint32_t proc;
+} sp_spj_tctx_t;
+
+static void sp__t_resource(sp_spj_tctx_t *c, const char *svc, char *keys[2]) {
+  sp_spj_t *j = c->j;
+  sp__spj_unintern(j->ix, c->svc);
+  c->svc = sp__spj_intern(j->ix, svc, strlen(svc));
+  c->proc = sp__spj_process(j->ix, keys, j->n_sets, true);
+}
+
+/* Indexes one span (or notes it as a duplicate); never fails: a span it cannot index still goes
+ * out. */
+static int sp__t_span(sp_spj_tctx_t *c, const sp_spj_wspan_t *w) {
+  sp_spj_t *j = c->j;
+  sp_spj_unit_t *u = c->u;
+  if (u->n_refs == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 64;
+    sp_spj_ref_t *r = sp_realloc(u->refs, cap * sizeof(*r));
+    if (r == NULL) return SP_ENOMEM;
+    j->unit_bytes += (cap - c->cap) * sizeof(*r);
+    u->side_bytes += (cap - c->cap) * sizeof(*r);
+    u->refs = r;
+    c->cap = cap;
+  }
+  sp_spj_ref_t *ref = &u->refs[u->n_refs++];
+  *ref = (sp_spj_ref_t){SP_SPJ_NONE, 0};
+  sp_spj_str_t *svc = c->svc;
+  if (svc == NULL || w->span_id_len != 8) return 0;
+  uint64_t id = sp__be64(w->span_id);
+  if (id == 0) return 0;
+  uint32_t dup = sp__spj_lookup(j->ix, svc, id);
+  if (dup != SP_SPJ_NONE) {
+    *ref = (sp_spj_ref_t){dup, sp__spj_at(j->ix, dup)->gen};
+    c->dups++;
+    return 0;
+  }
+  sp_spj_span_t t = {0};
+  t.span_id = id;
+  t.parent_id = w->parent_len == 8 ? sp__be64(w->parent) : 0;
+  t.start_ns = sp__ns(w->start);
+  t.end_ns = sp__ns(w->end);
+  if (w->trace_len == 16) memcpy(t.trace_id, w->trace, 16);
+  /* A local root: no parent, or a parent flagged remote (HAS_IS_REMOTE and IS_REMOTE). */
+  if (w->parent_len == 0 || (w->flags & 0x300u) == 0x300u) t.flags |= SP_SPJ_F_LOCAL_ROOT;
+  t.owner = t.held = u;
+  t.name = sp__spj_intern(j->ix, w->name != NULL ? w->name : "", w->name_len);
+  if (t.name == NULL) return 0;
+  svc->refs++;
+  t.svc = svc;
+  if (sp__spj_add(j->ix, &t, c->proc, w->thread, ref) != 0)
+    return 0; /* out of memory: the span is not joinable, but it is not lost */
+  u->owned++;
+  if (sp__counts_undecided(j, &t)) u->undecided++;
+  return 0;
+}
+
+static int sp__w_resource(void *ctx, const uint8_t *res, size_t len) {
+  sp_spj_tctx_t *c = ctx;
+  sp_spj_t *j = c->j;
+  char svc[SP_SPJ_VAL_MAX] = "";
+  if (res != NULL && sp__spj_wire_attr(res, len, "service.name", svc, sizeof(svc)) < 0)
+    return SP_EPROTO;
+  sp_spj_wres_t r = {res, len};
+  char keybuf[2][SP_SPJ_KEY_MAX];
+  char *keys[2] = {NULL, NULL};
+  for (size_t s = 0; s < j->n_sets; s++)
+    if (sp__build_key(j, s, sp__wres_get, &r, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
+  sp__t_resource(c, svc, keys);
+  return 0;
+}
+
+static int sp__w_span(void *ctx, const sp_spj_wspan_t *s) { return sp__t_span(ctx, s); }
+
+/* Indexes from the decoded request. */
+static int sp__t_decoded(sp_spj_tctx_t *c, const sp_otlp_traces_req_t *req) {
+  sp_spj_t *j = c->j;
+  char keybuf[2][SP_SPJ_KEY_MAX];
+  for (size_t r = 0; r < req->n_resource_spans; r++) {
+    const sp_otlp_resource_spans_t *rs = req->resource_spans[r];
+    char tmp[SP_SPJ_VAL_MAX];
+    const char *svc = rs->resource != NULL
+                          ? sp__spj_any_str(sp__attr(rs->resource->attributes,
+                                                     rs->resource->n_attributes, "service.name"),
+                                            tmp, sizeof(tmp))
+                          : NULL;
+    char *keys[2] = {NULL, NULL};
+    for (size_t s = 0; s < j->n_sets; s++)
+      if (sp__build_key(j, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
+    sp__t_resource(c, svc != NULL ? svc : "", keys);
+    for (size_t s = 0; s < rs->n_scope_spans; s++) {
+      const sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
+      for (size_t k = 0; k < ss->n_spans; k++) {
+        const sp_otlp_span_t *span = ss->spans[k];
+        sp_spj_wspan_t w = {
+            .trace = span->trace_id.data,
+            .trace_len = span->trace_id.len,
+            .span_id = span->span_id.data,
+            .span_id_len = span->span_id.len,
+            .parent = span->parent_span_id.data,
+            .parent_len = span->parent_span_id.len,
+            .name = span->name,
+            .name_len = span->name != NULL ? strlen(span->name) : 0,
+            .start = span->start_time_unix_nano,
+            .end = span->end_time_unix_nano,
+            .flags = span->flags,
+            .thread = SP_SPJ_NO_THREAD,
+        };
+        if (j->thread_attr != NULL &&
+            !sp__spj_any_int(sp__attr(span->attributes, span->n_attributes, j->thread_attr),
+                             &w.thread))
+          w.thread = SP_SPJ_NO_THREAD;
+        int rc = sp__t_span(c, &w);
+        if (rc != 0) return rc;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Forgets what a failed walk indexed so the unit can start over. */
+static void sp__t_rollback(sp_spj_tctx_t *c) {
+  sp_spj_unit_t *u = c->u;
+  for (size_t i = 0; i < u->n_refs; i++) {
+    sp_spj_span_t *e = sp__spj_deref(c->j->ix, u->refs[i]);
+    if (e != NULL && e->owner == u) sp__spj_remove(c->j->ix, u->refs[i].idx);
+  }
+  u->n_refs = u->owned = u->undecided = 0;
+  c->dups = 0;
+}
+
 void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms) {
   sp__spj_set_now(j->ix, now_ms);
-  const sp_otlp_traces_req_t *req = sp_traces_request(b);
-  size_t n = req != NULL ? sp_traces_count_spans(req) : 0;
-  if (req == NULL || n == 0) {
-    if (req == NULL)
-      sp__passthrough(j, SP_SIGNAL_TRACES, port, b);
-    else
-      sp__emit(j, SP_SIGNAL_TRACES, port, b);
+  if (b->span_count == 0 && b->req == NULL) {
+    sp__emit(j, SP_SIGNAL_TRACES, port, b);
     return;
   }
   sp_spj_unit_t *u = sp__unit_new(j, SP_SIGNAL_TRACES, port, now_ms);
-  if (u == NULL || (u->refs = sp_malloc(n * sizeof(*u->refs))) == NULL) {
-    sp_free(u);
+  if (u == NULL) {
     sp__passthrough(j, SP_SIGNAL_TRACES, port, b);
     return;
   }
   u->traces = b;
-  u->n_refs = n;
-  u->side_bytes = sizeof(*u) + n * sizeof(*u->refs);
+  u->side_bytes = sizeof(*u);
   j->unit_bytes += u->side_bytes;
-  size_t i = 0, dups = 0;
-  char keybuf[2][SP_SPJ_KEY_MAX];
-  for (size_t r = 0; r < req->n_resource_spans; r++) {
-    const sp_otlp_resource_spans_t *rs = req->resource_spans[r];
-    const sp_otlp_any_t *sv =
-        rs->resource != NULL
-            ? sp__attr(rs->resource->attributes, rs->resource->n_attributes, "service.name")
-            : NULL;
-    const char *svc_s =
-        sv != NULL &&
-                sv->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
-            ? sv->string_value
-            : "";
-    sp_spj_str_t *svc = sp__spj_intern(j->ix, svc_s, strlen(svc_s));
-    char *keys[2] = {NULL, NULL};
-    for (size_t s = 0; s < j->n_sets; s++)
-      if (sp__build_key(j, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
-    uint32_t proc = sp__spj_process(j->ix, keys, j->n_sets, true);
-    for (size_t s = 0; s < rs->n_scope_spans; s++) {
-      const sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
-      for (size_t k = 0; k < ss->n_spans; k++, i++) {
-        const sp_otlp_span_t *span = ss->spans[k];
-        u->refs[i] = (sp_spj_ref_t){SP_SPJ_NONE, 0};
-        if (svc == NULL || span->span_id.len != 8) continue;
-        uint64_t id = sp__be64(span->span_id.data);
-        if (id == 0) continue;
-        uint32_t dup = sp__spj_lookup(j->ix, svc, id);
-        if (dup != SP_SPJ_NONE) {
-          u->refs[i] = (sp_spj_ref_t){dup, sp__spj_at(j->ix, dup)->gen};
-          dups++;
-          continue;
-        }
-        sp_spj_span_t t = {0};
-        t.span_id = id;
-        t.parent_id = span->parent_span_id.len == 8 ? sp__be64(span->parent_span_id.data) : 0;
-        t.start_ns = sp__ns(span->start_time_unix_nano);
-        t.end_ns = sp__ns(span->end_time_unix_nano);
-        if (span->trace_id.len == 16) memcpy(t.trace_id, span->trace_id.data, 16);
-        if (span->parent_span_id.len == 0 || (span->flags & 0x300u) == 0x300u)
-          t.flags |= SP_SPJ_F_LOCAL_ROOT;
-        t.owner = t.held = u;
-        t.name = sp__spj_intern(j->ix, span->name != NULL ? span->name : "",
-                                span->name != NULL ? strlen(span->name) : 0);
-        svc->refs++;
-        t.svc = svc;
-        if (t.name == NULL) {
-          sp__spj_unintern(j->ix, svc);
-          continue;
-        }
-        int64_t thread = SP_SPJ_NO_THREAD;
-        if (j->thread_attr != NULL &&
-            !sp__spj_any_int(sp__attr(span->attributes, span->n_attributes, j->thread_attr),
-                             &thread))
-          thread = SP_SPJ_NO_THREAD;
-        if (sp__spj_add(j->ix, &t, proc, thread, &u->refs[i]) != 0)
-          continue; /* out of memory: the span is not joinable, but it is not lost */
-        u->owned++;
-        if (sp__counts_undecided(j, &t)) u->undecided++;
-      }
-    }
-    sp__spj_unintern(j->ix, svc);
+  sp_spj_tctx_t c = {.j = j, .u = u, .proc = SP_SPJ_NONE};
+  int rc = SP_EPROTO;
+  /*
+   * The bytes as received are read in place; a batch someone already
+   * decoded (or changed) is read decoded.
+   */
+  if (b->req == NULL && b->raw != NULL) {
+    rc = sp__spj_wire_walk(b->raw, b->raw_len, j->thread_attr, sp__w_resource, sp__w_span, &c);
+    if (rc != 0) sp__t_rollback(&c);
+  }
+  if (rc != 0) {
+    const sp_otlp_traces_req_t *req = sp_traces_request(b);
+    rc = req != NULL ? sp__t_decoded(&c, req) : SP_ENOMEM;
+    if (rc != 0) sp__t_rollback(&c);
+  }
+  sp__spj_unintern(j->ix, c.svc);
+  if (rc != 0 || u->n_refs == 0) {
+    u->traces = NULL;
+    sp__unit_free(j, u);
+    if (rc != 0)
+      sp__passthrough(j, SP_SIGNAL_TRACES, port, b);
+    else
+      sp__emit(j, SP_SIGNAL_TRACES, port, b);
+    sp__gauges(j);
+    return;
   }
   sp_metric_add(j->m.spans_indexed, u->owned);
-  sp_metric_add(j->m.spans_duplicate, dups);
+  sp_metric_add(j->m.spans_duplicate, c.dups);
   bool hold = j->cpu || u->undecided > 0;
   if (u->owned > 0) sp__index_link(j, u);
   if (hold) {
@@ -723,6 +830,12 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
   sp_spj_wlist_t wl = {0};
   size_t cap_pend = 0;
   bool oom = false;
+  /*
+   * A tentative thread/time join only serves spans whose batch is held (to
+   * credit them before they leave); when spans are never held, the one
+   * resolution at the profile's departure is enough.
+   */
+  bool tentative = j->cpu || j->pid_mode != SP_SPJ_PID_NONE;
   for (size_t pidx = 0; pidx < b->n && !oom; pidx++) {
     sp_profile_t *p = &b->items[pidx];
     if (sp_profile_decode(b, p) == NULL) continue; /* corrupt pprof: forwarded as it came */
@@ -734,7 +847,11 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
       sp_spj_skey_t k;
       sp__spj_sample_key(&pi.c, s, &k);
       uint32_t idx = SP_SPJ_NONE;
-      int r = sp__resolve(j, &pi, &k, &idx);
+      int r;
+      if (!k.has_id && k.time_ns > 0 && !tentative)
+        r = SP_SPJ_R_NO_SPAN; /* resolved once, when the profile leaves */
+      else
+        r = sp__resolve(j, &pi, &k, &idx);
       sp_spj_ref_t tent = {SP_SPJ_NONE, 0};
       if (r == SP_SPJ_JOINED_ID) {
         sp_spj_span_t *e = sp__spj_at(j->ix, idx);

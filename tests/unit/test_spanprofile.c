@@ -702,6 +702,8 @@ static void gt_deliver(fx_t *f, gt_t *g, size_t span_batch, size_t sample_batch,
   for (size_t i = 0; i < nd; i++) {
     if (d[i].traces) {
       sp_traces_t *t = mk_traces(&gt_res[d[i].proc], perm[d[i].proc] + d[i].first, d[i].n);
+      /* every third batch arrives decoded (as after another processor): the other index path */
+      if (i % 3 == 0) assert_non_null(sp_traces_request(t));
       assert_int_equal(sp_consume_traces(f->in_traces, t), 0);
     } else {
       sp_profiles_t *b = sp_profiles_create();
@@ -1396,6 +1398,40 @@ static void test_out_of_memory(void **state) {
   }
 }
 
+/* Bytes the wire reader cannot read fall back to protobuf-c; bytes neither reads go on as they are.
+ */
+static void test_malformed_traces(void **state) {
+  (void)state;
+  fx_t f;
+  fx_loop_init(&f);
+  fx_make(&f, "wait: 1h\n");
+  tspan_t sp[2] = {mkspan(0x401, 0, 0, 100, 1, "root"), mkspan(0x402, 0x401, 10, 20, 1, "c")};
+  tspan_t *pp[2] = {&sp[0], &sp[1]};
+  sp_traces_t *good = mk_traces(&res_a, pp, 2);
+  const uint8_t *bytes;
+  size_t len;
+  assert_int_equal(sp_traces_encoded(good, &bytes, &len), 0);
+  /* every truncation of a valid request, wrapped without validation */
+  for (size_t cut = 1; cut < len; cut += 7) {
+    uint8_t *b = sp_malloc(cut);
+    memcpy(b, bytes, cut);
+    sp_traces_t *t = sp_traces_wrap(b, cut, 2);
+    assert_non_null(t);
+    assert_int_equal(sp_consume_traces(f.in_traces, t), 0);
+  }
+  /* garbage: a group wire type the reader refuses and protobuf-c too */
+  uint8_t *junk = sp_malloc(4);
+  memcpy(junk, "\x0b\x0c\x0d\x0e", 4);
+  assert_int_equal(sp_consume_traces(f.in_traces, sp_traces_wrap(junk, 4, 1)), 0);
+  assert_true(metric(&f, "spanprof_processor_spanprofile_passthrough_batches_total", NULL) > 0);
+  assert_int_equal(sp_consume_traces(f.in_traces, good), 0);
+  tsample_t s[1] = {{.t = T0 + 15 * MS, .thread = 1, .gt = 1}};
+  assert_int_equal(send_samples(&f, "svc", "i1", s, 1), 0);
+  fx_stop(&f);
+  assert_string_equal(out_label(&f, 1, "span_name"), "c");
+  fx_free(&f);
+}
+
 /* Lifecycle: shutdown without start, destroy without start, bad config. */
 static void test_lifecycle_and_config(void **state) {
   (void)state;
@@ -1440,16 +1476,16 @@ static void test_lifecycle_and_config(void **state) {
 int main(void) {
   sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_ground_truth_flush),   cmocka_unit_test(test_ground_truth_timer),
-      cmocka_unit_test(test_early_emission),       cmocka_unit_test(test_id_join_service_and_order),
-      cmocka_unit_test(test_profile_id_none),      cmocka_unit_test(test_duplicates),
-      cmocka_unit_test(test_unknown_process),      cmocka_unit_test(test_ambiguity),
-      cmocka_unit_test(test_memory_bound),         cmocka_unit_test(test_eviction_never_falls_back),
-      cmocka_unit_test(test_byte_bound),           cmocka_unit_test(test_refusal_retried),
-      cmocka_unit_test(test_refusal_at_shutdown),  cmocka_unit_test(test_shutdown_flushes),
-      cmocka_unit_test(test_late_inner_span),      cmocka_unit_test(test_late_samples_window),
-      cmocka_unit_test(test_reload_stash),         cmocka_unit_test(test_out_of_memory),
-      cmocka_unit_test(test_lifecycle_and_config),
+      cmocka_unit_test(test_ground_truth_flush),  cmocka_unit_test(test_ground_truth_timer),
+      cmocka_unit_test(test_early_emission),      cmocka_unit_test(test_id_join_service_and_order),
+      cmocka_unit_test(test_profile_id_none),     cmocka_unit_test(test_duplicates),
+      cmocka_unit_test(test_unknown_process),     cmocka_unit_test(test_ambiguity),
+      cmocka_unit_test(test_memory_bound),        cmocka_unit_test(test_eviction_never_falls_back),
+      cmocka_unit_test(test_byte_bound),          cmocka_unit_test(test_refusal_retried),
+      cmocka_unit_test(test_refusal_at_shutdown), cmocka_unit_test(test_shutdown_flushes),
+      cmocka_unit_test(test_late_inner_span),     cmocka_unit_test(test_late_samples_window),
+      cmocka_unit_test(test_reload_stash),        cmocka_unit_test(test_out_of_memory),
+      cmocka_unit_test(test_malformed_traces),    cmocka_unit_test(test_lifecycle_and_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
