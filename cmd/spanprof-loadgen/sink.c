@@ -482,8 +482,12 @@ static void lg__http_handler(sp_http_request_t *req, void *ctx) {
     return;
   }
   if (strcmp(req->path, "/reset") == 0) {
+    /* The counters as they were, so that nothing counted between a read and the reset is lost. */
+    sp_buf_init(&out, 0);
+    lg__stats_json(s, &out);
     lg__reset(s);
-    sp_http_respond(req, 200, "text/plain", "ok\n", 3, NULL, 0);
+    sp_http_respond(req, 200, "application/json", out.data, out.len, NULL, 0);
+    sp_buf_free(&out);
     return;
   }
   if (strcmp(req->path, "/faults") == 0) {
@@ -602,7 +606,7 @@ static const char lg__sink_help[] =
     "  --retry-after S       Retry-After seconds on faults (gRPC: RetryInfo)\n"
     "  --json                print the final counters as JSON (default: also JSON)\n"
     "\n"
-    "Control (on the HTTP endpoint): GET /stats, POST /reset,\n"
+    "Control (on the HTTP endpoint): GET /stats, POST /reset (answers the counters it cleared),\n"
     "POST /faults?status=503&ratio=0.5&delay=20ms&retry_after=1 (no query: no faults).\n";
 
 int lg_sink_main(int argc, char **argv) {
