@@ -26,7 +26,8 @@
  *      the thread unknown on one side, only a sole active span is taken.
  *      Ambiguity is never guessed.
  *   Joined samples gain the labels span_id (join by thread/time only),
- *   span_name and trace_id where they lack them.
+ *   span_name and trace_id where they lack them. Data of different tenants
+ *   (X-Scope-OrgID) never joins.
  *
  * Span attributes added on emission (TraceQL: span.<name>)
  *   pyroscope.profile.id  string  the span's own ID in hex, on joined local

@@ -12,7 +12,9 @@
  *                         ("units"), the hold window, memory bound and
  *                         eviction, tentative and final resolution of samples;
  *   spanprofile_enrich.c  reading sample keys out of pprof, writing labels
- *                         into pprof samples and attributes onto spans.
+ *                         into pprof samples and attributes onto spans;
+ *   spanprofile_wire.c    reading span fields from encoded requests without
+ *                         decoding them.
  *
  * Everything runs on the loop thread. Names with `sp__spj_` are internal to
  * this folder.

@@ -10,6 +10,10 @@
  * after a span is itself held up to `wait` and resolves its samples only
  * when it leaves; the span must still be known then.
  *
+ * Spans are indexed from the request bytes as received (spanprofile_wire.c);
+ * a held batch is decoded only if one of its spans gains an attribute, so
+ * an unchanged batch leaves as the bytes it came in as.
+ *
  * Samples are resolved twice:
  *  - on arrival, against the spans known then. A join by span ID is final
  *    (IDs are unique); its labels are written at once and the span is
@@ -25,7 +29,11 @@
  * nothing more can change it: no span it holds can gain an attribute
  * (profile_id_attribute: none, or no local roots in local_roots mode), or
  * every such span was joined finally — unless span_cpu_attributes asks for
- * the full window.
+ * the full window. When span batches are never held (profile_id_attribute:
+ * none without span_cpu_attributes) the tentative pass is skipped.
+ *
+ * Keys are scoped by tenant (X-Scope-OrgID): the service of the span-ID
+ * join and the process identity both include it, so tenants never mix.
  *
  * Memory is bounded by max_held_spans (indexed spans) and max_held_bytes
  * (held batches plus the index): when over, the oldest unit goes first —
@@ -393,12 +401,25 @@ typedef const char *(*sp_spj_lookup_fn)(const void *src, size_t attr_i, const sp
 
 #define SP_SPJ_VAL_MAX 256
 
+/*
+ * Data of different tenants (X-Scope-OrgID) never joins: service and
+ * process keys are scoped by the tenant. Writes "tenant\x1es" into @p buf
+ * and returns it, or @p s itself without a tenant; NULL when too long.
+ */
+static const char *sp__scoped(const char *tenant, const char *s, char *buf, size_t cap) {
+  if (tenant == NULL || tenant[0] == '\0') return s;
+  int n = snprintf(buf, cap, "%s\x1e%s", tenant, s);
+  return n >= 0 && (size_t)n < cap ? buf : NULL;
+}
+
 /* Builds the key string of key set @p set into @p buf; false when incomplete. */
-static bool sp__build_key(const sp_spj_t *j, size_t set, sp_spj_lookup_fn get, const void *src,
-                          char *buf, size_t cap) {
+static bool sp__build_key(const sp_spj_t *j, const char *tenant, size_t set, sp_spj_lookup_fn get,
+                          const void *src, char *buf, size_t cap) {
   const sp_spj_keyset_t *ks = &j->sets[set];
   if (ks->n == 0) return false;
-  size_t len = (size_t)snprintf(buf, cap, "%zu", set);
+  int n = snprintf(buf, cap, "%s\x1e%zu", tenant != NULL ? tenant : "", set);
+  if (n < 0 || (size_t)n >= cap) return false;
+  size_t len = (size_t)n;
   for (size_t i = 0; i < ks->n; i++) {
     char tmp[SP_SPJ_VAL_MAX];
     const char *v = get(src, i, ks, tmp, sizeof(tmp));
@@ -488,12 +509,15 @@ typedef struct sp_spj_tctx_s {
   size_t dups;
   sp_spj_str_t *svc;
   uint32_t proc;
+  const char *tenant;
 } sp_spj_tctx_t;
 
 static void sp__t_resource(sp_spj_tctx_t *c, const char *svc, char *keys[2]) {
   sp_spj_t *j = c->j;
+  char buf[SP_SPJ_KEY_MAX];
+  const char *scoped = sp__scoped(c->tenant, svc, buf, sizeof(buf));
   sp__spj_unintern(j->ix, c->svc);
-  c->svc = sp__spj_intern(j->ix, svc, strlen(svc));
+  c->svc = scoped != NULL ? sp__spj_intern(j->ix, scoped, strlen(scoped)) : NULL;
   c->proc = sp__spj_process(j->ix, keys, j->n_sets, true);
 }
 
@@ -553,7 +577,8 @@ static int sp__w_resource(void *ctx, const uint8_t *res, size_t len) {
   char keybuf[2][SP_SPJ_KEY_MAX];
   char *keys[2] = {NULL, NULL};
   for (size_t s = 0; s < j->n_sets; s++)
-    if (sp__build_key(j, s, sp__wres_get, &r, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
+    if (sp__build_key(j, c->tenant, s, sp__wres_get, &r, keybuf[s], SP_SPJ_KEY_MAX))
+      keys[s] = keybuf[s];
   sp__t_resource(c, svc, keys);
   return 0;
 }
@@ -574,7 +599,8 @@ static int sp__t_decoded(sp_spj_tctx_t *c, const sp_otlp_traces_req_t *req) {
                           : NULL;
     char *keys[2] = {NULL, NULL};
     for (size_t s = 0; s < j->n_sets; s++)
-      if (sp__build_key(j, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
+      if (sp__build_key(j, c->tenant, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX))
+        keys[s] = keybuf[s];
     sp__t_resource(c, svc != NULL ? svc : "", keys);
     for (size_t s = 0; s < rs->n_scope_spans; s++) {
       const sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
@@ -631,7 +657,7 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
   u->traces = b;
   u->side_bytes = sizeof(*u);
   j->unit_bytes += u->side_bytes;
-  sp_spj_tctx_t c = {.j = j, .u = u, .proc = SP_SPJ_NONE};
+  sp_spj_tctx_t c = {.j = j, .u = u, .proc = SP_SPJ_NONE, .tenant = b->meta.tenant};
   int rc = SP_EPROTO;
   /*
    * The bytes as received are read in place; a batch someone already
@@ -685,17 +711,20 @@ typedef struct sp_spj_pinfo_s {
   uint32_t proc;
 } sp_spj_pinfo_t;
 
-static void sp__pinfo(sp_spj_t *j, sp_profile_t *p, sp_spj_pinfo_t *pi) {
+static void sp__pinfo(sp_spj_t *j, const char *tenant, sp_profile_t *p, sp_spj_pinfo_t *pi) {
   sp__spj_pctx_init(&pi->c, p, (const char *const *)j->id_labels, j->n_id_labels, j->thread_label,
                     j->time_label);
   const char *svc = sp_profile_label(p, "service_name");
   if (svc == NULL) svc = sp_profile_label(p, "service.name");
   if (svc == NULL) svc = "";
-  pi->svc = sp__spj_intern_find(j->ix, svc, strlen(svc));
+  char buf[SP_SPJ_KEY_MAX];
+  const char *scoped = sp__scoped(tenant, svc, buf, sizeof(buf));
+  pi->svc = scoped != NULL ? sp__spj_intern_find(j->ix, scoped, strlen(scoped)) : NULL;
   char keybuf[2][SP_SPJ_KEY_MAX];
   char *keys[2] = {NULL, NULL};
   for (size_t s = 0; s < j->n_sets; s++)
-    if (sp__build_key(j, s, sp__prof_get, p, keybuf[s], SP_SPJ_KEY_MAX)) keys[s] = keybuf[s];
+    if (sp__build_key(j, tenant, s, sp__prof_get, p, keybuf[s], SP_SPJ_KEY_MAX))
+      keys[s] = keybuf[s];
   pi->proc = sp__spj_process(j->ix, keys, j->n_sets, false);
 }
 
@@ -790,7 +819,7 @@ static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted) {
       continue;
     }
     sp_spj_pinfo_t pi;
-    sp__pinfo(j, p, &pi);
+    sp__pinfo(j, u->profiles->meta.tenant, p, &pi);
     for (; i < u->n_pend && u->pend[i].prof == prof; i++) {
       const sp_spj_pend_t *pd = &u->pend[i];
       sp_spj_skey_t k;
@@ -840,7 +869,7 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
     sp_profile_t *p = &b->items[pidx];
     if (sp_profile_decode(b, p) == NULL) continue; /* corrupt pprof: forwarded as it came */
     sp_spj_pinfo_t pi;
-    sp__pinfo(j, p, &pi);
+    sp__pinfo(j, b->meta.tenant, p, &pi);
     size_t ns = p->pprof->n_sample;
     u->n_samples += ns;
     for (size_t s = 0; s < ns; s++) {

@@ -1432,6 +1432,35 @@ static void test_malformed_traces(void **state) {
   fx_free(&f);
 }
 
+/* Spans and samples of different tenants (X-Scope-OrgID) never join, even with equal IDs. */
+static void test_tenants_never_mix(void **state) {
+  (void)state;
+  fx_t f;
+  fx_loop_init(&f);
+  fx_make(&f, "wait: 1h\n");
+  tspan_t sp[1] = {mkspan(0x501, 0, 0, 100, 1, "tenant-a-span")};
+  tspan_t *p = &sp[0];
+  sp_traces_t *t = mk_traces(&res_a, &p, 1);
+  t->meta.tenant = sp_arena_strdup(t->arena, "a");
+  assert_int_equal(sp_consume_traces(f.in_traces, t), 0);
+  const char *tenants[2] = {"b", "a"};
+  for (int k = 0; k < 2; k++) {
+    tsample_t s[2] = {{.span_id = 0x501, .gt = 1 + 2 * k},
+                      {.t = T0 + 10 * MS, .thread = 1, .gt = 2 + 2 * k}};
+    sp_profiles_t *b = sp_profiles_create();
+    sp_label_t l[3] = {{"__name__", "cpu"}, {"service_name", "svc"}, {"service_instance_id", "i1"}};
+    add_profile(b, l, 3, s, 2, SAMPLE_SIDE);
+    b->meta.tenant = sp_profiles_strdup(b, tenants[k]);
+    assert_int_equal(sp_consume_profiles(f.in_profiles, b), 0);
+  }
+  fx_stop(&f);
+  assert_null(out_label(&f, 1, "span_name"));
+  assert_null(out_label(&f, 2, "span_name"));
+  assert_string_equal(out_label(&f, 3, "span_name"), "tenant-a-span");
+  assert_string_equal(out_label(&f, 4, "span_name"), "tenant-a-span");
+  fx_free(&f);
+}
+
 /* Lifecycle: shutdown without start, destroy without start, bad config. */
 static void test_lifecycle_and_config(void **state) {
   (void)state;
@@ -1476,16 +1505,17 @@ static void test_lifecycle_and_config(void **state) {
 int main(void) {
   sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_ground_truth_flush),  cmocka_unit_test(test_ground_truth_timer),
-      cmocka_unit_test(test_early_emission),      cmocka_unit_test(test_id_join_service_and_order),
-      cmocka_unit_test(test_profile_id_none),     cmocka_unit_test(test_duplicates),
-      cmocka_unit_test(test_unknown_process),     cmocka_unit_test(test_ambiguity),
-      cmocka_unit_test(test_memory_bound),        cmocka_unit_test(test_eviction_never_falls_back),
-      cmocka_unit_test(test_byte_bound),          cmocka_unit_test(test_refusal_retried),
-      cmocka_unit_test(test_refusal_at_shutdown), cmocka_unit_test(test_shutdown_flushes),
-      cmocka_unit_test(test_late_inner_span),     cmocka_unit_test(test_late_samples_window),
-      cmocka_unit_test(test_reload_stash),        cmocka_unit_test(test_out_of_memory),
-      cmocka_unit_test(test_malformed_traces),    cmocka_unit_test(test_lifecycle_and_config),
+      cmocka_unit_test(test_ground_truth_flush),   cmocka_unit_test(test_ground_truth_timer),
+      cmocka_unit_test(test_early_emission),       cmocka_unit_test(test_id_join_service_and_order),
+      cmocka_unit_test(test_profile_id_none),      cmocka_unit_test(test_duplicates),
+      cmocka_unit_test(test_unknown_process),      cmocka_unit_test(test_ambiguity),
+      cmocka_unit_test(test_memory_bound),         cmocka_unit_test(test_eviction_never_falls_back),
+      cmocka_unit_test(test_byte_bound),           cmocka_unit_test(test_refusal_retried),
+      cmocka_unit_test(test_refusal_at_shutdown),  cmocka_unit_test(test_shutdown_flushes),
+      cmocka_unit_test(test_late_inner_span),      cmocka_unit_test(test_late_samples_window),
+      cmocka_unit_test(test_reload_stash),         cmocka_unit_test(test_out_of_memory),
+      cmocka_unit_test(test_malformed_traces),     cmocka_unit_test(test_tenants_never_mix),
+      cmocka_unit_test(test_lifecycle_and_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
