@@ -67,7 +67,8 @@
  *   spanprof_processor_spanprofile_passthrough_batches_total (could not be held)
  *   spanprof_processor_spanprofile_refused_total           (next stage said retry)
  *   spanprof_processor_spanprofile_held_spans / _held_samples / _held_bytes (gauges)
- *   spanprof_processor_dropped_items_total                 (only at the drain deadline)
+ *   spanprof_processor_dropped_items_total   (only: refused past the drain deadline, or
+ *                                             held by a processor a reload removed)
  *
  * Delivery: a batch the next stage refuses retryably is kept, in order, and
  * retried every wait/4 (10 ms .. 1 s); meanwhile that port refuses new input
@@ -249,7 +250,10 @@ typedef struct sp_spp_stash_s {
   char *fingerprint;
   char *id;
   sp_spj_t *join;
-  sp_metric_t *dropped;
+  struct {
+    sp_spj_metrics_t join;
+    sp_metric_t *dropped_items;
+  } m; /* series live in the service's registry, which outlives reloads */
 } sp_spp_stash_t;
 
 static unsigned sp__sig_slot(unsigned signal) { return signal == SP_SIGNAL_TRACES ? 0 : 1; }
@@ -535,15 +539,15 @@ static int sp__spanprofile_attach(sp_component_t *base, unsigned signal, sp_cons
 static void sp__stash_free(void *state) {
   sp_spp_stash_t *st = state;
   if (st == NULL) return;
-  size_t spans = 0, samples = 0;
-  if (st->join != NULL) sp__spj_held(st->join, &spans, &samples);
-  if (spans > 0 || samples > 0) {
+  size_t items = st->join != NULL ? sp__spj_held_items(st->join) : 0;
+  if (items > 0) {
     sp_log_error(st->id,
-                 "the reloaded configuration has no such processor: dropped the join "
-                 "window (%zu span(s) indexed, %zu sample(s) held)",
-                 spans, samples);
-    sp_metric_add(st->dropped, samples);
+                 "the reloaded configuration has no such processor: dropped the %zu span(s) "
+                 "and profile(s) its join window held",
+                 items);
+    sp_metric_add(st->m.dropped_items, items);
   }
+  if (st->join != NULL) sp__spj_zero_gauges(st->join, &st->m.join);
   sp__spj_destroy(st->join);
   sp_free(st->fingerprint);
   sp_free(st->id);
@@ -648,7 +652,8 @@ static void sp__spanprofile_shutdown(sp_component_t *base, sp_done_cb cb, void *
       st->fingerprint = sp_strdup(self->fingerprint);
       st->id = sp_strdup(base->id != NULL ? base->id : "spanprofile");
       st->join = self->join;
-      st->dropped = self->dropped;
+      st->m.join = self->m;
+      st->m.dropped_items = self->dropped;
     }
     if (st != NULL && st->fingerprint != NULL && st->id != NULL &&
         sp_host_stash_put(host, self->stash_key, st, sp__stash_free) == 0) {

@@ -331,6 +331,10 @@ uint64_t sp__spj_deadline(sp_spj_t *j);
 void sp__spj_flush(sp_spj_t *j);
 /** Spans and samples held (for logs). */
 void sp__spj_held(sp_spj_t *j, size_t *spans, size_t *samples);
+/** Spans and profiles in held batches (what would be lost if the engine were freed). */
+size_t sp__spj_held_items(sp_spj_t *j);
+/** Sets the held_* gauges of @p m to zero (an engine that is going away). */
+void sp__spj_zero_gauges(sp_spj_t *j, const sp_spj_metrics_t *m);
 /** Frees the engine, releasing held batches without emitting them. Accepts NULL. */
 void sp__spj_destroy(sp_spj_t *j);
 

@@ -985,6 +985,20 @@ void sp__spj_held(sp_spj_t *j, size_t *spans, size_t *samples) {
   *samples = j->held_samples;
 }
 
+size_t sp__spj_held_items(sp_spj_t *j) {
+  size_t n = 0;
+  for (sp_spj_unit_t *u = j->hold_head; u != NULL; u = u->next)
+    n += u->signal == SP_SIGNAL_TRACES ? u->n_refs : u->profiles->n;
+  return n;
+}
+
+void sp__spj_zero_gauges(sp_spj_t *j, const sp_spj_metrics_t *m) {
+  (void)j;
+  sp_metric_set(m->held_spans, 0);
+  sp_metric_set(m->held_samples, 0);
+  sp_metric_set(m->held_bytes, 0);
+}
+
 void sp__spj_destroy(sp_spj_t *j) {
   if (j == NULL) return;
   while (j->hold_head != NULL) {

@@ -1350,7 +1350,10 @@ static void test_reload_stash(void **state) {
   f.host.reloading = true;
   fx_stop(&f);
   f.host.reloading = false;
+  assert_int_equal(metric(&f, "spanprof_processor_spanprofile_held_spans", NULL), 1);
   sp_host_stash_clear(&f.host);
+  assert_int_equal(metric(&f, "spanprof_processor_dropped_items_total", NULL), 1);
+  assert_int_equal(metric(&f, "spanprof_processor_spanprofile_held_spans", NULL), 0);
   fx_free(&f);
 }
 
