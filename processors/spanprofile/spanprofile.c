@@ -45,7 +45,7 @@
  * Config
  *   wait                         15s        how long each side waits for the other
  *   max_held_spans               1000000    indexed spans (kept 2 x wait for late samples)
- *   max_held_bytes               512MiB     held batches + index
+ *   max_held_bytes               128MiB     held batches + index
  *   profile_id_attribute         local_roots | all | none
  *   span_cpu_attributes          false      hold every span `wait` and add the profile.* attributes
  *   process_attributes           [service.name, service.instance.id]
@@ -123,7 +123,7 @@ static const sp_cfg_field_t sp__spanprofile_fields[] = {
     {.key = "max_held_bytes",
      .type = SP_CFG_SIZE,
      .offset = offsetof(sp_spanprofile_cfg_t, max_held_bytes),
-     .def = "512MiB",
+     .def = "128MiB",
      .min = 1024,
      .max = 1e13},
     {.key = "profile_id_attribute",
