@@ -114,9 +114,9 @@ typedef bool (*lg_fill_cb)(void *ctx, lg_job_t *job);
 typedef struct lg_send_opts_s {
   size_t connections;   /* HTTP connections / gRPC channels */
   size_t inflight;      /* jobs at once (0: = connections) */
-  double rate;          /* items per second of the first part's kind; 0: as fast as possible */
+  double rate;          /* items per second of targets[0]'s kind; 0: as fast as possible */
   uint64_t duration_ms; /* stop starting jobs after this (0: until count) */
-  double count;         /* stop after this many items of the first part's kind (0: no limit) */
+  double count;         /* stop after this many items of targets[0]'s kind (0: no limit) */
   uint64_t timeout_ms;  /* per request */
   uint64_t drain_ms;    /* after the end, wait this long for retries to finish */
   uint64_t retry_initial_ms, retry_max_ms;

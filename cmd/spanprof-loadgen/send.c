@@ -281,7 +281,12 @@ static void lg__try_start(lg_job_t *job) {
     lg__maybe_finish(eng);
     return;
   }
-  size_t items = job->parts[0].items;
+  /* Rate and count are in items of the first target's kind (profiles when
+   * a job sends a profile after its spans). */
+  size_t items = 0;
+  for (size_t p = 0; p < job->n_parts; p++)
+    if (job->parts[p].target->items == lg__first_kind(eng))
+      items += job->parts[p].items;
   if (eng->o.rate > 0) {
     uint64_t step = (uint64_t)((double)items / eng->o.rate * 1e9);
     /* Behind schedule by more than a second: do not burst to catch up. */

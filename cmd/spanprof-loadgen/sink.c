@@ -16,8 +16,9 @@
  * Counters are served as JSON on GET /stats (POST /reset zeroes them and
  * the latency histogram), written to --stats-file every second, and printed
  * at exit. POST /faults?status=503&ratio=0.5&delay=20ms&retry_after=1 (or
- * the same flags) makes the sink answer a share of requests with an error
- * status (mapped to a gRPC code on gRPC) and/or late.
+ * the same flags; every=N instead of ratio fails exactly every Nth request)
+ * makes the sink answer a share of requests with an error status (mapped to
+ * a gRPC code on gRPC) and/or late.
  */
 #include "cmd/spanprof-loadgen/loadgen.h"
 
@@ -43,7 +44,7 @@
 typedef struct lg_sink_counts_s {
   uint64_t requests, bytes, decoded_bytes;
   uint64_t spans, resource_spans;
-  uint64_t profiles, samples, samples_span_id, samples_span_name;
+  uint64_t profiles, inspected, samples, samples_span_id, samples_span_name;
   uint64_t bad, faults;
   uint64_t traces_requests, profiles_requests;
 } lg_sink_counts_t;
@@ -51,6 +52,8 @@ typedef struct lg_sink_counts_s {
 typedef struct lg_faults_s {
   int status;      /* HTTP status to answer (0: none) */
   double ratio;    /* share of requests that get it (0..1) */
+  uint64_t every;  /* instead: exactly every Nth request gets it (0: use ratio) */
+  uint64_t seen;
   uint64_t delay_ms;
   int retry_after; /* seconds; 0: no header */
 } lg_faults_t;
@@ -62,7 +65,8 @@ typedef struct lg_sink_s {
   lg_sink_counts_t c;
   lg_hist_t lat;
   lg_faults_t faults;
-  bool count_samples;
+  uint64_t inspect_every; /* read 1 in N pprof bodies for sample counts (0: none) */
+  uint64_t seen_profiles;
   uint64_t rng;
   uint64_t start_ns, reset_ns;
   const char *stats_file;
@@ -181,8 +185,9 @@ static void lg__count_pprof(lg_sink_t *s, const uint8_t *buf, size_t len) {
 /* A pprof as sent (gzip or not). */
 static void lg__count_profile_bytes(lg_sink_t *s, const uint8_t *buf, size_t len) {
   s->c.profiles++;
-  if (!s->count_samples)
+  if (s->inspect_every == 0 || s->seen_profiles++ % s->inspect_every != 0)
     return;
+  s->c.inspected++;
   if (len >= 2 && sp_is_gzip(buf, len)) {
     sp_buf_t out;
     sp_buf_init(&out, 0);
@@ -253,12 +258,12 @@ static void lg__stats_json(lg_sink_t *s, sp_buf_t *out) {
                 "{\"uptime_s\":%.3f,\"since_reset_s\":%.3f,\"requests\":%" PRIu64
                 ",\"bytes\":%" PRIu64 ",\"decoded_bytes\":%" PRIu64 ",\"spans\":%" PRIu64
                 ",\"resource_spans\":%" PRIu64 ",\"traces_requests\":%" PRIu64
-                ",\"profiles\":%" PRIu64 ",\"samples\":%" PRIu64 ",\"samples_span_id\":%" PRIu64
+                ",\"profiles\":%" PRIu64 ",\"inspected_profiles\":%" PRIu64 ",\"samples\":%" PRIu64 ",\"samples_span_id\":%" PRIu64
                 ",\"samples_span_name\":%" PRIu64 ",\"profiles_requests\":%" PRIu64
                 ",\"bad\":%" PRIu64 ",\"faults\":%" PRIu64,
                 (double)(now - s->start_ns) / 1e9, (double)(now - s->reset_ns) / 1e9, c->requests,
                 c->bytes, c->decoded_bytes, c->spans, c->resource_spans, c->traces_requests,
-                c->profiles, c->samples, c->samples_span_id, c->samples_span_name,
+                c->profiles, c->inspected, c->samples, c->samples_span_id, c->samples_span_name,
                 c->profiles_requests, c->bad, c->faults);
   sp_buf_printf(out,
                 ",\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"count\":%" PRIu64
@@ -297,7 +302,7 @@ static void lg__write_stats_file(lg_sink_t *s) {
 static int lg__parse_faults(const char *query, lg_faults_t *f) {
   char buf[512];
   snprintf(buf, sizeof(buf), "%s", query);
-  lg_faults_t n = {0, 1.0, 0, 0};
+  lg_faults_t n = {0, 1.0, 0, 0, 0, 0};
   for (char *save = NULL, *kv = strtok_r(buf, "&", &save); kv != NULL;
        kv = strtok_r(NULL, "&", &save)) {
     char *eq = strchr(kv, '=');
@@ -309,6 +314,8 @@ static int lg__parse_faults(const char *query, lg_faults_t *f) {
       n.status = atoi(v);
     else if (strcmp(kv, "ratio") == 0)
       n.ratio = atof(v);
+    else if (strcmp(kv, "every") == 0)
+      n.every = strtoull(v, NULL, 10);
     else if (strcmp(kv, "delay") == 0) {
       if (lg_parse_duration(v, &n.delay_ms) != 0)
         return -1;
@@ -325,7 +332,11 @@ static int lg__parse_faults(const char *query, lg_faults_t *f) {
 
 /* Whether this request gets the fault status. */
 static bool lg__fault_now(lg_sink_t *s) {
-  if (s->faults.status == 0 || s->faults.ratio <= 0)
+  if (s->faults.status == 0)
+    return false;
+  if (s->faults.every > 0)
+    return ++s->faults.seen % s->faults.every == 0;
+  if (s->faults.ratio <= 0)
     return false;
   if (s->faults.ratio >= 1)
     return true;
@@ -493,7 +504,7 @@ static void lg__http_handler(sp_http_request_t *req, void *ctx) {
   if (strcmp(req->path, "/faults") == 0) {
     lg_faults_t f;
     if (lg__parse_faults(req->query, &f) != 0) {
-      const char *m = "bad faults query; keys: status, ratio, delay, retry_after\n";
+      const char *m = "bad faults query; keys: status, ratio, every, delay, retry_after\n";
       sp_http_respond(req, 400, "text/plain", m, strlen(m), NULL, 0);
       return;
     }
@@ -599,15 +610,18 @@ static const char lg__sink_help[] =
     "  --grpc HOST:PORT      OTLP/gRPC + Push endpoint (default 127.0.0.1:4317; 'off' disables)\n"
     "  --stats-file PATH     write the counters as JSON every second (and at exit)\n"
     "  --duration D          exit after D (default: run until SIGTERM/SIGINT)\n"
-    "  --count-samples       inflate and read pprof bodies to count samples (costs CPU)\n"
+    "  --count-samples       inflate and read every pprof body to count its samples, and\n"
+    "                        those with span_id / span_name labels (costs CPU)\n"
+    "  --inspect-every N     the same for 1 in N profiles only (OTLP profiles: samples only)\n"
     "  --fail-status N       answer with HTTP status N (gRPC: the matching code) ...\n"
     "  --fail-ratio R        ... for this share of requests (default 1)\n"
+    "  --fail-every N        ... for exactly every Nth request instead\n"
     "  --delay D             answer every request after D\n"
     "  --retry-after S       Retry-After seconds on faults (gRPC: RetryInfo)\n"
     "  --json                print the final counters as JSON (default: also JSON)\n"
     "\n"
     "Control (on the HTTP endpoint): GET /stats, POST /reset (answers the counters it cleared),\n"
-    "POST /faults?status=503&ratio=0.5&delay=20ms&retry_after=1 (no query: no faults).\n";
+    "POST /faults?status=503&ratio=0.5|every=3&delay=20ms&retry_after=1 (no query: no faults).\n";
 
 int lg_sink_main(int argc, char **argv) {
   const char *http_ep = "127.0.0.1:4318", *grpc_ep = "127.0.0.1:4317";
@@ -623,7 +637,7 @@ int lg_sink_main(int argc, char **argv) {
       fputs(lg__sink_help, stdout);
       return 0;
     } else if (strcmp(a, "--count-samples") == 0) {
-      s.count_samples = true;
+      s.inspect_every = 1;
     } else if (strcmp(a, "--json") == 0) {
       /* the final counters are always JSON */
     } else if (v == NULL) {
@@ -638,12 +652,16 @@ int lg_sink_main(int argc, char **argv) {
         grpc_ep = v;
       else if (strcmp(a, "--stats-file") == 0)
         s.stats_file = v;
+      else if (strcmp(a, "--inspect-every") == 0)
+        s.inspect_every = strtoull(v, NULL, 10);
       else if (strcmp(a, "--duration") == 0)
         ok = lg_parse_duration(v, &duration_ms) == 0;
       else if (strcmp(a, "--fail-status") == 0)
         ok = (s.faults.status = atoi(v)) >= 200 && s.faults.status <= 599;
       else if (strcmp(a, "--fail-ratio") == 0)
         s.faults.ratio = atof(v);
+      else if (strcmp(a, "--fail-every") == 0)
+        s.faults.every = strtoull(v, NULL, 10);
       else if (strcmp(a, "--delay") == 0)
         ok = lg_parse_duration(v, &s.faults.delay_ms) == 0;
       else if (strcmp(a, "--retry-after") == 0)

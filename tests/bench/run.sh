@@ -14,9 +14,9 @@
 #   s1            OTLP/HTTP protobuf in → otlphttp out, no processors (compression: none)
 #   s1-gzip       s1 with the otlphttp exporter's default compression (gzip)
 #   s2            OTLP/gRPC in → otlp (gRPC) out
-#   s3            s1 with batch and spanprofile in the traces pipeline
+#   s3            s1 with batch and spanprofile in the traces pipeline (join window 2 s)
 #   s4            profiles: Pyroscope /ingest of ~30 KB gzipped CPU profiles with span_id
-#                 labels (plus their spans over OTLP/HTTP) → spanprofile → pyroscope push
+#                 labels (plus their spans over OTLP/HTTP) → spanprofile (2 s) → pyroscope push
 #   s5            memory: idle RSS, then twice s1's sustainable rate for --overload
 #                 seconds: refusals must be retryable, memory bounded, and the retrying
 #                 load generator must see zero loss at the sink
@@ -39,6 +39,7 @@ WARMUP=3
 LATENCY=5
 LATENCY_RATE=100000
 OVERLOAD=15
+JOIN_WAIT=2 # spanprofile's window in s3/s4 (default 15 s): the warm-up must outlast it
 ONLY="ceiling-http ceiling-grpc s1 s1-gzip s2 s3 s4 s5"
 WRITE=1
 OUT="$SRC/BENCHMARKS.md"
@@ -166,7 +167,7 @@ cfg_traces() { # name receiver-proto exporter processors(yaml list) [exporter ex
     if [ "$procs" != "[]" ]; then
       echo "processors:"
       case "$procs" in *batch*) echo "  batch: {}" ;; esac
-      case "$procs" in *spanprofile*) echo "  spanprofile: {}" ;; esac
+      case "$procs" in *spanprofile*) echo "  spanprofile: { wait: ${JOIN_WAIT}s }" ;; esac
     fi
     echo "exporters:"
     if [ "$exporter" = otlp ]; then
@@ -198,7 +199,7 @@ receivers:
   pyroscope:
     endpoint: 127.0.0.1:$D_PYRO
 processors:
-  spanprofile: {}
+  spanprofile: { wait: ${JOIN_WAIT}s }
 exporters:
   otlphttp:
     endpoint: http://127.0.0.1:$SINK_HTTP
@@ -231,12 +232,14 @@ run_case() {
   start_sink ${SINK_ARGS:-}
   DAEMON=""
   if [ "$cfg" != - ]; then start_daemon "$cfg" "$dport"; fi
-  local total=$((WARMUP + DURATION + 1))
+  local warmup=$WARMUP
+  case "$cfg" in *s3.yaml | *s4.yaml) [ "$warmup" -gt $((JOIN_WAIT + 1)) ] || warmup=$((JOIN_WAIT + 2)) ;; esac
+  local total=$((warmup + DURATION + 1))
   "$LOADGEN" "$mode" "$@" --connections "$CONNS" --duration "${total}s" --drain 60s --json --quiet \
     >"$W/$name.lg.json" 2>"$W/$name.lg.err" &
   local lg=$!
   PIDS+=("$lg")
-  sleep "$WARMUP"
+  sleep "$warmup"
   sink_reset "$W/$name.s0.json"
   local t0 d0 l0 s0 t1 d1 l1 s1
   t0=$(now); l0=$(cpu_of $lg); s0=$(cpu_of "$SINK"); d0=0
@@ -335,7 +338,7 @@ has s1 && run_case s1 "$(cfg_traces s1 http otlphttp "[]" "compression: none")" 
 has s1-gzip && run_case s1-gzip "$(cfg_traces s1g http otlphttp "[]")" spans "$D_HTTP" "${TR_HTTP[@]}"
 has s2 && run_case s2 "$(cfg_traces s2 grpc otlp "[]")" spans "$D_GRPC" traces --protocol grpc --endpoint "127.0.0.1:$D_GRPC"
 has s3 && run_case s3 "$(cfg_traces s3 http otlphttp "[batch, spanprofile]" "compression: none")" spans "$D_HTTP" "${TR_HTTP[@]}"
-has s4 && SINK_ARGS=--count-samples run_case s4 "$(cfg_profiles)" profiles "$D_PYRO" profiles --api ingest \
+has s4 && SINK_ARGS='--inspect-every 20' run_case s4 "$(cfg_profiles)" profiles "$D_PYRO" profiles --api ingest \
   --endpoint "127.0.0.1:$D_PYRO" --traces-endpoint "127.0.0.1:$D_HTTP"
 has s5 && run_memory
 T_END=$(date +%s)
