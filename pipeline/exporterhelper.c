@@ -162,6 +162,7 @@ struct sp_exporterhelper_s {
   uint64_t deadline;
   size_t open_handles;
   bool started, shutting, expired, cancelled, closing, pumping;
+  bool sender_closed; /* sender->close has been called */
   void (*shutdown_cb)(void *arg);
   void *shutdown_arg;
 
@@ -530,7 +531,8 @@ int sp_exporterhelper_start(sp_exporterhelper_t *self) {
     uv_timer_init(self->loop, &self->slots[i].timer);
     self->slots[i].timer.data = &self->slots[i];
   }
-  self->open_handles = self->n_slots + 1;
+  /* The timers, plus the sender's transport when it has a close hook. */
+  self->open_handles = self->n_slots + 1 + (self->sender->close != NULL);
   self->started = true;
   sp__pump(self);
   return 0;
@@ -541,14 +543,26 @@ static void sp__report_shutdown(void *arg) {
   if (self->shutdown_cb != NULL) self->shutdown_cb(self->shutdown_arg);
 }
 
-/* Every timer's data points at the helper once closing (see sp__close_all). */
-static void sp__handle_closed(uv_handle_t *h) {
-  sp_exporterhelper_t *self = h->data;
+static void sp__one_closed(sp_exporterhelper_t *self) {
   if (--self->open_handles == 0) sp__report_shutdown(self);
+}
+
+/* Every timer's data points at the helper once closing (see sp__close_all). */
+static void sp__handle_closed(uv_handle_t *h) { sp__one_closed(h->data); }
+
+static void sp__sender_closed(void *arg) { sp__one_closed(arg); }
+
+/* Closes the sender's transport once (see sp_exporterhelper_sender_t.close). */
+static void sp__close_sender(sp_exporterhelper_t *self) {
+  if (self->sender->close == NULL || self->sender_closed)
+    return;
+  self->sender_closed = true;
+  self->sender->close(self->sender_ctx, sp__sender_closed, self);
 }
 
 static void sp__close_all(sp_exporterhelper_t *self) {
   self->closing = true;
+  sp__close_sender(self);
   uv_timer_stop(&self->drain_timer);
   self->drain_timer.data = self;
   uv_close((uv_handle_t *)&self->drain_timer, sp__handle_closed);
@@ -590,6 +604,8 @@ static void sp__drain_expired(uv_timer_t *t) {
     if (self->sender->cancel != NULL && !self->cancelled) {
       self->cancelled = true;
       self->sender->cancel(self->sender_ctx);
+    } else if (self->sender->cancel == NULL) {
+      sp__close_sender(self);
     }
   }
   sp__check_drained(self);

@@ -133,9 +133,20 @@ typedef struct sp_exporterhelper_sender_s {
   /**
    * Optional. The shutdown deadline passed with sends in flight: make them
    * complete soon (typically by shutting the transport down, whose callbacks
-   * then report SP_ECANCELED). Called at most once.
+   * then report SP_ECANCELED). Called at most once. Exporters that supply
+   * `close` need not supply this: `close` is then called at the deadline.
    */
   void (*cancel)(void *ctx);
+  /**
+   * Optional. Closes the transport, ending whatever is still in flight
+   * (those sends complete as failures), then calls @p done(@p arg) once from
+   * the loop. The helper calls it exactly once during its shutdown, after a
+   * started helper has drained — or at the drain deadline when sends are
+   * still in flight and there is no `cancel` — and reports its own shutdown
+   * only after @p done. No send is started after it. Not called when the
+   * helper never started.
+   */
+  void (*close)(void *ctx, void (*done)(void *arg), void *arg);
   /** Optional. @p item leaves the helper for good: free item->user. */
   void (*release)(void *ctx, sp_exporterhelper_item_t *item);
 } sp_exporterhelper_sender_t;

@@ -140,9 +140,7 @@ typedef struct sp_otlpexp_s {
   sp_tls_config_t tls; /* cfg->tls, with insecure forced by an http:// endpoint */
   sp_grpc_metadata_t *headers;
   size_t n_headers;
-  bool shut, helper_done, client_shutting, client_closed;
-  sp_done_cb shutdown_cb;
-  void *shutdown_arg;
+  bool shut; /* shutdown was called: start must not open the client */
 } sp_otlpexp_t;
 
 /* Per-batch state kept across attempts (item.user). */
@@ -204,7 +202,7 @@ static void sp__on_reply(const sp_grpc_client_result_t *res, void *arg) {
 static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterhelper_done_cb done,
                          void *token) {
   sp_otlpexp_t *self = ctx;
-  if (self->client == NULL || self->client_shutting) return SP_ECANCELED;
+  if (self->client == NULL) return SP_ECANCELED;
   sp_otlpexp_req_t *r = item->user;
   if (r == NULL) {
     r = sp_calloc(1, sizeof(*r));
@@ -266,33 +264,19 @@ static void sp__otlp_release(void *ctx, sp_exporterhelper_item_t *item) {
   item->user = NULL;
 }
 
-static void sp__otlp_finish(sp_otlpexp_t *self) {
-  if (self->helper_done && (self->client == NULL || self->client_closed) &&
-      self->shutdown_cb != NULL) {
-    sp_done_cb cb = self->shutdown_cb;
-    self->shutdown_cb = NULL;
-    cb(self->shutdown_arg);
-  }
+/*
+ * The helper has drained (or the deadline passed with requests in flight):
+ * close the client, which ends whatever is still in flight; the helper
+ * reports its shutdown after @p done.
+ */
+static void sp__otlp_close(void *ctx, void (*done)(void *arg), void *arg) {
+  sp_otlpexp_t *self = ctx;
+  sp_grpc_client_shutdown(self->client, done, arg);
 }
-
-static void sp__client_closed(void *arg) {
-  sp_otlpexp_t *self = arg;
-  self->client_closed = true;
-  sp__otlp_finish(self);
-}
-
-static void sp__client_shutdown(sp_otlpexp_t *self) {
-  if (self->client == NULL || self->client_shutting) return;
-  self->client_shutting = true;
-  sp_grpc_client_shutdown(self->client, sp__client_closed, self);
-}
-
-/* The drain deadline passed with calls in flight: cancel them. */
-static void sp__otlp_cancel(void *ctx) { sp__client_shutdown(ctx); }
 
 static const sp_exporterhelper_sender_t sp__otlp_sender = {
     .send = sp__otlp_send,
-    .cancel = sp__otlp_cancel,
+    .close = sp__otlp_close,
     .release = sp__otlp_release,
 };
 
@@ -341,6 +325,7 @@ fail:
 
 static int sp__otlp_start(sp_component_t *base) {
   sp_otlpexp_t *self = (sp_otlpexp_t *)base;
+  if (self->client != NULL || self->shut) return SP_ESTATE;
   const sp_otlpexp_cfg_t *cfg = self->cfg;
   sp_grpc_client_options_t o = {
       .target = self->target,
@@ -367,21 +352,11 @@ static int sp__otlp_start(sp_component_t *base) {
   return rc;
 }
 
-static void sp__helper_done(void *arg) {
-  sp_otlpexp_t *self = arg;
-  self->helper_done = true;
-  sp__client_shutdown(self);
-  sp__otlp_finish(self);
-}
-
 static void sp__otlp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_otlpexp_t *self = (sp_otlpexp_t *)base;
-  if (self->shut) return;
   self->shut = true;
-  self->shutdown_cb = cb;
-  self->shutdown_arg = arg;
-  /* Drain first (the client must keep working), then close the client. */
-  sp_exporterhelper_shutdown(self->helper, sp__helper_done, self);
+  /* Drains, then closes the client through the sender's close hook; idempotent. */
+  sp_exporterhelper_shutdown(self->helper, cb, arg);
 }
 
 static void sp__otlp_destroy(sp_component_t *base) {

@@ -149,9 +149,7 @@ typedef struct sp_otlphttp_s {
   char *profiles_url; /* NULL: profiles not configured */
   sp_http_header_t *headers;
   size_t n_headers;
-  bool shut, helper_done, client_shutting, client_closed;
-  sp_done_cb shutdown_cb;
-  void *shutdown_arg;
+  bool shut; /* shutdown was called: start must not open the client */
 } sp_otlphttp_t;
 
 /* Per-batch state kept across attempts (sp_exporterhelper_item_t.user). */
@@ -360,7 +358,7 @@ static int sp__otlphttp_send(void *ctx, sp_exporterhelper_item_t *item,
                  item->signal == SP_SIGNAL_TRACES ? "traces" : "profiles");
     return SP_ENOTSUP;
   }
-  if (self->client == NULL || self->client_shutting) return SP_ECANCELED;
+  if (self->client == NULL) return SP_ECANCELED;
   sp_otlphttp_req_t *r = item->user;
   if (r == NULL) {
     r = sp_calloc(1, sizeof(*r));
@@ -414,33 +412,19 @@ static void sp__otlphttp_release(void *ctx, sp_exporterhelper_item_t *item) {
   item->user = NULL;
 }
 
-static void sp__otlphttp_finish(sp_otlphttp_t *self) {
-  if (self->helper_done && (self->client == NULL || self->client_closed) &&
-      self->shutdown_cb != NULL) {
-    sp_done_cb cb = self->shutdown_cb;
-    self->shutdown_cb = NULL;
-    cb(self->shutdown_arg);
-  }
+/*
+ * The helper has drained (or the deadline passed with requests in flight):
+ * close the client, which ends whatever is still in flight; the helper
+ * reports its shutdown after @p done.
+ */
+static void sp__otlphttp_close(void *ctx, void (*done)(void *arg), void *arg) {
+  sp_otlphttp_t *self = ctx;
+  sp_http_client_shutdown(self->client, done, arg);
 }
-
-static void sp__client_closed(void *arg) {
-  sp_otlphttp_t *self = arg;
-  self->client_closed = true;
-  sp__otlphttp_finish(self);
-}
-
-static void sp__client_shutdown(sp_otlphttp_t *self) {
-  if (self->client == NULL || self->client_shutting) return;
-  self->client_shutting = true;
-  sp_http_client_shutdown(self->client, sp__client_closed, self);
-}
-
-/* The drain deadline passed with requests in flight: cancel them. */
-static void sp__otlphttp_cancel(void *ctx) { sp__client_shutdown(ctx); }
 
 static const sp_exporterhelper_sender_t sp__otlphttp_sender = {
     .send = sp__otlphttp_send,
-    .cancel = sp__otlphttp_cancel,
+    .close = sp__otlphttp_close,
     .release = sp__otlphttp_release,
 };
 
@@ -492,6 +476,7 @@ fail:
 
 static int sp__otlphttp_start(sp_component_t *base) {
   sp_otlphttp_t *self = (sp_otlphttp_t *)base;
+  if (self->client != NULL || self->shut) return SP_ESTATE;
   const sp_otlphttp_cfg_t *cfg = self->cfg;
   sp_http_client_options_t o = {.component = base->id,
                                 .tls = cfg->tls.present ? &cfg->tls : NULL,
@@ -509,21 +494,11 @@ static int sp__otlphttp_start(sp_component_t *base) {
   return rc;
 }
 
-static void sp__helper_done(void *arg) {
-  sp_otlphttp_t *self = arg;
-  self->helper_done = true;
-  sp__client_shutdown(self);
-  sp__otlphttp_finish(self);
-}
-
 static void sp__otlphttp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_otlphttp_t *self = (sp_otlphttp_t *)base;
-  if (self->shut) return;
   self->shut = true;
-  self->shutdown_cb = cb;
-  self->shutdown_arg = arg;
-  /* Drain first (the client must keep working), then close the client. */
-  sp_exporterhelper_shutdown(self->helper, sp__helper_done, self);
+  /* Drains, then closes the client through the sender's close hook; idempotent. */
+  sp_exporterhelper_shutdown(self->helper, cb, arg);
 }
 
 static void sp__otlphttp_destroy(sp_component_t *base) {

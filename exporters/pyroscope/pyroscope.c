@@ -269,9 +269,7 @@ typedef struct sp_pyroscope_s {
   sp_metric_t *dropped[SP_PYRO_DROP_REASONS];
   uint64_t last_drop_log; /* uv_now() of the last drop report; 0: none yet */
   size_t drops_unreported;
-  bool shut, helper_done, client_shutting, client_closed;
-  sp_done_cb shutdown_cb;
-  void *shutdown_arg;
+  bool shut; /* shutdown was called: start must not open the client */
 } sp_pyroscope_t;
 
 enum { SP__PENDING = 0, SP__DELIVERED, SP__STALE, SP__FAILED };
@@ -781,7 +779,7 @@ static int sp__post(sp__req_t *r, const char *url, const uint8_t *body, size_t l
 static int sp__pyroscope_send(void *ctx, sp_exporterhelper_item_t *item,
                               sp_exporterhelper_done_cb done, void *token) {
   sp_pyroscope_t *self = ctx;
-  if (self->client == NULL || self->client_shutting) return SP_ECANCELED;
+  if (self->client == NULL) return SP_ECANCELED;
   sp__req_t *r = item->user;
   if (r == NULL) {
     int rc = sp__req_build(self, item, &r);
@@ -820,33 +818,19 @@ static void sp__pyroscope_release(void *ctx, sp_exporterhelper_item_t *item) {
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
-static void sp__pyroscope_finish(sp_pyroscope_t *self) {
-  if (self->helper_done && (self->client == NULL || self->client_closed) &&
-      self->shutdown_cb != NULL) {
-    sp_done_cb cb = self->shutdown_cb;
-    self->shutdown_cb = NULL;
-    cb(self->shutdown_arg);
-  }
+/*
+ * The helper has drained (or the deadline passed with requests in flight):
+ * close the client, which ends whatever is still in flight; the helper
+ * reports its shutdown after @p done.
+ */
+static void sp__pyroscope_close(void *ctx, void (*done)(void *arg), void *arg) {
+  sp_pyroscope_t *self = ctx;
+  sp_http_client_shutdown(self->client, done, arg);
 }
-
-static void sp__client_closed(void *arg) {
-  sp_pyroscope_t *self = arg;
-  self->client_closed = true;
-  sp__pyroscope_finish(self);
-}
-
-static void sp__client_shutdown(sp_pyroscope_t *self) {
-  if (self->client == NULL || self->client_shutting) return;
-  self->client_shutting = true;
-  sp_http_client_shutdown(self->client, sp__client_closed, self);
-}
-
-/* The drain deadline passed with requests in flight: cancel them. */
-static void sp__pyroscope_cancel(void *ctx) { sp__client_shutdown(ctx); }
 
 static const sp_exporterhelper_sender_t sp__pyroscope_sender = {
     .send = sp__pyroscope_send,
-    .cancel = sp__pyroscope_cancel,
+    .close = sp__pyroscope_close,
     .release = sp__pyroscope_release,
 };
 
@@ -971,21 +955,11 @@ static int sp__pyroscope_start(sp_component_t *base) {
   return rc;
 }
 
-static void sp__helper_done(void *arg) {
-  sp_pyroscope_t *self = arg;
-  self->helper_done = true;
-  sp__client_shutdown(self);
-  sp__pyroscope_finish(self);
-}
-
 static void sp__pyroscope_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_pyroscope_t *self = (sp_pyroscope_t *)base;
-  if (self->shut) return;
   self->shut = true;
-  self->shutdown_cb = cb;
-  self->shutdown_arg = arg;
-  /* Drain first (the client must keep working), then close the client. */
-  sp_exporterhelper_shutdown(self->helper, sp__helper_done, self);
+  /* Drains, then closes the client through the sender's close hook; idempotent. */
+  sp_exporterhelper_shutdown(self->helper, cb, arg);
 }
 
 static void sp__pyroscope_destroy(sp_component_t *base) {

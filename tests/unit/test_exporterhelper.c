@@ -18,6 +18,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/config.h"
 #include "pipeline/error.h"
+#include "pipeline/defer.h"
 #include "pipeline/exporterhelper.h"
 #include "pipeline/log.h"
 #include "pipeline/telemetry.h"
@@ -58,6 +59,7 @@ typedef struct script_s {
   size_t in_flight, max_in_flight;
   int cancels, releases;
   pending_t *held;
+  int closes;
 } script_t;
 
 static void pending_closed(uv_handle_t *h) { sp_free(h->data); }
@@ -126,6 +128,17 @@ static void scripted_release(void *ctx, sp_exporterhelper_item_t *item) {
 static const sp_exporterhelper_sender_t g_sender = {
     .send = scripted_send, .cancel = scripted_cancel, .release = scripted_release};
 
+/* A transport that closes: ends held sends, then reports from the loop. */
+static void scripted_close(void *ctx, void (*done)(void *arg), void *arg) {
+  script_t *sc = ctx;
+  sc->closes++;
+  release_all(sc, SP_ECANCELED);
+  assert_int_equal(sp_defer(sc->loop, done, arg), 0);
+}
+
+static const sp_exporterhelper_sender_t g_closing_sender = {
+    .send = scripted_send, .close = scripted_close, .release = scripted_release};
+
 /* ---- fixture ----------------------------------------------------------------- */
 
 typedef struct fx_s {
@@ -160,12 +173,14 @@ static int teardown(void **state) {
   return 0;
 }
 
+static const sp_exporterhelper_sender_t *g_use_sender = &g_sender;
+
 static void make(fx_t *fx) {
   sp_exporterhelper_options_t o = {.id = "exporter/test",
                                    .host = &fx->host,
                                    .queue = &fx->q,
                                    .retry = &fx->r,
-                                   .sender = &g_sender,
+                                   .sender = g_use_sender,
                                    .sender_ctx = &fx->sc};
   assert_int_equal(sp_exporterhelper_create(&o, &fx->eh), 0);
 }
@@ -465,6 +480,30 @@ static void test_drain_sends_queued(void **state) {
   assert_int_equal(fx->shut_done, 1);
 }
 
+/* With a close hook: it runs once after the drain, and ends sends still in flight at the deadline. */
+static void test_close_hook(void **state) {
+  fx_t *fx = *state;
+  g_use_sender = &g_closing_sender;
+  make_started(fx);
+  assert_int_equal(consume(fx, 2), 0);
+  shutdown_and_wait(fx, 1000); /* drains normally, then closes */
+  assert_int_equal(fx->sc.closes, 1);
+  assert_int_equal(SENT(fx), 2);
+  sp_exporterhelper_destroy(fx->eh);
+  fx->eh = NULL;
+
+  /* A backend that never answers: the close at the deadline ends the send. */
+  fx->shut_done = 0;
+  fx->sc.closes = 0;
+  fx->sc.hold = true;
+  make_started(fx);
+  assert_int_equal(consume(fx, 3), 0);
+  shutdown_and_wait(fx, 100);
+  assert_int_equal(fx->sc.closes, 1);
+  assert_int_equal(FAILED(fx), 3);
+  g_use_sender = &g_sender;
+}
+
 static void test_drain_deadline(void **state) {
   fx_t *fx = *state;
   fx->q.num_consumers = 1;
@@ -649,6 +688,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sync_send_failure, setup, teardown),
       cmocka_unit_test_setup_teardown(test_drain_sends_queued, setup, teardown),
       cmocka_unit_test_setup_teardown(test_drain_deadline, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_hook, setup, teardown),
       cmocka_unit_test_setup_teardown(test_drain_gives_up_late_retry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shutdown_without_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_destroy_without_start, setup, teardown),
