@@ -92,6 +92,35 @@ typedef struct sp_exporterhelper_retry_cfg_s {
 extern const sp_cfg_schema_t sp_exporterhelper_queue_schema;
 extern const sp_cfg_schema_t sp_exporterhelper_retry_schema;
 
+/**
+ * The config-table rows every network exporter shares, with the Collector's
+ * names: `headers` (map), `tls` (client settings), `sending_queue`,
+ * `retry_on_failure` and `tenant_from_metadata` (forward the X-Scope-OrgID
+ * received with the data). @p T is the exporter's config struct, which must
+ * have members of those names (sp_strmap_t, sp_tls_config_t, the two helper
+ * config structs, bool).
+ */
+#define SP_EXPORTERHELPER_COMMON_FIELDS(T)                                                         \
+  {.key = "headers", .type = SP_CFG_STRMAP, .offset = offsetof(T, headers)},                       \
+      {.key = "tls",                                                                               \
+       .type = SP_CFG_SECTION,                                                                     \
+       .offset = offsetof(T, tls),                                                                 \
+       .flags = SP_CFG_PRESENT,                                                                    \
+       .section = &sp_tls_client_schema,                                                           \
+       .present_offset = offsetof(sp_tls_config_t, present)},                                      \
+      {.key = "sending_queue",                                                                     \
+       .type = SP_CFG_SECTION,                                                                     \
+       .offset = offsetof(T, sending_queue),                                                       \
+       .section = &sp_exporterhelper_queue_schema},                                                \
+      {.key = "retry_on_failure",                                                                  \
+       .type = SP_CFG_SECTION,                                                                     \
+       .offset = offsetof(T, retry_on_failure),                                                    \
+       .section = &sp_exporterhelper_retry_schema},                                                \
+  {                                                                                                \
+    .key = "tenant_from_metadata", .type = SP_CFG_BOOL,                                            \
+    .offset = offsetof(T, tenant_from_metadata), .def = "false"                                    \
+  }
+
 /* ---- the sender an exporter supplies ---------------------------------------- */
 
 /** One request as the sender sees it. Owned by the helper. */
