@@ -9,6 +9,7 @@
 #include "pipeline/error.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct sp_series_s {
@@ -146,4 +147,23 @@ int sp_telemetry_render(sp_telemetry_t *self, sp_buf_t *out) {
     }
   }
   return rc < 0 ? SP_ENOMEM : 0;
+}
+
+void sp_receiver_metrics_init(sp_telemetry_t *self, const char *id, const char *transport,
+                              const char *items, sp_receiver_metrics_t *out) {
+  char labels[256], name[128], help[160];
+  snprintf(labels, sizeof(labels), "receiver=\"%s\",transport=\"%s\"", id, transport);
+  snprintf(name, sizeof(name), "spanprof_receiver_accepted_%s_total", items);
+  snprintf(help, sizeof(help), "%c%s accepted into the pipeline.", items[0] - 32, items + 1);
+  out->accepted = sp_telemetry_counter(self, name, help, labels);
+  snprintf(name, sizeof(name), "spanprof_receiver_refused_%s_total", items);
+  snprintf(help, sizeof(help),
+           "%c%s refused because the pipeline was full (the sender was told to retry).",
+           items[0] - 32, items + 1);
+  out->refused = sp_telemetry_counter(self, name, help, labels);
+  snprintf(name, sizeof(name), "spanprof_receiver_rejected_%s_total", items);
+  snprintf(help, sizeof(help), "%c%s rejected as invalid.", items[0] - 32, items + 1);
+  out->rejected = sp_telemetry_counter(self, name, help, labels);
+  out->bad_requests = sp_telemetry_counter(self, "spanprof_receiver_bad_requests_total",
+                                           "Requests answered with a client error.", labels);
 }

@@ -49,6 +49,25 @@ static inline uint64_t sp_metric_get(const sp_metric_t *m) {
   return atomic_load_explicit(&m->value, memory_order_relaxed);
 }
 
+/**
+ * A receiver's counters for one kind of item on one transport, as the
+ * Collector's receiver observability reports them:
+ * spanprof_receiver_{accepted,refused,rejected}_<items>_total and
+ * spanprof_receiver_bad_requests_total, labelled receiver="<id>",
+ * transport="<transport>". Refused means the pipeline was full and the
+ * sender was told to retry; rejected means the data was invalid.
+ */
+typedef struct sp_receiver_metrics_s {
+  sp_metric_t *accepted;
+  sp_metric_t *refused;
+  sp_metric_t *rejected;
+  sp_metric_t *bad_requests;
+} sp_receiver_metrics_t;
+
+/** Registers (or finds) the counters above; @p items is "spans" or "profiles". */
+void sp_receiver_metrics_init(sp_telemetry_t *self, const char *id, const char *transport,
+                              const char *items, sp_receiver_metrics_t *out);
+
 /** Current value of a series, 0 when it does not exist (tests). */
 uint64_t sp_telemetry_value(sp_telemetry_t *self, const char *name, const char *labels);
 

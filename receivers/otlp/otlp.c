@@ -136,24 +136,8 @@ static const sp_cfg_schema_t sp__otlp_schema = {sp__otlp_fields, 1, sizeof(sp_ot
 
 static void sp__metrics_init(sp_telemetry_t *t, const char *id, const char *transport,
                              sp_otlp_metrics_t *m) {
-  char l[256];
-  snprintf(l, sizeof(l), "receiver=\"%s\",transport=\"%s\"", id, transport);
-  m->accepted_spans = sp_telemetry_counter(t, "spanprof_receiver_accepted_spans_total",
-                                           "Spans accepted into the pipeline.", l);
-  m->refused_spans = sp_telemetry_counter(
-      t, "spanprof_receiver_refused_spans_total",
-      "Spans refused because the pipeline was full (the sender was told to retry).", l);
-  m->rejected_spans = sp_telemetry_counter(t, "spanprof_receiver_rejected_spans_total",
-                                           "Spans rejected as invalid.", l);
-  m->accepted_profiles = sp_telemetry_counter(t, "spanprof_receiver_accepted_profiles_total",
-                                              "Profiles accepted into the pipeline.", l);
-  m->refused_profiles = sp_telemetry_counter(
-      t, "spanprof_receiver_refused_profiles_total",
-      "Profiles refused because the pipeline was full (the sender was told to retry).", l);
-  m->rejected_profiles = sp_telemetry_counter(t, "spanprof_receiver_rejected_profiles_total",
-                                              "Profiles rejected as invalid.", l);
-  m->bad_requests = sp_telemetry_counter(t, "spanprof_receiver_bad_requests_total",
-                                         "Requests answered with a client error.", l);
+  sp_receiver_metrics_init(t, id, transport, "spans", &m->spans);
+  sp_receiver_metrics_init(t, id, transport, "profiles", &m->profiles);
 }
 
 static int sp__otlp_create(const sp_create_settings_t *set, const void *config,

@@ -58,11 +58,10 @@ typedef struct sp_otlp_cfg_s {
   } protocols;
 } sp_otlp_cfg_t;
 
-/* Per-transport counters. */
+/* Per-transport counters, one set per signal. */
 typedef struct sp_otlp_metrics_s {
-  sp_metric_t *accepted_spans, *refused_spans, *rejected_spans;
-  sp_metric_t *accepted_profiles, *refused_profiles, *rejected_profiles;
-  sp_metric_t *bad_requests;
+  sp_receiver_metrics_t spans;
+  sp_receiver_metrics_t profiles;
 } sp_otlp_metrics_t;
 
 typedef struct sp_otlp_s {

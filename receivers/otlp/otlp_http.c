@@ -115,7 +115,7 @@ static void sp__otlp_http_handler(sp_http_request_t *req, void *ctx) {
   int ct = sp__content_type(sp_http_request_header(req, "content-type"));
   bool json = ct == SP_CT_JSON;
   if (req->error_status != 0) {
-    sp_metric_add(m->bad_requests, 1);
+    sp_metric_add(m->spans.bad_requests, 1);
     if (req->error_status == 415)
       sp__respond_text(req, 415, req->error_message, NULL, 0);
     else
@@ -126,7 +126,7 @@ static void sp__otlp_http_handler(sp_http_request_t *req, void *ctx) {
   bool profiles = !traces && strcmp(req->path, cfg->protocols.http.profiles_url_path) == 0;
   if ((!traces && !profiles) || (traces && self->next_traces == NULL) ||
       (profiles && self->next_profiles == NULL)) {
-    sp_metric_add(m->bad_requests, 1);
+    sp_metric_add(m->spans.bad_requests, 1);
     sp__respond_text(req, 404, "404 page not found", NULL, 0);
     return;
   }
@@ -134,12 +134,12 @@ static void sp__otlp_http_handler(sp_http_request_t *req, void *ctx) {
     static const sp_http_header_t allow[] = {{"Allow", "POST"}};
     char msg[128];
     snprintf(msg, sizeof(msg), "%s method not allowed, supported: [POST]", req->method);
-    sp_metric_add(m->bad_requests, 1);
+    sp_metric_add(m->spans.bad_requests, 1);
     sp__respond_text(req, 405, msg, allow, 1);
     return;
   }
   if (ct != SP_CT_PROTO && ct != SP_CT_JSON) {
-    sp_metric_add(m->bad_requests, 1);
+    sp_metric_add(m->spans.bad_requests, 1);
     sp__respond_text(req, 415,
                      "415 unsupported media type, supported: [application/json, "
                      "application/x-protobuf]",

@@ -58,7 +58,7 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
     if (rc != 0) {
       sp_arena_destroy(arena);
       res->rc = rc == SP_ENOMEM ? SP_EAGAIN : SP_EPROTO;
-      sp_metric_add(m->bad_requests, 1);
+      sp_metric_add(m->spans.bad_requests, 1);
       return;
     }
     batch = sp_traces_from_request(arena, (sp_otlp_traces_req_t *)msg);
@@ -68,7 +68,7 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
     if (rc != 0) {
       res->rc = rc == SP_ENOMEM ? SP_EAGAIN : SP_EPROTO;
       if (rc != SP_ENOMEM)
-        sp_metric_add(m->bad_requests, 1);
+        sp_metric_add(m->spans.bad_requests, 1);
       return;
     }
   }
@@ -92,7 +92,7 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
     res->rejected = (int64_t)invalid;
     snprintf(res->partial_msg, sizeof(res->partial_msg),
              "%zu span(s) rejected: trace_id and span_id must be non-zero", invalid);
-    sp_metric_add(m->rejected_spans, invalid);
+    sp_metric_add(m->spans.rejected, invalid);
   }
   sp__set_meta(batch->arena, &batch->meta, tenant, authorization);
   size_t spans = batch->span_count;
@@ -102,12 +102,12 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
   }
   res->rc = sp_consume_traces(self->next_traces, batch);
   if (res->rc == 0) {
-    sp_metric_add(m->accepted_spans, spans);
+    sp_metric_add(m->spans.accepted, spans);
   } else if (res->rc == SP_EAGAIN) {
-    sp_metric_add(m->refused_spans, spans);
+    sp_metric_add(m->spans.refused, spans);
     snprintf(res->message, sizeof(res->message), "the pipeline is full; retry later");
   } else {
-    sp_metric_add(m->rejected_spans, spans);
+    sp_metric_add(m->spans.rejected, spans);
     snprintf(res->message, sizeof(res->message), "the pipeline rejected the data: %s",
              sp_strerror(res->rc));
   }
@@ -156,11 +156,11 @@ void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
   rc = sp_consume_profiles(self->next_profiles, batch);
   batch = NULL;
   if (rc == 0)
-    sp_metric_add(m->accepted_profiles, n);
+    sp_metric_add(m->profiles.accepted, n);
   else if (rc == SP_EAGAIN)
-    sp_metric_add(m->refused_profiles, n);
+    sp_metric_add(m->profiles.refused, n);
   else
-    sp_metric_add(m->rejected_profiles, n);
+    sp_metric_add(m->profiles.rejected, n);
   if (rc == SP_EAGAIN)
     snprintf(res->message, sizeof(res->message), "the pipeline is full; retry later");
   else if (rc != 0)
@@ -171,7 +171,7 @@ done:
     rc = SP_EAGAIN;
     snprintf(res->message, sizeof(res->message), "out of memory");
   } else if (rc == SP_EPROTO) {
-    sp_metric_add(m->bad_requests, 1);
+    sp_metric_add(m->spans.bad_requests, 1);
   }
   res->rc = rc;
   sp_profiles_unref(batch);

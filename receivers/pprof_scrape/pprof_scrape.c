@@ -258,7 +258,7 @@ struct sp_scrape_s {
   sp_http_client_t *client;
   uv_timer_t timer;
   bool timer_active;
-  sp_metric_t *accepted, *refused, *rejected;
+  sp_receiver_metrics_t m; /* accepted, refused, rejected profiles */
   bool shutting;
   int pending;
   sp_done_cb cb;
@@ -450,7 +450,7 @@ static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t le
   if ((rc = sp_pprof_decode(batch->arena, raw, raw_len, &pp, err, sizeof(err))) != 0) {
     if (rc == SP_ENOMEM)
       goto oom;
-    sp_metric_add(self->rejected, 1);
+    sp_metric_add(self->m.rejected, 1);
     sp__scrape_failed(j, "invalid pprof: %s", err);
     goto done;
   }
@@ -520,11 +520,11 @@ static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t le
   rc = sp_consume_profiles(self->next, batch);
   batch = NULL;
   if (rc == 0)
-    sp_metric_add(self->accepted, 1);
+    sp_metric_add(self->m.accepted, 1);
   else if (rc == SP_EAGAIN)
-    sp_metric_add(self->refused, 1);
+    sp_metric_add(self->m.refused, 1);
   else
-    sp_metric_add(self->rejected, 1);
+    sp_metric_add(self->m.rejected, 1);
   if (rc != 0)
     sp_log_debug(self->base.id, "the pipeline refused a %s profile of %s: %s",
                  sp__kind_name[j->kind], j->target->url, sp_strerror(rc));
@@ -603,16 +603,8 @@ static int sp__scrape_create(const sp_create_settings_t *set, const void *config
     return SP_ENOMEM;
   self->cfg = c;
   self->next = set->next_profiles;
-  char l[256];
-  snprintf(l, sizeof(l), "receiver=\"%s\",transport=\"scrape\"", set->id);
   sp_telemetry_t *tel = set->host->telemetry;
-  self->accepted = sp_telemetry_counter(tel, "spanprof_receiver_accepted_profiles_total",
-                                        "Profiles accepted into the pipeline.", l);
-  self->refused = sp_telemetry_counter(
-      tel, "spanprof_receiver_refused_profiles_total",
-      "Profiles refused because the pipeline was full (the sender was told to retry).", l);
-  self->rejected = sp_telemetry_counter(tel, "spanprof_receiver_rejected_profiles_total",
-                                        "Profiles rejected as invalid.", l);
+  sp_receiver_metrics_init(tel, set->id, "scrape", "profiles", &self->m);
   self->targets = sp_calloc(c->targets.n, sizeof(*self->targets));
   if (self->targets == NULL) {
     sp_free(self);

@@ -50,20 +50,6 @@ static const sp_cfg_field_t sp__pyro_fields[] = {
 };
 static const sp_cfg_schema_t sp__pyro_schema = {sp__pyro_fields, 4, sizeof(sp_pyro_cfg_t), NULL};
 
-static void sp__metrics_init(sp_telemetry_t *t, const char *id, const char *transport,
-                             sp_pyro_metrics_t *m) {
-  char l[256];
-  snprintf(l, sizeof(l), "receiver=\"%s\",transport=\"%s\"", id, transport);
-  m->accepted = sp_telemetry_counter(t, "spanprof_receiver_accepted_profiles_total",
-                                     "Profiles accepted into the pipeline.", l);
-  m->refused = sp_telemetry_counter(
-      t, "spanprof_receiver_refused_profiles_total",
-      "Profiles refused because the pipeline was full (the sender was told to retry).", l);
-  m->rejected = sp_telemetry_counter(t, "spanprof_receiver_rejected_profiles_total",
-                                     "Profiles rejected as invalid.", l);
-  m->bad_requests = sp_telemetry_counter(t, "spanprof_receiver_bad_requests_total",
-                                         "Requests answered with a client error.", l);
-}
 
 static void sp__pyro_handler(sp_http_request_t *req, void *ctx) {
   sp_pyro_t *self = ctx;
@@ -90,8 +76,8 @@ static int sp__pyro_create(const sp_create_settings_t *set, const void *config,
     return SP_ENOMEM;
   self->cfg = config;
   self->next = set->next_profiles;
-  sp__metrics_init(set->host->telemetry, set->id, "ingest", &self->m_ingest);
-  sp__metrics_init(set->host->telemetry, set->id, "push", &self->m_push);
+  sp_receiver_metrics_init(set->host->telemetry, set->id, "ingest", "profiles", &self->m_ingest);
+  sp_receiver_metrics_init(set->host->telemetry, set->id, "push", "profiles", &self->m_push);
   *out = &self->base;
   return 0;
 }

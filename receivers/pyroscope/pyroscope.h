@@ -29,10 +29,8 @@ typedef struct sp_pyro_cfg_s {
   sp_tls_config_t tls;
 } sp_pyro_cfg_t;
 
-/* Per-API counters (transport="ingest" or "push"). */
-typedef struct sp_pyro_metrics_s {
-  sp_metric_t *accepted, *refused, *rejected, *bad_requests;
-} sp_pyro_metrics_t;
+/* Per-API counters (pipeline/telemetry.h). */
+typedef sp_receiver_metrics_t sp_pyro_metrics_t;
 
 typedef struct sp_pyro_s {
   sp_component_t base;
