@@ -33,12 +33,16 @@ static void sp__scan_span_done(sp_traces_scan_t *st) {
   st->cur_ids = 0;
 }
 
-/* Checks ID lengths and counts spans during the wire scan. */
+/*
+ * Checks ID lengths and counts spans during the wire scan. The scan calls
+ * this only for ScopeSpans, Span and Span.Link fields (see sp__scan_only);
+ * fields are told apart by number (Span: trace_id 1, span_id 2,
+ * parent_span_id 4; Link: trace_id 1, span_id 2).
+ */
 static int sp__traces_scan_cb(sp_pbscan_t *scan, const ProtobufCMessageDescriptor *msg,
                               const ProtobufCFieldDescriptor *f, const uint8_t *data, size_t len,
                               void *ctx) {
   sp_traces_scan_t *st = ctx;
-  (void)data;
   if (msg == &opentelemetry__proto__trace__v1__scope_spans__descriptor) {
     if (f->id == 2) {
       sp__scan_span_done(st);
@@ -46,21 +50,27 @@ static int sp__traces_scan_cb(sp_pbscan_t *scan, const ProtobufCMessageDescripto
     }
     return 0;
   }
-  if (msg != &opentelemetry__proto__trace__v1__span__descriptor &&
-      msg != &opentelemetry__proto__trace__v1__span__link__descriptor)
-    return 0;
-  size_t want = 0;
-  if (strcmp(f->name, "trace_id") == 0)
+  bool span = msg == &opentelemetry__proto__trace__v1__span__descriptor;
+  size_t want;
+  if (f->id == 1)
     want = 16;
-  else if (strcmp(f->name, "span_id") == 0 || strcmp(f->name, "parent_span_id") == 0)
+  else if (f->id == 2 || (span && f->id == 4))
     want = 8;
-  if (want != 0 && len != 0 && len != want)
+  else
+    return 0;
+  if (len != 0 && len != want)
     return sp_pbscan_fail(scan, "%s must be %zu bytes, got %zu", f->name, want, len);
-  if (msg == &opentelemetry__proto__trace__v1__span__descriptor && want != 0 &&
-      f->id <= 2 && sp__nonzero(data, len))
+  if (span && f->id <= 2 && sp__nonzero(data, len))
     st->cur_ids |= f->id == 1 ? 1 : 2;
   return 0;
 }
+
+/* The message types whose fields sp__traces_scan_cb looks at. */
+static const ProtobufCMessageDescriptor *const sp__scan_only[] = {
+    &opentelemetry__proto__trace__v1__scope_spans__descriptor,
+    &opentelemetry__proto__trace__v1__span__descriptor,
+    &opentelemetry__proto__trace__v1__span__link__descriptor,
+};
 
 static sp_traces_t *sp__traces_new(void) {
   sp_traces_t *self = sp_calloc(1, sizeof(*self));
@@ -80,8 +90,9 @@ int sp_traces_from_proto(uint8_t *buf, size_t len, bool copy, sp_traces_t **out,
                          size_t errlen) {
   sp_traces_scan_t st = {0};
   sp_traces_t *self = NULL;
-  int rc = sp_pbscan(&opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
-                     buf, len, sp__traces_scan_cb, &st, err, errlen);
+  int rc = sp_pbscan_only(
+      &opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor, buf,
+      len, sp__traces_scan_cb, &st, sp__scan_only, 3, err, errlen);
   if (rc != 0)
     goto fail;
   sp__scan_span_done(&st);

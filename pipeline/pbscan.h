@@ -37,6 +37,15 @@ typedef int (*sp_pbscan_cb)(sp_pbscan_t *scan, const ProtobufCMessageDescriptor 
 int sp_pbscan(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
               sp_pbscan_cb cb, void *ctx, char *err, size_t errlen);
 
+/**
+ * sp_pbscan() calling @p cb only for fields of the @p n_only message types
+ * in @p only (the array is borrowed for the call). Validation is the same;
+ * skipping the callback elsewhere saves an indirect call per string field.
+ */
+int sp_pbscan_only(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+                   sp_pbscan_cb cb, void *ctx, const ProtobufCMessageDescriptor *const *only,
+                   size_t n_only, char *err, size_t errlen);
+
 /** Sets the scan error to "path.field: <formatted reason>"; returns SP_EPROTO. */
 int sp_pbscan_fail(sp_pbscan_t *scan, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
