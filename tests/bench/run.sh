@@ -301,6 +301,8 @@ run_memory() {
   start_daemon "$cfg" "$D_HTTP"
   sleep 2
   R[$name.idle_rss]=$(rss_of "$DAEMON" VmRSS)
+  R[$name.idle_anon]=$(rss_of "$DAEMON" RssAnon)
+  R[$name.idle_pss]=$(awk '$1 == "Pss:" { print $2 }' "/proc/$DAEMON/smaps_rollup" 2>/dev/null || echo "")
   local base=${R[s1.rate]:-600000}
   local rate
   rate=$(calc "Math.round(2 * $base)")
@@ -394,7 +396,8 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
   fi
   if has s5; then
     echo
-    echo "**5. Memory** (default config, s1 pipeline): idle RSS $(mib "${R[s5.idle_rss]:-}") MiB; offered $(fmt "${R[s5.offered]:-}") spans/s"
+    echo "**5. Memory** (default config, s1 pipeline): idle RSS $(mib "${R[s5.idle_rss]:-}") MiB (of which anonymous"
+    echo "$(mib "${R[s5.idle_anon]:-}") MiB, the rest shared-library pages; PSS $(mib "${R[s5.idle_pss]:-}") MiB); offered $(fmt "${R[s5.offered]:-}") spans/s"
     echo "(2× s1) for ${OVERLOAD} s: peak RSS $(mib "${R[s5.rss]:-}") MiB, accepted $(fmt "${R[s5.rate]:-}") spans/s,"
     echo "${R[s5.refused]:-—} retryable refusals, ${R[s5.failed]:-—} spans given up by the load generator, loss at the sink ${R[s5.loss]:-—}."
   fi
