@@ -30,6 +30,13 @@ typedef struct sp_inst_s {
   sp_consumer_t *fan_traces;
   sp_consumer_t *fan_profiles;
   struct sp_graph_s *graph;
+  /*
+   * Processors: the furthest position (0 = first) at which any pipeline
+   * lists this processor. Shutdown runs level by level from 0 up, so a
+   * processor stops only after those feeding it have flushed into it;
+   * start runs the other way round.
+   */
+  size_t level;
 } sp_inst_t;
 
 typedef struct sp_pipe_s {
@@ -51,6 +58,7 @@ struct sp_graph_s {
   size_t n_inst;
   sp_pipe_t *pipes;
   size_t n_pipes;
+  size_t max_level; /* highest processor level */
   sp_service_settings_t settings;
   bool settings_decoded;
   /* shutdown */
@@ -62,6 +70,7 @@ struct sp_graph_s {
   uv_timer_t defer;
   bool defer_init;
   sp_http_server_t *metrics; /* the Prometheus endpoint, when enabled */
+  bool metrics_down;
 };
 
 static const char *const sp__sections[] = {"receivers", "processors", "exporters", "extensions"};
@@ -267,6 +276,12 @@ static int sp__read_pipe_list(sp_graph_t *g, sp_pipe_t *p, int which, const sp_n
                     kname, item->scalar);
       rc = SP_ECONFIG;
       continue;
+    }
+    if (which == SP_LIST_PROCESSORS) {
+      if (p->n[which] > in->level)
+        in->level = p->n[which];
+      if (in->level > g->max_level)
+        g->max_level = in->level;
     }
     p->list[which][p->n[which]++] = in;
     in->used_signals |= p->signal;
@@ -617,22 +632,35 @@ static int sp__metrics_start(sp_graph_t *g) {
   return rc;
 }
 
+/* Starts one instance; logs why when it cannot. */
+static int sp__start_inst(sp_inst_t *in) {
+  int rc = in->def->start != NULL ? in->def->start(in->comp) : 0;
+  if (rc != 0) {
+    sp_log_error(NULL, "cannot start %s \"%s\": %s", sp_kind_name(in->kind), in->id,
+                 sp_strerror(rc));
+    return rc;
+  }
+  in->started = true;
+  return 0;
+}
+
 int sp_graph_start(sp_graph_t *self) {
   static const sp_kind_t order[] = {SP_KIND_EXTENSION, SP_KIND_EXPORTER, SP_KIND_PROCESSOR,
                                     SP_KIND_RECEIVER};
-  for (size_t o = 0; o < 4; o++)
-    for (size_t i = 0; i < self->n_inst; i++) {
-      sp_inst_t *in = &self->inst[i];
-      if (in->kind != order[o] || in->comp == NULL)
-        continue;
-      int rc = in->def->start != NULL ? in->def->start(in->comp) : 0;
-      if (rc != 0) {
-        sp_log_error(NULL, "cannot start %s \"%s\": %s", sp_kind_name(in->kind), in->id,
-                     sp_strerror(rc));
-        return rc;
+  for (size_t o = 0; o < 4; o++) {
+    /* Processors downstream first: the last level of every pipeline, then inwards. */
+    size_t levels = order[o] == SP_KIND_PROCESSOR ? self->max_level + 1 : 1;
+    for (size_t l = levels; l-- > 0;)
+      for (size_t i = 0; i < self->n_inst; i++) {
+        sp_inst_t *in = &self->inst[i];
+        if (in->kind != order[o] || in->comp == NULL ||
+            (order[o] == SP_KIND_PROCESSOR && in->level != l))
+          continue;
+        int rc = sp__start_inst(in);
+        if (rc != 0)
+          return rc;
       }
-      in->started = true;
-    }
+  }
   return sp__metrics_start(self);
 }
 
@@ -661,29 +689,41 @@ static void sp__metrics_down(void *arg) {
   uv_close((uv_handle_t *)&g->defer, sp__defer_closed);
 }
 
-/* Runs shutdown phase by phase: receivers, processors, exporters, extensions. */
+/*
+ * Runs shutdown step by step: receivers, then processors level by level
+ * (those first in their pipelines first, so each flushes into a processor
+ * that still accepts), then exporters, then extensions.
+ */
 static void sp__phase(sp_graph_t *g) {
-  static const sp_kind_t order[] = {SP_KIND_RECEIVER, SP_KIND_PROCESSOR, SP_KIND_EXPORTER,
-                                    SP_KIND_EXTENSION};
-  while (g->phase < 4) {
+  size_t n_steps = 1 + (g->max_level + 1) + 2;
+  while ((size_t)g->phase < n_steps) {
+    size_t step = (size_t)g->phase;
+    sp_kind_t kind = step == 0                 ? SP_KIND_RECEIVER
+                     : step <= g->max_level + 1 ? SP_KIND_PROCESSOR
+                     : step == g->max_level + 2 ? SP_KIND_EXPORTER
+                                                : SP_KIND_EXTENSION;
+    size_t level = step - 1;
     size_t n = 0;
-    for (size_t i = 0; i < g->n_inst; i++)
-      if (g->inst[i].kind == order[g->phase] && g->inst[i].comp != NULL)
+    for (size_t i = 0; i < g->n_inst; i++) {
+      sp_inst_t *in = &g->inst[i];
+      if (in->kind == kind && in->comp != NULL && (kind != SP_KIND_PROCESSOR || in->level == level))
         n++;
+    }
     if (n > 0) {
-      /* Count first: a component may finish synchronously-deferred only, never inline. */
+      /* Count first: components report from the loop, never inline. */
       g->pending = n;
       for (size_t i = 0; i < g->n_inst; i++) {
         sp_inst_t *in = &g->inst[i];
-        if (in->kind == order[g->phase] && in->comp != NULL)
+        if (in->kind == kind && in->comp != NULL &&
+            (kind != SP_KIND_PROCESSOR || in->level == level))
           in->def->shutdown(in->comp, sp__inst_done, in);
       }
       return;
     }
     g->phase++;
   }
-  if (g->metrics != NULL && g->phase == 4) {
-    g->phase = 5;
+  if (g->metrics != NULL && !g->metrics_down) {
+    g->metrics_down = true;
     sp_http_server_shutdown(g->metrics, sp__metrics_down, g);
     return;
   }
