@@ -192,7 +192,6 @@ static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
     r->self = self;
     r->signal = item->signal;
     sp_buf_init(&r->body, 0);
-    item->user = r;
     if (item->signal == SP_SIGNAL_PROFILES) {
       sp_arena_t *arena = sp_arena_create(0);
       sp_otlpprofiles_req_t *req = NULL;
@@ -204,10 +203,15 @@ static int sp__otlp_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterh
       }
       sp_arena_destroy(arena);
       if (rc != 0) {
+        /* Nothing is kept: the retry encodes again rather than sending the
+         * empty body (which a backend would accept as zero profiles). */
+        sp_buf_free(&r->body);
+        sp_free(r);
         sp_log_error(self->base.id, "cannot encode profiles: %s", sp_strerror(rc));
         return rc == SP_ENOMEM ? SP_EAGAIN : rc;
       }
     }
+    item->user = r; /* only once the body is complete */
   }
   const uint8_t *body;
   size_t len;

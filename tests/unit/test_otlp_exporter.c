@@ -505,6 +505,60 @@ static void test_config_errors(void **state) {
   sp_free(t.cfg);
 }
 
+static uint64_t g_want_profiles;
+static int profiles_done(void *arg) {
+  fx_t *fx = arg;
+  return metric(fx, "spanprof_exporter_sent_profiles_total") +
+             metric(fx, "spanprof_exporter_send_failed_profiles_total") >=
+         g_want_profiles;
+}
+
+/*
+ * Out of memory while the first attempt encodes the profiles must leave
+ * nothing behind: the retry encodes again. (It used to keep the per-batch
+ * state with an empty body, so the retry sent an empty request that the
+ * backend accepted and the profiles were counted as sent.) Each round fails
+ * one allocation later than the last, walking the whole encode path.
+ */
+static void test_profiles_encode_oom_retried(void **state) {
+  fx_t *fx = *state;
+  backend_start_on(&fx->be, &fx->loop, 0, NULL);
+  exporter_up(fx, fx->be.port, g_fast);
+  uint64_t accepted = 0;
+  for (long n = 0; n < 40; n++) {
+    sp_profiles_t *b = sp_test_profiles();
+    sp_alloc_set_fail_after(n);
+    int rc = sp_consume_profiles(fx->ex.comp->input, b);
+    sp_alloc_set_fail_after(-1);
+    if (rc != 0) {
+      assert_int_equal(rc, SP_EAGAIN);
+      continue;
+    }
+    accepted += 2;
+    g_want_profiles = accepted;
+    assert_int_equal(sp_test_run_until(&fx->loop, profiles_done, fx, 10000), 0);
+  }
+  /* Every profile counted as sent arrived in a full request. (A decode that
+   * runs out of memory reads as malformed data and is dropped permanently,
+   * which is counted as failed, not as sent.) */
+  uint64_t sent = metric(fx, "spanprof_exporter_sent_profiles_total");
+  assert_true(sent > 0);
+  assert_int_equal(sent + metric(fx, "spanprof_exporter_send_failed_profiles_total"), accepted);
+  assert_true(fx->be.n <= MAX_REQ);
+  assert_int_equal(2 * fx->be.n, sent);
+  for (size_t i = 0; i < fx->be.n; i++) {
+    const rec_t *r = &fx->be.recs[i];
+    assert_int_equal(r->kind, 1);
+    sp_arena_t *a = sp_arena_create(0);
+    const sp_otlpprofiles_req_t *req =
+        opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__unpack(
+            sp_arena_pbc(a), r->len, r->body);
+    assert_non_null(req);
+    sp_test_check_profiles(req); /* never an empty request */
+    sp_arena_destroy(a);
+  }
+}
+
 int main(void) {
   if (getenv("SP_TEST_LOG") == NULL) sp_log_set_level(SP_LOG_OFF);
   if (sp_testcerts_create(&g_certs) != 0) return 1;
@@ -521,6 +575,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_drain_deadline_cancels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_and_mtls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_profiles_encode_oom_retried, setup, teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   sp_testcerts_destroy(&g_certs);
