@@ -21,6 +21,7 @@
 #include "pipeline/defer.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
+#include "pipeline/satmath.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -304,6 +305,26 @@ static uint64_t sp__next_delay(sp_exporterhelper_t *self, sp__eh_slot_t *s) {
   return delay < 0 ? 0 : (uint64_t)(delay + 0.5);
 }
 
+/*
+ * The server's requested delay (Retry-After, RetryInfo), bounded. Parsers
+ * saturate at UINT64_MAX, and a slot waiting that long would be pinned for
+ * good (enough of them and the pipeline refuses everything). With a
+ * max_elapsed_time budget nothing more is needed: a delay past the budget
+ * gives the item up at once (the saturating sum in the caller). Retrying
+ * forever (max_elapsed_time 0), the delay is capped at
+ * max(max_interval, SP__SERVER_DELAY_CEILING_MS): the server is still
+ * honoured for any sane value, and a slot is never held longer than that.
+ */
+#define SP__SERVER_DELAY_CEILING_MS 3600000ULL /* one hour */
+
+static uint64_t sp__server_delay(const sp_exporterhelper_t *self, uint64_t asked_ms) {
+  if (self->rcfg.max_elapsed_time_ms > 0) return asked_ms;
+  uint64_t ceiling = self->rcfg.max_interval_ms > SP__SERVER_DELAY_CEILING_MS
+                         ? self->rcfg.max_interval_ms
+                         : SP__SERVER_DELAY_CEILING_MS;
+  return asked_ms < ceiling ? asked_ms : ceiling;
+}
+
 static void sp__retry_fire(uv_timer_t *t) {
   sp__eh_slot_t *s = t->data;
   s->waiting = false;
@@ -345,14 +366,17 @@ static void sp__handle_result(sp__eh_slot_t *s, const sp_exporterhelper_result_t
     return;
   }
   uint64_t delay = sp__next_delay(self, s);
-  if (res->retry_after_ms > delay) delay = res->retry_after_ms;
+  uint64_t server = sp__server_delay(self, res->retry_after_ms);
+  if (server > delay) delay = server;
   uint64_t now = uv_now(self->loop);
-  uint64_t elapsed = now - s->first_ms;
-  if (self->rcfg.max_elapsed_time_ms > 0 && elapsed + delay > self->rcfg.max_elapsed_time_ms) {
+  uint64_t elapsed = sp_sat_sub_u64(now, s->first_ms);
+  /* Saturating sums: a huge delay must read as "too late", never wrap. */
+  if (self->rcfg.max_elapsed_time_ms > 0 &&
+      sp_sat_add_u64(elapsed, delay) > self->rcfg.max_elapsed_time_ms) {
     sp__give_up(s, "max_elapsed_time reached");
     return;
   }
-  if (self->shutting && now + delay > self->deadline) {
+  if (self->shutting && sp_sat_add_u64(now, delay) > self->deadline) {
     sp__give_up(s, "shutting down and the next retry would come after the drain deadline");
     return;
   }
@@ -360,7 +384,7 @@ static void sp__handle_result(sp__eh_slot_t *s, const sp_exporterhelper_result_t
               sp__unit(item->signal), item->attempt + 1, (unsigned long long)delay, s->last_error);
   sp_metric_add(self->retries, 1);
   s->waiting = true;
-  s->due_ms = now + delay;
+  s->due_ms = sp_sat_add_u64(now, delay);
   uv_timer_start(&s->timer, sp__retry_fire, delay, 0);
 }
 

@@ -29,7 +29,10 @@
  *   Retry-After / RetryInfo raises the next delay to at least what it asked.
  *   When the time since the first attempt plus the next delay would pass
  *   max_elapsed_time (0: never), the item is given up: logged with its count
- *   and counted in spanprof_exporter_send_failed_*. Permanent failures are
+ *   and counted in spanprof_exporter_send_failed_* (so a server delay past
+ *   the budget gives up at once). With max_elapsed_time 0 a server delay is
+ *   capped at max(max_interval, 1h), so no slot waits longer than that
+ *   (Retry-After parsers saturate at UINT64_MAX; all sums saturate too). Permanent failures are
  *   never retried (logged and counted the same way), and items a backend
  *   rejected in a partial success are logged and counted as failed too.
  * - Shutdown drains: queued items keep being sent and retries keep running

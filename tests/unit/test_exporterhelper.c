@@ -671,6 +671,75 @@ static void test_schema(void **state) {
   sp_errors_free(&errs);
 }
 
+/*
+ * A server's delay of UINT64_MAX (Retry-After and RetryInfo parsers saturate
+ * there) must not wrap the time sums: within a max_elapsed_time budget the
+ * item is given up at once and its slot is free again (it used to arm an
+ * effectively infinite timer, pinning the slot for good).
+ */
+static void test_retry_after_saturated_gives_up(void **state) {
+  fx_t *fx = *state;
+  fx->q.num_consumers = 1;
+  fx->sc.delay_ms = 20; /* elapsed > 0 when the answer comes: the sum would wrap */
+  fx->sc.results[0] = (sp_exporterhelper_result_t){
+      .err = SP_EAGAIN, .retry_after_ms = UINT64_MAX, .message = "429"};
+  fx->sc.n_results = 1;
+  make_started(fx);
+  assert_int_equal(consume(fx, 2), 0);
+  run_until_done(fx, 2, 1000);
+  assert_int_equal(FAILED(fx), 2);
+  assert_int_equal(fx->sc.n_attempts, 1);
+  sp_exporterhelper_stats_t st;
+  sp_exporterhelper_stats(fx->eh, &st);
+  assert_int_equal(st.busy, 0);
+  assert_int_equal(consume(fx, 3), 0); /* the only slot takes new work */
+  run_until_done(fx, 5, 1000);
+  assert_int_equal(SENT(fx), 3);
+  shutdown_and_wait(fx, 1000);
+}
+
+static int one_waiting(void *arg) {
+  fx_t *fx = arg;
+  sp_exporterhelper_stats_t st;
+  sp_exporterhelper_stats(fx->eh, &st);
+  return fx->sc.n_attempts == 1 && st.busy == 1 && st.sending == 0;
+}
+
+/*
+ * Retrying forever (max_elapsed_time 0), the same delay is capped at
+ * max(max_interval, 1h), and a shutdown gives the waiting item up at once
+ * (its retry would come after the drain deadline) instead of waiting for it.
+ */
+static void test_retry_after_saturated_forever(void **state) {
+  fx_t *fx = *state;
+  fx->r.max_elapsed_time_ms = 0;
+  fx->sc.results[0] = (sp_exporterhelper_result_t){
+      .err = SP_EAGAIN, .retry_after_ms = UINT64_MAX, .message = "429"};
+  fx->sc.n_results = 1;
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  sp_log_set_level(SP_LOG_INFO);
+  sp_log_set_fd(fileno(f));
+  make_started(fx);
+  assert_int_equal(consume(fx, 2), 0);
+  assert_int_equal(sp_test_run_until(&fx->loop, one_waiting, fx, 1000), 0);
+  sp_log_set_fd(-1);
+  if (getenv("SP_TEST_LOG") == NULL) sp_log_set_level(SP_LOG_OFF);
+  char line[4096] = "";
+  rewind(f);
+  size_t n = fread(line, 1, sizeof(line) - 1, f);
+  line[n] = '\0';
+  fclose(f);
+  assert_non_null(strstr(line, "retrying in 3600000 ms"));
+  uv_update_time(&fx->loop);
+  uint64_t t0 = uv_now(&fx->loop);
+  shutdown_and_wait(fx, 1000);
+  uv_update_time(&fx->loop);
+  assert_true(uv_now(&fx->loop) - t0 < 500);
+  assert_int_equal(FAILED(fx), 2);
+  assert_int_equal(fx->sc.n_attempts, 1);
+}
+
 int main(void) {
   if (getenv("SP_TEST_LOG") == NULL) sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
@@ -695,6 +764,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_profiles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test(test_schema),
+      cmocka_unit_test_setup_teardown(test_retry_after_saturated_gives_up, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_retry_after_saturated_forever, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
