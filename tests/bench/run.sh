@@ -332,6 +332,16 @@ run_memory() {
 
 has() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
+# Other processes on the machine skew every number: say how busy it was.
+busy_note() { # the CPU share other processes used over the last second, as "N%"
+  local a b
+  read -r _ a1 a2 a3 a4 _ </proc/stat; a=$((a1 + a2 + a3)); b=$((a + a4))
+  sleep 1
+  read -r _ c1 c2 c3 c4 _ </proc/stat
+  calc "Math.round(100 * ($((c1 + c2 + c3)) - $a) / ($((c1 + c2 + c3 + c4)) - $b)) + '%'"
+}
+BUSY_START=$(busy_note)
+[ "${BUSY_START%\%}" -lt 10 ] 2>/dev/null || log "the machine is busy before starting ($BUSY_START CPU): results will be noisy"
 T_START=$(date +%s)
 TR_HTTP=(traces --endpoint "127.0.0.1:$D_HTTP")
 has ceiling-http && run_case ceiling-http - spans 0 traces --endpoint "127.0.0.1:$SINK_HTTP"
@@ -344,6 +354,7 @@ has s4 && SINK_ARGS='--inspect-every 20' run_case s4 "$(cfg_profiles)" profiles 
   --endpoint "127.0.0.1:$D_PYRO" --traces-endpoint "127.0.0.1:$D_HTTP"
 has s5 && run_memory
 T_END=$(date +%s)
+BUSY_END=$(busy_note)
 
 # ---- the report ---------------------------------------------------------------------------
 
@@ -363,7 +374,8 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
   echo "Machine: $(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2}'), $(nproc) CPUs"
   echo "($(lscpu | awk -F: '/^Hypervisor vendor/ {gsub(/^ +/, "", $2); print "virtualised: " $2}')), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo),"
   echo "Linux $(uname -r), $(gcc --version | head -1), libuv $(pkg-config --modversion libuv), grpc $(pkg-config --modversion grpc)."
-  echo "The load generator, the sink and spanprofd share the $(nproc) CPUs."
+  echo "The load generator, the sink and spanprofd share the $(nproc) CPUs. CPU used by other processes"
+  echo "just before / after the run: $BUSY_START / $BUSY_END (anything above a few % makes the numbers noisy)."
   echo
   echo "| scenario | delivered /s | vs ceiling | spanprofd CPU (cores) | CPU s per M spans | peak RSS MiB | latency p50 / p99 ms (added) | loadgen / sink CPU | refused+errors | loss |"
   echo "|---|---:|---:|---:|---:|---:|---|---|---:|---:|"
