@@ -243,41 +243,72 @@ static int sp__batch_traces(sp_consumer_t *c, sp_traces_t *batch) {
   return rc;
 }
 
-static int sp__batch_profiles(sp_consumer_t *c, sp_profiles_t *batch) {
-  sp_batcher_t *b = (sp_batcher_t *)c;
-  int rc = b->proc->shutting ? SP_EAGAIN : sp__prepare(b, &batch->meta, batch->n);
-  if (rc == 0 && b->profiles == NULL) {
-    /* The first batch is adopted as is; later ones are copied into it. */
-    b->profiles = batch;
-    b->items = batch->n;
-    sp_profiles_writable(&b->profiles);
-    sp__after_add(b);
-    return 0;
-  }
-  for (size_t i = 0; rc == 0 && i < batch->n; i++) {
+/*
+ * Copies every profile of @p batch into the accumulator, all or nothing:
+ * when memory runs out part way, the profiles already appended are taken
+ * back out (the sender retries the whole batch, which must not duplicate
+ * them). Their arena memory stays until the accumulator is sent. 0 or
+ * SP_ENOMEM.
+ */
+static int sp__append_profiles(sp_batcher_t *b, sp_profiles_t *batch) {
+  sp_profiles_t *acc = b->profiles;
+  size_t n_before = acc->n, items_before = b->items;
+  for (size_t i = 0; i < batch->n; i++) {
     sp_profile_t *src = &batch->items[i];
     const uint8_t *bytes;
     size_t len;
     sp_profile_t *dst = NULL;
     if (sp_profile_encoded(batch, src, &bytes, &len) == 0)
-      dst = sp_profiles_add(b->profiles, src->labels, src->n_labels, src->time_start_ns,
+      dst = sp_profiles_add(acc, src->labels, src->n_labels, src->time_start_ns,
                             src->time_end_ns, bytes, len);
-    if (dst == NULL) {
-      rc = SP_EAGAIN;
-      break;
-    }
+    if (dst == NULL)
+      goto fail;
     if (src->n_ext > 0) {
       size_t n = src->n_ext * sizeof(int64_t);
       dst->sample_time_ns =
-          src->sample_time_ns ? sp_arena_memdup(b->profiles->arena, src->sample_time_ns, n) : NULL;
+          src->sample_time_ns ? sp_arena_memdup(acc->arena, src->sample_time_ns, n) : NULL;
       dst->sample_thread =
-          src->sample_thread ? sp_arena_memdup(b->profiles->arena, src->sample_thread, n) : NULL;
+          src->sample_thread ? sp_arena_memdup(acc->arena, src->sample_thread, n) : NULL;
+      if ((src->sample_time_ns != NULL && dst->sample_time_ns == NULL) ||
+          (src->sample_thread != NULL && dst->sample_thread == NULL))
+        goto fail;
       dst->n_ext = src->n_ext;
     }
     b->items++;
   }
-  if (rc == 0)
+  return 0;
+fail:
+  acc->n = n_before;
+  b->items = items_before;
+  return SP_ENOMEM;
+}
+
+static int sp__batch_profiles(sp_consumer_t *c, sp_profiles_t *batch) {
+  sp_batcher_t *b = (sp_batcher_t *)c;
+  int rc = b->proc->shutting ? SP_EAGAIN : sp__prepare(b, &batch->meta, batch->n);
+  if (rc == 0 && b->profiles == NULL) {
+    /* The first batch is adopted (a private copy when it is shared: later
+     * ones are appended to it); later ones are copied into it. */
+    rc = sp_profiles_writable(&batch);
+    if (rc == 0) {
+      b->profiles = batch;
+      b->items = batch->n;
+      sp__after_add(b);
+      return 0;
+    }
+  } else if (rc == 0) {
+    rc = sp__append_profiles(b, batch);
+  }
+  if (rc == 0) {
     sp__after_add(b);
+  } else if (sp__empty(b)) {
+    /* Nothing was accumulated: forget the meta sp__prepare recorded for it. */
+    sp_free(b->tenant);
+    sp_free(b->authorization);
+    b->tenant = b->authorization = NULL;
+  }
+  if (rc == SP_ENOMEM)
+    rc = SP_EAGAIN; /* memory is short: let the sender retry */
   sp_profiles_unref(batch);
   return rc;
 }

@@ -21,6 +21,7 @@
 #include "support/loop_util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef Opentelemetry__Proto__Trace__V1__Span Span;
@@ -415,6 +416,153 @@ static void test_telemetry(void **state) {
   sp_metric_add(sp_telemetry_counter(NULL, "y", "", ""), 1);
 }
 
+/* ---- the batch processor out of memory (profiles) ---------------------------------- */
+
+/* Records the profiles delivered downstream and checks their side arrays. */
+typedef struct prec_s {
+  sp_consumer_t base;
+  size_t batches, profiles;
+} prec_t;
+
+static int prec_profiles(sp_consumer_t *c, sp_profiles_t *b) {
+  prec_t *r = (prec_t *)c;
+  r->batches++;
+  r->profiles += b->n;
+  for (size_t i = 0; i < b->n; i++) {
+    const sp_profile_t *p = &b->items[i];
+    assert_non_null(sp_profile_label(p, "service_name"));
+    if (p->n_ext > 0) {
+      assert_non_null(p->sample_time_ns);
+      assert_non_null(p->sample_thread);
+    }
+  }
+  sp_profiles_unref(b);
+  return 0;
+}
+
+/*
+ * Two profiles (service "svc", 3 samples' times and threads) whose pprof is
+ * larger than half the arena's largest chunk, so that copying each one
+ * allocates: a failure can then fall between the two.
+ */
+#define OOM_PPROF_PAD (520u * 1024u)
+static sp_profiles_t *oom_profiles(void) {
+  Perftools__Profiles__Profile pr = PERFTOOLS__PROFILES__PROFILE__INIT;
+  char *pad = malloc(OOM_PPROF_PAD + 1);
+  assert_non_null(pad);
+  memset(pad, 'x', OOM_PPROF_PAD);
+  pad[OOM_PPROF_PAD] = '\0';
+  char *strings[] = {"", "samples", "count", pad};
+  Perftools__Profiles__ValueType vt = PERFTOOLS__PROFILES__VALUE_TYPE__INIT;
+  Perftools__Profiles__ValueType *vts[] = {&vt};
+  vt.type = 1;
+  vt.unit = 2;
+  pr.n_string_table = 4;
+  pr.string_table = strings;
+  pr.n_sample_type = 1;
+  pr.sample_type = vts;
+  size_t len = perftools__profiles__profile__get_packed_size(&pr);
+  uint8_t *buf = malloc(len);
+  assert_non_null(buf);
+  perftools__profiles__profile__pack(&pr, buf);
+  free(pad);
+  sp_profiles_t *b = sp_profiles_create();
+  assert_non_null(b);
+  sp_label_t l[2] = {{"service_name", "svc"}, {"__name__", "process_cpu"}};
+  for (int k = 0; k < 2; k++) {
+    sp_profile_t *p = sp_profiles_add(b, l, 2, 1, 2, buf, len);
+    assert_non_null(p);
+    p->sample_time_ns = sp_arena_alloc(b->arena, 3 * sizeof(int64_t));
+    p->sample_thread = sp_arena_alloc(b->arena, 3 * sizeof(int64_t));
+    assert_true(p->sample_time_ns != NULL && p->sample_thread != NULL);
+    for (int i = 0; i < 3; i++) {
+      p->sample_time_ns[i] = 10 + i;
+      p->sample_thread[i] = 7;
+    }
+    p->n_ext = 3;
+  }
+  free(buf);
+  return b;
+}
+
+/*
+ * Out of memory in the batch processor's profiles path: a shared first batch
+ * that cannot be copied is refused (never adopted: appending to it later
+ * would reallocate its items under the other holder), and a copy that fails
+ * part way takes back what it appended, so the sender's retry of the same
+ * batch does not duplicate profiles. Every accepted profile comes out once.
+ */
+static void test_batch_processor_profiles_oom(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sp_host_t host = {.loop = &loop};
+  sp_errors_t errs = {0};
+  sp_config_doc_t *doc = NULL;
+  const char *yaml = "send_batch_size: 100000\ntimeout: 1h\n";
+  assert_int_equal(sp_config_load_string("t", yaml, strlen(yaml), &doc, &errs), 0);
+  void *cfg = sp_calloc(1, sp_processor_batch.config_size);
+  assert_int_equal(sp_cfg_decode(sp_processor_batch.schema, doc->root, "batch", NULL, cfg, &errs), 0);
+  sp_create_settings_t set = {.host = &host, .id = "batch"};
+  sp_component_t *comp = NULL;
+  assert_int_equal(sp_processor_batch.create(&set, cfg, &comp), 0);
+  comp->def = &sp_processor_batch;
+  comp->host = &host;
+  comp->id = "batch";
+  prec_t next = {.base.consume_profiles = prec_profiles};
+  sp_consumer_t *input = NULL;
+  assert_int_equal(sp_processor_batch.attach(comp, SP_SIGNAL_PROFILES, &next.base, &input), 0);
+  assert_int_equal(sp_processor_batch.start(comp), 0);
+
+  /* A shared first batch, and no memory to copy it: refused, not adopted. */
+  sp_profiles_t *shared = oom_profiles();
+  sp_profiles_ref(shared);
+  sp_alloc_set_fail_after(0);
+  int rc = sp_consume_profiles(input, shared);
+  sp_alloc_set_fail_after(-1);
+  assert_int_equal(rc, SP_EAGAIN);
+  assert_int_equal(shared->refcnt, 1); /* only ours: the batcher kept nothing */
+  /* The retry is taken as a private copy; ours stays intact. */
+  sp_profiles_ref(shared);
+  assert_int_equal(sp_consume_profiles(input, shared), 0);
+  assert_int_equal(shared->refcnt, 1);
+  size_t accepted = shared->n;
+
+  /* Failures at each of the first allocations of the copy path, each retried
+   * as a sender would; repeated, as the accumulator's own growth shifts them. */
+  for (long k = 0; k < 30; k++) {
+    long n = k % 5;
+    for (int attempt = 0;; attempt++) {
+      sp_profiles_t *b = oom_profiles();
+      size_t count = b->n;
+      sp_alloc_set_fail_after(attempt == 0 ? n : -1);
+      rc = sp_consume_profiles(input, b);
+      sp_alloc_set_fail_after(-1);
+      if (rc == 0) {
+        accepted += count;
+        break;
+      }
+      assert_int_equal(rc, SP_EAGAIN);
+      assert_true(attempt == 0);
+    }
+    /* The batch we still hold is unharmed by what the batcher did. */
+    assert_int_equal(shared->n, 2);
+    assert_string_equal(sp_profile_label(&shared->items[1], "service_name"), "svc");
+  }
+  sp_profiles_unref(shared);
+
+  int done = 0;
+  host.drain_deadline = uv_now(&loop) + 100;
+  sp_processor_batch.shutdown(comp, on_done, &done);
+  assert_int_equal(sp_test_run_until(&loop, flag_set, &done, 5000), 0);
+  assert_int_equal(next.profiles, accepted);
+  sp_processor_batch.destroy(comp);
+  sp_cfg_free(sp_processor_batch.schema, cfg);
+  sp_free(cfg);
+  sp_config_doc_free(doc);
+  assert_int_equal(sp_test_loop_finish(&loop, 1000), 0);
+}
+
 int main(void) {
   sp_log_set_level(SP_LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -426,6 +574,7 @@ int main(void) {
       cmocka_unit_test(test_batch_processor_tenants_apart),
       cmocka_unit_test(test_graph),
       cmocka_unit_test(test_telemetry),
+      cmocka_unit_test(test_batch_processor_profiles_oom),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
