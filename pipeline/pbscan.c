@@ -22,6 +22,7 @@
 #include <string.h>
 
 #define SP_PBSCAN_MAX_DEPTH 64
+#define SP_PBSCAN_FIELD_COST 32 /* protobuf-c's per-occurrence scan record, rounded up */
 
 typedef struct sp_pbscan_frame_s {
   const ProtobufCFieldDescriptor *field; /* the last known field seen; NULL before one */
@@ -37,13 +38,31 @@ struct sp_pbscan_s {
   char *err;
   size_t errlen;
   int depth;
+  /*
+   * What protobuf-c's unpack would allocate: every message struct, a slot per
+   * repeated element, string and bytes contents — plus, transiently, a
+   * record per field occurrence of the message being decoded. Bounded so
+   * that a small request cannot make the daemon allocate gigabytes (empty
+   * spans cost 2 bytes on the wire and ~200 bytes decoded).
+   */
+  uint64_t cost;
+  uint64_t max_cost;
   sp_pbscan_frame_t path[SP_PBSCAN_MAX_DEPTH + 1];
 };
 
+/* The path to the current field; deep paths keep their first and last frames around "...". */
 static size_t sp__path(const sp_pbscan_t *s, char *out, size_t cap) {
   size_t n = 0;
   out[0] = '\0';
   for (int i = 1; i <= s->depth && n < cap; i++) {
+    if (s->depth > 8 && i == 4) {
+      int w = snprintf(out + n, cap - n, ".(%d levels)", s->depth - 6);
+      if (w < 0)
+        break;
+      n += (size_t)w;
+      i = s->depth - 3;
+      continue;
+    }
     const sp_pbscan_frame_t *fr = &s->path[i];
     const char *name = fr->field != NULL ? fr->field->name : "?";
     int w = fr->field != NULL && fr->field->label == PROTOBUF_C_LABEL_REPEATED
@@ -140,6 +159,8 @@ static int sp__scan(sp_pbscan_t *s, const ProtobufCMessageDescriptor *desc, cons
   if (s->depth >= SP_PBSCAN_MAX_DEPTH)
     return sp_pbscan_fail(s, "nesting deeper than %d levels", SP_PBSCAN_MAX_DEPTH);
   s->depth++;
+  s->cost += desc->sizeof_message;
+  uint64_t fields = 0; /* occurrences in this message: protobuf-c's transient records */
   sp_pbscan_frame_t *fr = &s->path[s->depth];
   fr->field = NULL;
   fr->tag = 0;
@@ -209,6 +230,20 @@ static int sp__scan(sp_pbscan_t *s, const ProtobufCMessageDescriptor *desc, cons
     }
     if (f == NULL)
       continue; /* unknown fields are skipped, as protobuf-c keeps/ignores them */
+    fields++;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED)
+      s->cost += 8;
+    if (wt == 2 && f->type != PROTOBUF_C_TYPE_MESSAGE)
+      s->cost += len + 1;
+    if (s->max_cost != 0 && s->cost + fields * SP_PBSCAN_FIELD_COST > s->max_cost) {
+      rc = SP_ETOOBIG;
+      if (s->err != NULL && s->errlen > 0)
+        snprintf(s->err, s->errlen,
+                 "decoding would need more than %llu MiB (over %d times the request size); "
+                 "send smaller requests",
+                 (unsigned long long)(s->max_cost >> 20), SP_PBSCAN_COST_FACTOR);
+      goto done;
+    }
     int want = sp__wire_type(f->type);
     if (wt != want) {
       /* Repeated scalars may come packed (length-delimited). */
@@ -219,6 +254,7 @@ static int sp__scan(sp_pbscan_t *s, const ProtobufCMessageDescriptor *desc, cons
         goto done;
       }
       const uint8_t *q = data, *qe = data + len;
+      s->cost += len * 8; /* at most one 8-byte slot per packed byte */
       while (q < qe) {
         uint64_t v;
         if (want == 0 ? sp__varint(&q, qe, &v) != 0
@@ -245,6 +281,10 @@ done:
   return rc;
 }
 
+uint64_t sp_pbscan_budget(size_t len) {
+  return (uint64_t)len * SP_PBSCAN_COST_FACTOR + ((uint64_t)1 << 20);
+}
+
 int sp_pbscan(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
               sp_pbscan_cb cb, void *ctx, char *err, size_t errlen) {
   return sp_pbscan_only(desc, buf, len, cb, ctx, NULL, 0, err, errlen);
@@ -259,6 +299,8 @@ int sp_pbscan_only(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, s
   s.only = only;
   s.n_only = n_only;
   s.depth = 0;
+  s.cost = 0;
+  s.max_cost = sp_pbscan_budget(len);
   s.err = err;
   s.errlen = errlen;
   if (err != NULL && errlen > 0)

@@ -10,6 +10,12 @@
  * sees every length-delimited field of a known type, before a sub-message is
  * descended into, which is how callers count spans or check ID lengths in the
  * same pass.
+ *
+ * The scan also bounds what decoding would cost: a request whose decoded
+ * form would take more than SP_PBSCAN_COST_FACTOR times its own size (plus
+ * 1 MiB) is refused with SP_ETOOBIG, so a few kilobytes of gzip cannot make
+ * the daemon allocate gigabytes. Real OTLP requests decode to 2–13 times
+ * their size.
  */
 #ifndef SP_PBSCAN_H
 #define SP_PBSCAN_H
@@ -19,6 +25,12 @@
 #include <stdint.h>
 
 typedef struct sp_pbscan_s sp_pbscan_t;
+
+/** Decoded size allowed per request byte. */
+#define SP_PBSCAN_COST_FACTOR 16
+
+/** The decode budget for a request of @p len bytes, in bytes. */
+uint64_t sp_pbscan_budget(size_t len);
 
 /**
  * Called for each length-delimited field of a known field (string, bytes,
@@ -32,7 +44,8 @@ typedef int (*sp_pbscan_cb)(sp_pbscan_t *scan, const ProtobufCMessageDescriptor 
 /**
  * Scans @p buf as a @p desc message. On failure @p err holds
  * "path: reason" (e.g. "resource_spans[0].scope_spans[1].spans[3]: truncated
- * field"). Returns 0 or SP_EPROTO (or the callback's code).
+ * field"). Returns 0, SP_EPROTO, SP_ETOOBIG (over the decode budget) or the
+ * callback's code.
  */
 int sp_pbscan(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
               sp_pbscan_cb cb, void *ctx, char *err, size_t errlen);

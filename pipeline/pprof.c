@@ -10,6 +10,8 @@
  */
 #include "pipeline/pprof.h"
 
+#include "pipeline/pbscan.h"
+
 #include "pipeline/alloc.h"
 #include "pipeline/compress.h"
 #include "pipeline/error.h"
@@ -78,6 +80,15 @@ static void sp__tracking_free(void *data, void *ptr) {
 int sp_pprof_decode(sp_arena_t *arena, const uint8_t *raw, size_t len, sp_pprof_t **out,
                     char *err, size_t errlen) {
   *out = NULL;
+  /*
+   * The scan bounds what decoding may allocate (empty samples cost 2 bytes
+   * on the wire and ~60 decoded): over the budget is "too large" (413).
+   */
+  int src = sp_pbscan(&perftools__profiles__profile__descriptor, raw, len, NULL, NULL, err, errlen);
+  if (src == SP_ETOOBIG)
+    return src;
+  if (src != 0)
+    return sp__fail(err, errlen, "not a pprof profile (malformed protobuf)");
   sp__tracking_alloc_t t = {.inner = sp_arena_pbc(arena)};
   t.base = (ProtobufCAllocator){.alloc = sp__tracking_alloc, .free = sp__tracking_free,
                                 .allocator_data = &t};

@@ -21,6 +21,10 @@ static void sp__grpc_answer(sp_grpc_call_t *call, bool traces, const sp_otlp_res
     sp_grpc_respond(call, GRPC_STATUS_UNAVAILABLE, res->message, NULL, 0, 1000);
     return;
   }
+  if (res->rc == SP_ETOOBIG) {
+    sp_grpc_respond(call, GRPC_STATUS_RESOURCE_EXHAUSTED, res->message, NULL, 0, 0);
+    return;
+  }
   if (res->rc == SP_ENOTSUP) {
     sp_grpc_respond(call, GRPC_STATUS_UNIMPLEMENTED, res->message, NULL, 0, 0);
     return;

@@ -155,6 +155,8 @@ static void sp__otlp_http_handler(sp_http_request_t *req, void *ctx) {
     sp__otlp_ingest_profiles(self, m, req->body, req->body_len, json, tenant, auth, &res);
   if (res.rc == 0) {
     sp__respond_ok(req, json, traces, &res);
+  } else if (res.rc == SP_ETOOBIG) {
+    sp__respond_status(req, 413, json, res.message, NULL, 0);
   } else if (res.rc == SP_EAGAIN) {
     static const sp_http_header_t retry[] = {{"Retry-After", "1"}};
     sp__respond_status(req, 503, json, res.message, retry, 1);

@@ -10,6 +10,7 @@
 #include "pipeline/error.h"
 #include "pipeline/log.h"
 #include "pipeline/pbjson.h"
+#include "pipeline/pbscan.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -66,7 +67,8 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
     int rc = sp_traces_from_proto((uint8_t *)body, len, true, &batch, res->message,
                                   sizeof(res->message));
     if (rc != 0) {
-      res->rc = rc == SP_ENOMEM ? SP_EAGAIN : SP_EPROTO;
+      /* Out of memory is retryable; a request over the decode budget is too large. */
+      res->rc = rc == SP_ENOMEM ? SP_EAGAIN : rc == SP_ETOOBIG ? SP_ETOOBIG : SP_EPROTO;
       if (rc != SP_ENOMEM)
         sp_metric_add(m->spans.bad_requests, 1);
       return;
@@ -138,12 +140,19 @@ void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
         sizeof(res->message));
     req = (sp_otlp_profiles_req_t *)msg;
   } else {
-    req = opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__unpack(
-        sp_arena_pbc(scratch), len, body);
-    rc = req != NULL ? 0 : SP_EPROTO;
-    if (rc != 0)
-      snprintf(res->message, sizeof(res->message),
-               "cannot decode ExportProfilesServiceRequest (malformed protobuf)");
+    /*
+     * Scan first: protobuf-c's unpack recurses once per nesting level
+     * (AnyValue arrays nest without end) and allocates per element; the scan
+     * bounds both, and names the place of an error.
+     */
+    rc = sp_pbscan(
+        &opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__descriptor,
+        body, len, NULL, NULL, res->message, sizeof(res->message));
+    if (rc == 0) {
+      req = opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__unpack(
+          sp_arena_pbc(scratch), len, body);
+      rc = req != NULL ? 0 : SP_ENOMEM;
+    }
   }
   if (rc == 0)
     rc = sp__otlp_profiles_convert(req, batch, res->message, sizeof(res->message));
@@ -167,7 +176,9 @@ void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
     snprintf(res->message, sizeof(res->message), "the pipeline rejected the data: %s",
              sp_strerror(rc));
 done:
-  if (rc == SP_ENOMEM) {
+  if (rc == SP_ETOOBIG) {
+    sp_metric_add(m->profiles.bad_requests, 1);
+  } else if (rc == SP_ENOMEM) {
     rc = SP_EAGAIN;
     snprintf(res->message, sizeof(res->message), "out of memory");
   } else if (rc == SP_EPROTO) {

@@ -31,6 +31,7 @@
 #include "pipeline/json.h"
 #include "pipeline/log.h"
 #include "pipeline/pbjson.h"
+#include "pipeline/pbscan.h"
 
 #include "push/v1/push.pb-c.h"
 
@@ -213,9 +214,19 @@ void sp__pyro_push_handle(sp_pyro_t *self, sp_http_request_t *req) {
       sp__push_bad(&st, 400, "cannot decode PushRequest: %s", err);
     pr = (const Push__V1__PushRequest *)msg;
   } else {
-    pr = push__v1__push_request__unpack(sp_arena_pbc(scratch), req->body_len,
-                                        req->body != NULL ? req->body : (const uint8_t *)"");
-    rc = pr != NULL ? 0 : sp__push_bad(&st, 400, "cannot decode PushRequest (malformed protobuf)");
+    /* The scan bounds what unpack may allocate (see pipeline/pbscan.h). */
+    char err[400];
+    const uint8_t *body = req->body != NULL ? req->body : (const uint8_t *)"";
+    rc = sp_pbscan(&push__v1__push_request__descriptor, body, req->body_len, NULL, NULL, err,
+                   sizeof(err));
+    if (rc == SP_ETOOBIG) {
+      rc = sp__push_bad(&st, 413, "PushRequest too large: %s", err);
+    } else if (rc != 0) {
+      rc = sp__push_bad(&st, 400, "cannot decode PushRequest (malformed protobuf)");
+    } else {
+      pr = push__v1__push_request__unpack(sp_arena_pbc(scratch), req->body_len, body);
+      rc = pr != NULL ? 0 : sp__push_bad(&st, 503, "out of memory decoding the PushRequest");
+    }
   }
   if (rc == 0)
     rc = sp__push_build(self, pr, batch, &st);
