@@ -41,6 +41,11 @@
  * multi client on the loop, so a slow or dead target only occupies its own
  * requests; failures are counted per target and logged when a target starts
  * and stops failing.
+ *
+ * Backpressure: no sender retries a scrape, so a delta the pipeline refuses
+ * retryably is not dropped: the baseline stays where it was and the next
+ * scrape's delta covers the refused interval too. Refusals are counted and
+ * logged as warnings (one line per 10 s at most).
  */
 #include "receivers/pprof_scrape/pprof_scrape.h"
 
@@ -236,7 +241,7 @@ typedef struct sp_scrape_job_s {
   bool in_flight;
   int64_t started_ns;
   sp_scrape_delta_t *prev; /* baseline of cumulative values; NULL before the first scrape */
-  int64_t prev_ns;         /* when the baseline was taken */
+  int64_t prev_ns;         /* when the baseline was taken (moves only once a delta is delivered) */
 } sp_scrape_job_t;
 
 struct sp_scrape_target_s {
@@ -259,6 +264,8 @@ struct sp_scrape_s {
   uv_timer_t timer;
   bool timer_active;
   sp_receiver_metrics_t m; /* accepted, refused, rejected profiles */
+  uint64_t refusals;         /* refusals since the last refusal log line */
+  uint64_t last_refusal_log; /* loop time of that line; 0: none yet */
   bool shutting;
   int pending;
   sp_done_cb cb;
@@ -425,6 +432,34 @@ static bool sp__cumulative(const sp_pprof_t *pp, int kind, size_t i) {
   return false;
 }
 
+/*
+ * The pipeline did not take a profile: a warning, at most one every 10 s
+ * with the count since the last one (a full pipeline refuses every scrape).
+ */
+static void sp__refused(sp_scrape_job_t *j, int rc, bool kept) {
+  sp_scrape_t *self = j->target->owner;
+  self->refusals++;
+  uint64_t now = uv_now(self->base.host->loop);
+  if (self->last_refusal_log != 0 && now - self->last_refusal_log < 10000)
+    return;
+  sp_log_warn(self->base.id,
+              "the pipeline refused a %s profile of %s: %s%s; %llu refusal(s) since the last "
+              "report",
+              sp__kind_name[j->kind], j->target->url, sp_strerror(rc),
+              kept ? " (the next delta covers this interval too)" : "",
+              (unsigned long long)self->refusals);
+  self->last_refusal_log = now == 0 ? 1 : now;
+  self->refusals = 0;
+}
+
+/* The scrape's values become the baseline the next delta is taken from. */
+static void sp__commit_baseline(sp_scrape_job_t *j, sp_scrape_delta_t **next, int64_t now) {
+  sp__scrape_delta_free(j->prev);
+  j->prev = *next;
+  j->prev_ns = now;
+  *next = NULL;
+}
+
 /* Turns one response into a profile for the pipeline. */
 static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t len, int64_t now) {
   sp_scrape_t *self = j->target->owner;
@@ -436,6 +471,7 @@ static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t le
   size_t raw_len = 0;
   sp_pprof_t *pp = NULL;
   bool *cum = NULL;
+  sp_scrape_delta_t *next_base = NULL; /* this scrape's values, until committed */
   char err[256] = "";
   if (batch == NULL)
     goto oom;
@@ -463,11 +499,11 @@ static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t le
     any_cum |= cum[i] = sp__cumulative(pp, j->kind, i);
   if (any_cum && c->delta) {
     bool primed = false;
-    if (sp__scrape_delta(batch->arena, pp, cum, &j->prev, &primed) != 0)
+    if (sp__scrape_delta(batch->arena, pp, cum, j->prev, &next_base, &primed) != 0)
       goto oom;
     int64_t since = j->prev_ns;
-    j->prev_ns = now;
     if (primed) {
+      sp__commit_baseline(j, &next_base, now);
       sp_log_debug(self->base.id, "%s: first %s scrape primes the delta", j->target->url,
                    sp__kind_name[j->kind]);
       goto done;
@@ -525,13 +561,21 @@ static void sp__scrape_ingest(sp_scrape_job_t *j, const uint8_t *body, size_t le
     sp_metric_add(self->m.refused, 1);
   else
     sp_metric_add(self->m.rejected, 1);
+  /*
+   * No sender retries a scrape, so a retryable refusal keeps the old
+   * baseline: the next delta then covers this interval as well. Anything
+   * else (accepted, or rejected for good, which a larger delta would not
+   * change) moves the baseline on.
+   */
+  if (rc != SP_EAGAIN && next_base != NULL)
+    sp__commit_baseline(j, &next_base, now);
   if (rc != 0)
-    sp_log_debug(self->base.id, "the pipeline refused a %s profile of %s: %s",
-                 sp__kind_name[j->kind], j->target->url, sp_strerror(rc));
+    sp__refused(j, rc, rc == SP_EAGAIN && next_base != NULL);
   goto done;
 oom:
   sp__scrape_failed(j, "out of memory");
 done:
+  sp__scrape_delta_free(next_base);
   sp_free(cum);
   sp_profiles_unref(batch);
   sp_buf_free(&scratch);

@@ -33,14 +33,18 @@ typedef struct sp_scrape_delta_s sp_scrape_delta_t;
  * - other values (inuse_*) are kept as they are;
  * - samples whose values are all zero afterwards are dropped.
  *
- * *@p prev is replaced by the current scrape's values (the old table is
- * freed). *@p primed is set when there was no usable previous scrape (first
- * scrape, or the sample types changed): @p p then holds no delta and must
- * not be sent. Returns 0 or SP_ENOMEM (then *@p prev is unchanged and @p p,
- * possibly half-processed, must not be sent either).
+ * @p prev (the baseline, NULL before the first scrape) is only read.
+ * *@p next receives the current scrape's values, owned by the caller: it
+ * becomes the baseline once the delta has been delivered (or when there was
+ * nothing to deliver), and is freed otherwise, so that the next scrape's
+ * delta still covers an interval the pipeline refused. *@p primed is set
+ * when @p prev is not usable (first scrape, or the sample types changed):
+ * @p p then holds no delta and must not be sent. Returns 0 or SP_ENOMEM
+ * (then *@p next is NULL and @p p, possibly half-processed, must not be
+ * sent either).
  */
 int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
-                     sp_scrape_delta_t **prev, bool *primed);
+                     const sp_scrape_delta_t *prev, sp_scrape_delta_t **next, bool *primed);
 
 /** Frees a delta table; accepts NULL. */
 void sp__scrape_delta_free(sp_scrape_delta_t *d);

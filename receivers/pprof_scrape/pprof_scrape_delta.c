@@ -218,8 +218,9 @@ static char *sp__signature(const sp_pprof_t *p) {
 }
 
 int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
-                     sp_scrape_delta_t **prev, bool *primed) {
+                     const sp_scrape_delta_t *prev, sp_scrape_delta_t **next, bool *primed) {
   (void)arena;
+  *next = NULL;
   size_t cum_idx[64], n_cum = 0;
   for (size_t i = 0; i < p->n_sample_type && n_cum < 64; i++)
     if (cumulative[i])
@@ -279,7 +280,7 @@ int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
   }
 
   /* Pass 2: subtract the baseline, then drop what is left empty. */
-  sp_scrape_delta_t *old = *prev;
+  const sp_scrape_delta_t *old = prev;
   bool usable = old != NULL && old->n_cum == n_cum && strcmp(old->sig, cur->sig) == 0;
   if (usable) {
     for (size_t at = 0; at < cur->n_slots; at++) {
@@ -309,8 +310,7 @@ int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
     p->n_sample = w;
   }
   *primed = !usable;
-  sp__scrape_delta_free(old);
-  *prev = cur;
+  *next = cur;
   cur = NULL;
   rc = 0;
 done:

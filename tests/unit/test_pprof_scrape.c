@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -196,6 +197,18 @@ static int64_t value_of(const sp_pprof_t *p, uint64_t leaf, const char *lv, size
   return -1; /* absent */
 }
 
+/* One delta, committing the scrape's values as the baseline as the receiver does on delivery. */
+static int delta(sp_arena_t *a, sp_pprof_t *p, const bool *cum, sp_scrape_delta_t **prev,
+                 bool *primed) {
+  sp_scrape_delta_t *next = NULL;
+  int rc = sp__scrape_delta(a, p, cum, *prev, &next, primed);
+  if (rc == 0) {
+    sp__scrape_delta_free(*prev);
+    *prev = next;
+  }
+  return rc;
+}
+
 static void test_delta_function(void **state) {
   (void)state;
   sp_scrape_delta_t *prev = NULL;
@@ -209,7 +222,7 @@ static void test_delta_function(void **state) {
   uint8_t *b = tprof("contentions/count,delay/nanoseconds", s1, 3, false, 0, 0, false, &len);
   sp_arena_t *a = sp_arena_create(0);
   sp_pprof_t *p = decode(a, b, len);
-  assert_int_equal(sp__scrape_delta(a, p, cum, &prev, &primed), 0);
+  assert_int_equal(delta(a, p, cum, &prev, &primed), 0);
   assert_true(primed);
   assert_int_equal(sp__scrape_delta_size(prev), 2);
   free(b);
@@ -221,7 +234,7 @@ static void test_delta_function(void **state) {
   b = tprof("contentions/count,delay/nanoseconds", s2, 3, true, 0, 0, false, &len);
   a = sp_arena_create(0);
   p = decode(a, b, len);
-  assert_int_equal(sp__scrape_delta(a, p, cum, &prev, &primed), 0);
+  assert_int_equal(delta(a, p, cum, &prev, &primed), 0);
   assert_false(primed);
   assert_int_equal(p->n_sample, 2);
   assert_int_equal(value_of(p, 0xa1, NULL, 0), 2);
@@ -237,7 +250,7 @@ static void test_delta_function(void **state) {
   b = tprof("contentions/count,delay/nanoseconds", s3, 1, false, 0, 0, false, &len);
   a = sp_arena_create(0);
   p = decode(a, b, len);
-  assert_int_equal(sp__scrape_delta(a, p, cum, &prev, &primed), 0);
+  assert_int_equal(delta(a, p, cum, &prev, &primed), 0);
   assert_int_equal(value_of(p, 0xa1, NULL, 0), 1);
   assert_int_equal(value_of(p, 0xa1, NULL, 1), 9);
   free(b);
@@ -247,7 +260,7 @@ static void test_delta_function(void **state) {
   a = sp_arena_create(0);
   p = decode(a, b, len);
   bool mem[2] = {true, false};
-  assert_int_equal(sp__scrape_delta(a, p, mem, &prev, &primed), 0);
+  assert_int_equal(delta(a, p, mem, &prev, &primed), 0);
   assert_true(primed);
   free(b);
   sp_arena_destroy(a);
@@ -256,7 +269,7 @@ static void test_delta_function(void **state) {
   b = tprof("alloc_objects/count,inuse_objects/count", s5, 1, false, 0, 0, false, &len);
   a = sp_arena_create(0);
   p = decode(a, b, len);
-  assert_int_equal(sp__scrape_delta(a, p, mem, &prev, &primed), 0);
+  assert_int_equal(delta(a, p, mem, &prev, &primed), 0);
   assert_false(primed);
   assert_int_equal(p->n_sample, 1);
   assert_int_equal(value_of(p, 0xa1, NULL, 0), 0);
@@ -588,6 +601,57 @@ static void test_scrape_no_delta(void **state) {
   rx_stop();
 }
 
+/*
+ * The pipeline refuses deltas for a while: nothing is lost, as no sender
+ * retries a scrape, the baseline stays where it was and the first delta
+ * accepted covers the refused intervals too (it used to move on every
+ * scrape, so each refused interval was gone for good).
+ */
+static int two_refused(void *arg) {
+  (void)arg;
+  return rx.sink.refused_calls >= 2;
+}
+static int one_mutex(void *arg) {
+  (void)arg;
+  return count_named("mutex", NULL) >= 1;
+}
+
+static void test_scrape_refused_delta_kept(void **state) {
+  (void)state;
+  char yaml[512];
+  snprintf(yaml, sizeof(yaml),
+           "interval: 150ms\n"
+           "targets:\n"
+           "  - url: http://127.0.0.1:%d\n"
+           "profiles:\n"
+           "  cpu: {enabled: false}\n"
+           "  memory: {enabled: false}\n"
+           "  goroutine: {enabled: false}\n"
+           "  block: {enabled: false}\n",
+           srv.port);
+  rx.sink.result = SP_EAGAIN;
+  rx_start(yaml);
+  uv_update_time(&srv.loop);
+  int64_t t0 = (int64_t)time(NULL) * 1000000000LL;
+  assert_int_equal(sp_test_run_until(&srv.loop, two_refused, NULL, 5000), 0);
+  size_t refused = rx.sink.refused_calls;
+  rx.sink.result = 0;
+  assert_int_equal(sp_test_run_until(&srv.loop, one_mutex, NULL, 5000), 0);
+  /* Scrape 1 primed; `refused` deltas were refused; the accepted one covers them all. */
+  sp_profiles_t *batch;
+  sp_profile_t *p = nth_named("mutex", 0, &batch);
+  sp_pprof_t *pp = sp_profile_decode(batch, p);
+  assert_int_equal(value_of(pp, 0x1000, NULL, 0), 10 * (int64_t)(refused + 1));
+  assert_int_equal(value_of(pp, 0x1100, NULL, 0), 5); /* appeared in a refused interval */
+  /* Its interval starts at the priming scrape, (refused + 1) intervals back. */
+  assert_true(p->time_start_ns >= t0 - 1000000000LL);
+  assert_true(p->time_end_ns - p->time_start_ns >= (int64_t)(refused + 1) * 150000000LL - 20000000LL);
+  assert_int_equal(sp_telemetry_value(rx.telemetry, "spanprof_receiver_refused_profiles_total",
+                                      "receiver=\"pprof_scrape\",transport=\"scrape\""),
+                   refused);
+  rx_stop();
+}
+
 static void test_config_errors(void **state) {
   (void)state;
   static const struct {
@@ -631,6 +695,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_scrape_targets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scrape_no_delta, setup, teardown),
       cmocka_unit_test(test_config_errors),
+      cmocka_unit_test_setup_teardown(test_scrape_refused_delta_kept, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
