@@ -6,7 +6,7 @@
 #
 #   tests/bench/run.sh [--build DIR] [--duration S] [--warmup S] [--latency S]
 #                      [--latency-rate SPANS] [--overload S] [--only "ceiling s1 ..."]
-#                      [--quick] [--no-write] [--out FILE]
+#                      [--quick | --smoke] [--no-write] [--out FILE]
 #
 # Scenarios (DESIGN/issue #8):
 #   ceiling-http  loadgen → sink over OTLP/HTTP protobuf, no daemon (the machine's ceiling)
@@ -20,6 +20,10 @@
 #   s5            memory: idle RSS, then twice s1's sustainable rate for --overload
 #                 seconds: refusals must be retryable, memory bounded, and the retrying
 #                 load generator must see zero loss at the sink
+#
+# --quick runs every scenario for 2 s; --smoke for 1 s at a capped rate
+# (tests/integration/test_bench_scripts.sh: the scripts work and nothing is
+# lost; the numbers mean nothing then).
 #
 # Each scenario first runs as fast as the load generator can (closed loop,
 # --connections in flight) and measures over --duration seconds after
@@ -40,6 +44,7 @@ LATENCY=5
 LATENCY_RATE=100000
 OVERLOAD=15
 JOIN_WAIT=2 # spanprofile's window in s3/s4 (default 15 s): the warm-up must outlast it
+RATE_CAP=""  # --smoke: spans/s cap (profiles/s: a 2000th), so tests running beside it keep their CPU
 ONLY="ceiling-http ceiling-grpc s1 s1-gzip s2 s3 s4 s5"
 WRITE=1
 OUT="$SRC/BENCHMARKS.md"
@@ -56,9 +61,10 @@ while [ $# -gt 0 ]; do
   --overload) OVERLOAD=$2; shift 2 ;;
   --only) ONLY=$2; shift 2 ;;
   --quick) DURATION=2; WARMUP=1; LATENCY=1; OVERLOAD=3; shift ;;
+  --smoke) DURATION=1; WARMUP=1; LATENCY=1; OVERLOAD=2; JOIN_WAIT=1; RATE_CAP=100000; shift ;;
   --no-write) WRITE=0; shift ;;
   --out) OUT=$2; shift 2 ;;
-  -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
   *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -234,8 +240,12 @@ run_case() {
   if [ "$cfg" != - ]; then start_daemon "$cfg" "$dport"; fi
   local warmup=$WARMUP
   case "$cfg" in *s3.yaml | *s4.yaml) [ "$warmup" -gt $((JOIN_WAIT + 1)) ] || warmup=$((JOIN_WAIT + 2)) ;; esac
-  local total=$((warmup + DURATION + 1))
-  "$LOADGEN" "$mode" "$@" --connections "$CONNS" --duration "${total}s" --drain 60s --json --quiet \
+  local total=$((warmup + DURATION + 1)) cap=()
+  if [ -n "$RATE_CAP" ]; then
+    cap=(--rate "$RATE_CAP")
+    [ "$items" = profiles ] && cap=(--rate "$((RATE_CAP / 2000))")
+  fi
+  "$LOADGEN" "$mode" "$@" "${cap[@]}" --connections "$CONNS" --duration "${total}s" --drain 60s --json --quiet \
     >"$W/$name.lg.json" 2>"$W/$name.lg.err" &
   local lg=$!
   PIDS+=("$lg")
