@@ -25,6 +25,7 @@
 #include "pipeline/error.h"
 #include "pipeline/hex.h"
 #include "pipeline/profiletype.h"
+#include "pipeline/satmath.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -421,7 +422,7 @@ static int sp__convert_one(sp_conv_t *c, const sp_oprof_t *op, const sp_labels_t
       } else {
         *val = 0;
         for (size_t v = 0; v < os->n_values; v++)
-          *val += os->values[v];
+          *val = sp_sat_add_i64(*val, os->values[v]); /* counts from the network */
         if (os->n_values == 0)
           *val = (int64_t)(nts > 0 ? nts : 1);
         if (nts > 0) {
@@ -465,9 +466,11 @@ static int sp__convert_one(sp_conv_t *c, const sp_oprof_t *op, const sp_labels_t
                  sp_profile_type_name(pp->string_table[st->type], pp->string_table[st->unit],
                                       pp->string_table[pt->type]));
 
-  int64_t start = (int64_t)op->time_unix_nano;
+  /* Unsigned on the wire: clamped into int64 and summed without overflow. */
+  int64_t start = op->time_unix_nano > INT64_MAX ? INT64_MAX : (int64_t)op->time_unix_nano;
+  int64_t duration = op->duration_nano > INT64_MAX ? INT64_MAX : (int64_t)op->duration_nano;
   sp_profile_t *p = sp_profiles_add_decoded(out, labels.items, labels.n, start,
-                                            start + (int64_t)op->duration_nano, pp);
+                                            sp_sat_add_i64(start, duration), pp);
   if (p == NULL)
     return SP_ENOMEM;
   p->n_ext = pp->n_sample;

@@ -20,6 +20,7 @@
 #include "pipeline/buf.h"
 #include "pipeline/error.h"
 #include "pipeline/pprof.h"
+#include "pipeline/satmath.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -61,9 +62,6 @@ static int sp__table_alloc(sp_scrape_delta_t *d, size_t n_slots) {
   d->vals = sp_calloc(n_slots * (d->n_cum > 0 ? d->n_cum : 1), sizeof(int64_t));
   return d->hash && d->key_off && d->key_len && d->first && d->vals ? 0 : SP_ENOMEM;
 }
-
-/* Sums that wrap instead of overflowing (hostile or corrupt counts must not be UB). */
-static int64_t sp__add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
 
 static uint64_t sp__hash(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -250,7 +248,8 @@ int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
       (drop = sp_calloc(p->n_sample > 0 ? p->n_sample : 1, sizeof(bool))) == NULL)
     goto done;
 
-  /* Pass 1: key every sample, summing duplicates into the first one. */
+  /* Pass 1: key every sample, summing duplicates into the first one (saturating:
+   * the counts come from the scraped program and may be hostile or corrupt). */
   for (size_t i = 0; i < p->n_sample; i++) {
     sp_pprof_sample_t *s = p->sample[i];
     if (sp__sample_key(p, s, &locs, &fns, &key, scratch) != 0)
@@ -262,9 +261,9 @@ int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
     if (found) {
       sp_pprof_sample_t *f = p->sample[cur->first[at]];
       for (size_t v = 0; v < s->n_value && v < f->n_value; v++)
-        f->value[v] = sp__add(f->value[v], s->value[v]);
+        f->value[v] = sp_sat_add_i64(f->value[v], s->value[v]);
       for (size_t c = 0; c < n_cum; c++)
-        vals[c] = sp__add(vals[c], s->value[cum_idx[c]]);
+        vals[c] = sp_sat_add_i64(vals[c], s->value[cum_idx[c]]);
       drop[i] = true;
       continue;
     }
@@ -295,7 +294,7 @@ int sp__scrape_delta(sp_arena_t *arena, sp_pprof_t *p, const bool *cumulative,
       for (size_t c = 0; c < n_cum; c++) {
         int64_t d = cv[c];
         if (pv != NULL && cv[c] >= pv[c])
-          d = cv[c] - pv[c]; /* else: restarted, the total is the delta */
+          d = sp_sat_sub_i64(cv[c], pv[c]); /* else: restarted, the total is the delta */
         s->value[cum_idx[c]] = d;
       }
     }

@@ -21,6 +21,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,11 +284,13 @@ static int sp__groups(sp_fold_t *f, const char *text, size_t len, int64_t scale,
     memcpy(buf, num, nlen);
     buf[nlen] = '\0';
     char *endp;
+    errno = 0;
     long long v = strtoll(buf, &endp, 10);
     if (*endp != '\0' || v < 0 || buf[0] == '+' || buf[0] == ' ')
       return sp__ffail(err, errlen, "line %zu: \"%s\" is not a sample count", lineno, buf);
-    if (scale > 1 && v > INT64_MAX / scale)
-      return sp__ffail(err, errlen, "line %zu: sample count %lld too large", lineno, v);
+    /* strtoll saturates out-of-range input at LLONG_MAX (ERANGE): refuse it. */
+    if (errno == ERANGE || (scale > 1 && v > INT64_MAX / scale))
+      return sp__ffail(err, errlen, "line %zu: sample count %s too large", lineno, buf);
     int rc = sp__stack(f, line, (size_t)(sp - line), (int64_t)v * scale);
     if (rc != 0)
       return rc;

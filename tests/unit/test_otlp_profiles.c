@@ -357,11 +357,119 @@ static void test_round_trip(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* Receives profiles into @p kept from one OTLP/HTTP POST of @p body; the reply status. */
+typedef struct rx1_s {
+  uv_loop_t loop;
+  sp_host_t host;
+  sp_config_doc_t *doc;
+  void *cfg;
+  sp_component_t *recv;
+  sp_profiles_t *kept;
+  sp_consumer_t base;
+} rx1_t;
+
+static int keep_traces(sp_consumer_t *c, sp_traces_t *b) {
+  (void)c;
+  sp_traces_unref(b);
+  return SP_EINVAL;
+}
+
+static int keep_profiles(sp_consumer_t *c, sp_profiles_t *b) {
+  rx1_t *r = (rx1_t *)((char *)c - offsetof(rx1_t, base));
+  if (r->kept == NULL)
+    r->kept = b;
+  else
+    sp_profiles_unref(b);
+  return 0;
+}
+
+/*
+ * Values and times from the network that overflow int64 when combined: a
+ * sample whose values sum past INT64_MAX, a profile whose time plus duration
+ * does too. The conversion saturates (this aborted under UBSan as signed
+ * overflow) and the request is accepted.
+ */
+static void test_values_past_int64(void **state) {
+  (void)state;
+  rx1_t r;
+  memset(&r, 0, sizeof(r));
+  uv_loop_init(&r.loop);
+  r.host.loop = &r.loop;
+  r.base.consume_traces = keep_traces;
+  r.base.consume_profiles = keep_profiles;
+  const char *ry = "protocols:\n  http:\n    endpoint: 127.0.0.1:0\n";
+  sp_errors_t errs = {0};
+  assert_int_equal(sp_config_load_string("r.yaml", ry, strlen(ry), &r.doc, &errs), 0);
+  r.cfg = sp_calloc(1, sp_receiver_otlp.config_size);
+  assert_int_equal(sp_cfg_decode(sp_receiver_otlp.schema, r.doc->root, "otlp", NULL, r.cfg, &errs),
+                   0);
+  sp_create_settings_t set = {.host = &r.host, .id = "otlp", .next_profiles = &r.base};
+  assert_int_equal(sp_receiver_otlp.create(&set, r.cfg, &r.recv), 0);
+  r.recv->def = &sp_receiver_otlp;
+  r.recv->host = &r.host;
+  r.recv->id = "otlp";
+  assert_int_equal(sp_receiver_otlp.start(r.recv), 0);
+  int port = sp_http_server_port(((sp_otlp_t *)r.recv)->http);
+
+  /* The round-trip request, edited: sample 2 gets three huge values, the
+   * profile a duration that runs past the end of int64 time. */
+  size_t len;
+  uint8_t *orig = build(&len, 0);
+  Opentelemetry__Proto__Collector__Profiles__V1development__ExportProfilesServiceRequest *req =
+      opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__unpack(
+          NULL, len, orig);
+  free(orig);
+  assert_non_null(req);
+  P(Profile) *prof = req->resource_profiles[0]->scope_profiles[0]->profiles[0];
+  P(Sample) *s2 = prof->samples[1];
+  int64_t *saved_values = s2->values;
+  size_t saved_n = s2->n_values;
+  int64_t huge[3] = {INT64_MAX, INT64_MAX - 1, 7};
+  s2->values = huge;
+  s2->n_values = 3;
+  prof->duration_nano = (uint64_t)INT64_MAX;
+  len = protobuf_c_message_get_packed_size(&req->base);
+  uint8_t *body = malloc(len);
+  protobuf_c_message_pack(&req->base, body);
+  s2->values = saved_values;
+  s2->n_values = saved_n;
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  post_t pt = {.body = body, .len = len};
+  snprintf(pt.url, sizeof(pt.url), "http://127.0.0.1:%d/v1development/profiles", port);
+  pthread_t th;
+  pthread_create(&th, NULL, post_thread, &pt);
+  assert_int_equal(sp_test_run_until(&r.loop, post_done, &pt, 10000), 0);
+  pthread_join(th, NULL);
+  free(body);
+  assert_int_equal(pt.status, 200);
+  assert_non_null(r.kept);
+  sp_profile_t *p = &r.kept->items[0];
+  assert_int_equal(p->time_start_ns, (int64_t)T0);
+  assert_int_equal(p->time_end_ns, INT64_MAX);
+  sp_pprof_t *pp = sp_profile_decode(r.kept, p);
+  assert_non_null(pp);
+  assert_int_equal(pp->n_sample, 3);
+  assert_int_equal(pp->sample[2]->value[0], INT64_MAX);
+
+  sp_profiles_unref(r.kept);
+  int done = 0;
+  sp_receiver_otlp.shutdown(r.recv, on_done, &done);
+  assert_int_equal(sp_test_run_until(&r.loop, flag, &done, 5000), 0);
+  sp_receiver_otlp.destroy(r.recv);
+  sp_cfg_free(sp_receiver_otlp.schema, r.cfg);
+  sp_free(r.cfg);
+  sp_errors_free(&errs);
+  sp_config_doc_free(r.doc);
+  assert_int_equal(sp_test_loop_finish(&r.loop, 1000), 0);
+}
+
 int main(void) {
   sp_log_set_level(SP_LOG_ERROR);
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),
+      cmocka_unit_test(test_values_past_int64),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();

@@ -279,6 +279,41 @@ static void test_delta_function(void **state) {
   sp__scrape_delta_free(prev);
 }
 
+/*
+ * Corrupt or hostile counts from a scraped program: duplicate stacks summing
+ * past INT64_MAX, and a difference to a negative baseline that does not fit.
+ * Both saturate (signed overflow is undefined behaviour).
+ */
+static void test_delta_saturates(void **state) {
+  (void)state;
+  sp_scrape_delta_t *prev = NULL;
+  bool cum[1] = {true};
+  bool primed = false;
+  tsample_t s1[] = {{{0xa1}, 1, {-5}, NULL, NULL},
+                    {{0xb1}, 1, {INT64_MAX}, NULL, NULL},
+                    {{0xb1}, 1, {INT64_MAX}, NULL, NULL}};
+  size_t len;
+  uint8_t *b = tprof("contentions/count", s1, 3, false, 0, 0, false, &len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_t *p = decode(a, b, len);
+  assert_int_equal(delta(a, p, cum, &prev, &primed), 0);
+  assert_true(primed);
+  assert_int_equal(value_of(p, 0xb1, NULL, 0), INT64_MAX); /* summed, saturated */
+  free(b);
+  sp_arena_destroy(a);
+  tsample_t s2[] = {{{0xa1}, 1, {INT64_MAX}, NULL, NULL}, {{0xb1}, 1, {INT64_MAX}, NULL, NULL}};
+  b = tprof("contentions/count", s2, 2, false, 0, 0, false, &len);
+  a = sp_arena_create(0);
+  p = decode(a, b, len);
+  assert_int_equal(delta(a, p, cum, &prev, &primed), 0);
+  assert_false(primed);
+  assert_int_equal(value_of(p, 0xa1, NULL, 0), INT64_MAX); /* INT64_MAX - (-5), saturated */
+  assert_int_equal(value_of(p, 0xb1, NULL, 0), -1);        /* unchanged: dropped */
+  free(b);
+  sp_arena_destroy(a);
+  sp__scrape_delta_free(prev);
+}
+
 /* --- the receiver against a test server -------------------------------------------- */
 
 #define MAX_HELD 64
@@ -692,6 +727,7 @@ int main(void) {
   sp_log_set_level(SP_LOG_ERROR);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_delta_function),
+      cmocka_unit_test(test_delta_saturates),
       cmocka_unit_test_setup_teardown(test_scrape_targets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scrape_no_delta, setup, teardown),
       cmocka_unit_test(test_config_errors),

@@ -710,6 +710,11 @@ static void test_ingest_bad_inputs(void **state) {
        "prev_profile"},
       {"form without boundary", "app", "", "x", 1, "multipart/form-data", 400, "boundary"},
       {"bad folded count", "app.cpu", "", "a;b;c many\n", 0, NULL, 400, "not a sample count"},
+      /* Past int64 (strtoll would saturate it to LLONG_MAX), unscaled and scaled. */
+      {"folded count out of range", "app.alloc_objects", "", "a;b 99999999999999999999\n", 0,
+       NULL, 400, "too large"},
+      {"folded cpu count out of range", "app.cpu", "", "a;b 99999999999999999999\n", 0, NULL,
+       400, "too large"},
       {"unknown folded type", "app.weird", "", "a;b 1\n", 0, NULL, 400, "unknown profile type"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
