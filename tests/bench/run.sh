@@ -6,7 +6,7 @@
 #
 #   tests/bench/run.sh [--build DIR] [--duration S] [--warmup S] [--latency S]
 #                      [--latency-rate SPANS] [--overload S] [--only "ceiling s1 ..."]
-#                      [--quick | --smoke] [--no-write] [--out FILE]
+#                      [--repeat N] [--quick | --smoke] [--no-write] [--out FILE]
 #
 # Scenarios (DESIGN/issue #8):
 #   ceiling-http  loadgen → sink over OTLP/HTTP protobuf, no daemon (the machine's ceiling)
@@ -24,6 +24,10 @@
 # --quick runs every scenario for 2 s; --smoke for 1 s at a capped rate
 # (tests/integration/test_bench_scripts.sh: the scripts work and nothing is
 # lost; the numbers mean nothing then).
+#
+# --repeat N runs each throughput scenario N times and keeps the run that
+# delivered most (loss is the worst of the N): on a shared or virtualised
+# machine other processes make single runs vary by tens of percent.
 #
 # Each scenario first runs as fast as the load generator can (closed loop,
 # --connections in flight) and measures over --duration seconds after
@@ -43,6 +47,7 @@ WARMUP=3
 LATENCY=5
 LATENCY_RATE=100000
 OVERLOAD=15
+REPEAT=1
 JOIN_WAIT=2 # spanprofile's window in s3/s4 (default 15 s): the warm-up must outlast it
 RATE_CAP=""  # --smoke: spans/s cap (profiles/s: a 2000th), so tests running beside it keep their CPU
 ONLY="ceiling-http ceiling-grpc s1 s1-gzip s2 s3 s4 s5"
@@ -60,11 +65,12 @@ while [ $# -gt 0 ]; do
   --latency-rate) LATENCY_RATE=$2; shift 2 ;;
   --overload) OVERLOAD=$2; shift 2 ;;
   --only) ONLY=$2; shift 2 ;;
+  --repeat) REPEAT=$2; shift 2 ;;
   --quick) DURATION=2; WARMUP=1; LATENCY=1; OVERLOAD=3; shift ;;
   --smoke) DURATION=1; WARMUP=1; LATENCY=1; OVERLOAD=2; JOIN_WAIT=1; RATE_CAP=100000; shift ;;
   --no-write) WRITE=0; shift ;;
   --out) OUT=$2; shift 2 ;;
-  -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
   *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -301,6 +307,23 @@ run_case() {
   log "$name: ${R[$name.rate]} $items/s delivered, daemon ${R[$name.daemon_cpu]} cores, loss ${R[$name.loss]}"
 }
 
+# best_of NAME ARGS...: run_case REPEAT times, keeping the best delivery (and the worst loss).
+declare -A BEST
+best_of() {
+  local name=$1 i k best="" worst_loss=0
+  local keys="rate daemon_cpu cpu_per_m lg_cpu sink_cpu refused failed req_p99 p50 p99 rss joined"
+  for ((i = 1; i <= REPEAT; i++)); do
+    run_case "$@"
+    [ "${R[$name.loss]:-0}" != 0 ] && worst_loss=${R[$name.loss]}
+    if [ -z "$best" ] || [ "$(calc "(${R[$name.rate]:-0} > $best) ? 1 : 0")" = 1 ]; then
+      best=${R[$name.rate]:-0}
+      for k in $keys; do BEST[$name.$k]=${R[$name.$k]:-}; done
+    fi
+  done
+  for k in $keys; do R[$name.$k]=${BEST[$name.$k]}; done
+  R[$name.loss]=$worst_loss
+}
+
 # Scenario 5: idle RSS, then 2x the sustainable rate.
 run_memory() {
   local name=s5
@@ -354,13 +377,13 @@ BUSY_START=$(busy_note)
 [ "${BUSY_START%\%}" -lt 10 ] 2>/dev/null || log "the machine is busy before starting ($BUSY_START CPU): results will be noisy"
 T_START=$(date +%s)
 TR_HTTP=(traces --endpoint "127.0.0.1:$D_HTTP")
-has ceiling-http && run_case ceiling-http - spans 0 traces --endpoint "127.0.0.1:$SINK_HTTP"
-has ceiling-grpc && run_case ceiling-grpc - spans 0 traces --protocol grpc --endpoint "127.0.0.1:$SINK_GRPC"
-has s1 && run_case s1 "$(cfg_traces s1 http otlphttp "[]" "compression: none")" spans "$D_HTTP" "${TR_HTTP[@]}"
-has s1-gzip && run_case s1-gzip "$(cfg_traces s1g http otlphttp "[]")" spans "$D_HTTP" "${TR_HTTP[@]}"
-has s2 && run_case s2 "$(cfg_traces s2 grpc otlp "[]")" spans "$D_GRPC" traces --protocol grpc --endpoint "127.0.0.1:$D_GRPC"
-has s3 && run_case s3 "$(cfg_traces s3 http otlphttp "[batch, spanprofile]" "compression: none")" spans "$D_HTTP" "${TR_HTTP[@]}"
-has s4 && SINK_ARGS='--inspect-every 20' run_case s4 "$(cfg_profiles)" profiles "$D_PYRO" profiles --api ingest \
+has ceiling-http && best_of ceiling-http - spans 0 traces --endpoint "127.0.0.1:$SINK_HTTP"
+has ceiling-grpc && best_of ceiling-grpc - spans 0 traces --protocol grpc --endpoint "127.0.0.1:$SINK_GRPC"
+has s1 && best_of s1 "$(cfg_traces s1 http otlphttp "[]" "compression: none")" spans "$D_HTTP" "${TR_HTTP[@]}"
+has s1-gzip && best_of s1-gzip "$(cfg_traces s1g http otlphttp "[]")" spans "$D_HTTP" "${TR_HTTP[@]}"
+has s2 && best_of s2 "$(cfg_traces s2 grpc otlp "[]")" spans "$D_GRPC" traces --protocol grpc --endpoint "127.0.0.1:$D_GRPC"
+has s3 && best_of s3 "$(cfg_traces s3 http otlphttp "[batch, spanprofile]" "compression: none")" spans "$D_HTTP" "${TR_HTTP[@]}"
+has s4 && SINK_ARGS='--inspect-every 20' best_of s4 "$(cfg_profiles)" profiles "$D_PYRO" profiles --api ingest \
   --endpoint "127.0.0.1:$D_PYRO" --traces-endpoint "127.0.0.1:$D_HTTP"
 has s5 && run_memory
 T_END=$(date +%s)
@@ -378,7 +401,7 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
   echo "## Results"
   echo
   echo "Run $(date -u '+%Y-%m-%d %H:%M UTC') at commit \`$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?')\`"
-  echo "($((T_END - T_START)) s; ${WARMUP} s warm-up + ${DURATION} s measured per scenario, $CONNS connections,"
+  echo "($((T_END - T_START)) s; ${WARMUP} s warm-up + ${DURATION} s measured per scenario, best of $REPEAT, $CONNS connections,"
   echo "latency at ${LATENCY_RATE} spans/s for ${LATENCY} s, overload ${OVERLOAD} s)."
   echo
   echo "Machine: $(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2}'), $(nproc) CPUs"
