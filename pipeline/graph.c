@@ -724,7 +724,10 @@ static void sp__phase(sp_graph_t *g) {
   }
   if (g->metrics != NULL && !g->metrics_down) {
     g->metrics_down = true;
-    sp_http_server_shutdown(g->metrics, sp__metrics_down, g);
+    /* Last to stop: whatever drain time is left, at least 100 ms, so a scrape can finish. */
+    uint64_t now = uv_now(g->host->loop);
+    uint64_t left = g->host->drain_deadline > now ? g->host->drain_deadline - now : 0;
+    sp_http_server_shutdown_within(g->metrics, left < 100 ? 100 : left, sp__metrics_down, g);
     return;
   }
   /* Everything is down; report from a close callback so it is never inline. */

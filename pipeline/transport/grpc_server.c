@@ -29,7 +29,9 @@
  *
  * Shutdown. grpc_server_shutdown_and_notify stops accepting; grpc posts our
  * shutdown tag once every call has finished. A timer cancels all calls if
- * handlers do not answer within shutdown_timeout_ms. When the CQ thread sees
+ * handlers do not answer (or clients do not finish sending) within
+ * shutdown_timeout_ms, or the tighter bound given to
+ * sp_grpc_server_shutdown_within. When the CQ thread sees
  * the tag it tells the loop, which destroys the grpc server, marks calls
  * still held by handlers as orphans (each keeps a grpc_init reference and
  * is only freed by its eventual sp_grpc_respond), and shuts the queue down;
@@ -120,6 +122,7 @@ struct sp_grpc_server_s {
   int handles_open;
   bool destroy_pending;
   bool shutdown_requested;
+  uint64_t shutdown_started; /* loop time of the shutdown call */
   void (*shutdown_cb)(void *arg);
   void *shutdown_arg;
   sp_grpc_call_t *handled; /* calls given to handlers, not yet answered */
@@ -474,7 +477,7 @@ static void on_shutdown_timeout(uv_timer_t *t) {
   if (!self->server) return;
   sp_log_warn(self->component,
               "gRPC shutdown: calls still in flight after %llu ms, cancelling them",
-              (unsigned long long)self->shutdown_timeout_ms);
+              (unsigned long long)(uv_now(self->loop) - self->shutdown_started));
   grpc_server_cancel_all_calls(self->server);
 }
 
@@ -698,15 +701,25 @@ fail:
 
 int sp_grpc_server_port(const sp_grpc_server_t *self) { return self ? self->port : 0; }
 
-void sp_grpc_server_shutdown(sp_grpc_server_t *self, void (*cb)(void *arg), void *arg) {
-  if (!self || self->shutdown_requested) return; /* idempotent: the first callback wins */
+void sp_grpc_server_shutdown_within(sp_grpc_server_t *self, uint64_t timeout_ms,
+                                    void (*cb)(void *arg), void *arg) {
+  if (!self) return;
+  if (self->shutdown_requested) {
+    /* Idempotent: the first callback wins; a tighter bound still applies. */
+    if (self->state == ST_STOPPING && self->server && uv_is_active((uv_handle_t *)&self->timer) &&
+        timeout_ms < uv_timer_get_due_in(&self->timer))
+      uv_timer_start(&self->timer, on_shutdown_timeout, timeout_ms, 0);
+    return;
+  }
   self->shutdown_requested = true;
   self->shutdown_cb = cb;
   self->shutdown_arg = arg;
   if (self->state == ST_RUNNING) {
     self->state = ST_STOPPING;
+    self->shutdown_started = uv_now(self->loop);
     grpc_server_shutdown_and_notify(self->server, self->cq, &self->shutdown_tag);
-    uv_timer_start(&self->timer, on_shutdown_timeout, self->shutdown_timeout_ms, 0);
+    uint64_t ms = timeout_ms < self->shutdown_timeout_ms ? timeout_ms : self->shutdown_timeout_ms;
+    uv_timer_start(&self->timer, on_shutdown_timeout, ms, 0);
     return;
   }
   /* A failed start whose handles are still closing: their close callback
@@ -719,6 +732,10 @@ void sp_grpc_server_shutdown(sp_grpc_server_t *self, void (*cb)(void *arg), void
   self->state = ST_CLOSING;
   self->handles_open = 1;
   uv_close((uv_handle_t *)&self->timer, on_handle_closed);
+}
+
+void sp_grpc_server_shutdown(sp_grpc_server_t *self, void (*cb)(void *arg), void *arg) {
+  sp_grpc_server_shutdown_within(self, UINT64_MAX, cb, arg);
 }
 
 void sp_grpc_server_destroy(sp_grpc_server_t *self) {

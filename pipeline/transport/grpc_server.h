@@ -81,6 +81,15 @@ int sp_grpc_server_port(const sp_grpc_server_t *self);
  * call), which may happen even after sp_grpc_server_destroy(). Loop thread.
  */
 void sp_grpc_server_shutdown(sp_grpc_server_t *self, void (*cb)(void *arg), void *arg);
+/**
+ * sp_grpc_server_shutdown() with a bound set at shutdown time: calls still
+ * unfinished (unanswered, or still being received) after the smaller of
+ * @p timeout_ms and the shutdown_timeout_ms option are cancelled (clients
+ * see CANCELLED/UNAVAILABLE and may retry). A call while a shutdown is in
+ * progress only tightens the bound (its @p cb is not called). Loop thread.
+ */
+void sp_grpc_server_shutdown_within(sp_grpc_server_t *self, uint64_t timeout_ms,
+                                    void (*cb)(void *arg), void *arg);
 /** Frees the server after its shutdown callback ran (or if never started). Accepts NULL. */
 void sp_grpc_server_destroy(sp_grpc_server_t *self);
 

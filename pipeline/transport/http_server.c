@@ -28,6 +28,15 @@
  * discards input until EOF or a short deadline, so a client still sending a
  * refused body receives the response instead of a reset.
  *
+ * Shutdown has a bound (sp_http_server_shutdown_within): from then on every
+ * timer a connection arms is clamped to the shutdown deadline, and one that
+ * fires because of the clamp (TK_DEADLINE) closes the connection, abandoning
+ * a request still being received — a client trickling its body cannot hold
+ * the process past its drain time. Requests already at the handler are not
+ * cut short (the handler owns them until it responds). A request that starts
+ * after shutdown began (pipelined behind a keep-alive response written just
+ * before) is answered 503 + `Connection: close` by the server itself.
+ *
  * Memory: the socket is read into one 64 KiB buffer shared by every
  * connection (reads are sequential on the loop), except that a large body of
  * known length is read straight into the request's body buffer. Per request
@@ -86,7 +95,15 @@ typedef enum {
   CS_CLOSING,  /* handles closing */
 } conn_state_t;
 
-typedef enum { TK_NONE, TK_HEADER, TK_BODY, TK_IDLE, TK_WRITE, TK_LINGER } timer_kind_t;
+typedef enum {
+  TK_NONE,
+  TK_HEADER,
+  TK_BODY,
+  TK_IDLE,
+  TK_WRITE,
+  TK_LINGER,
+  TK_DEADLINE, /* the shutdown bound, which came before the timer's own deadline */
+} timer_kind_t;
 
 typedef enum { PARSE_MORE, PARSE_STOP } parse_result_t;
 
@@ -137,6 +154,7 @@ struct sp_http_server_s {
 
   bool shutting_down;
   bool shutdown_done;
+  uint64_t shutdown_deadline; /* loop time (ms) by which connections close; UINT64_MAX: none */
   void (*shutdown_cb)(void *arg);
   void *shutdown_arg;
   uv_timer_t defer; /* defers shutdown_cb when nothing else would */
@@ -164,6 +182,7 @@ struct conn_s {
   bool oom;
   bool keep_alive_10; /* HTTP/1.0 client asked for keep-alive */
   bool is_head;
+  bool late; /* the request began after shutdown began: answered 503 */
   http_parser parser;
   sp_tls_conn_t *tls;
 
@@ -347,6 +366,7 @@ static void request_reset(conn_t *c) {
   c->cors_origin = NULL;
   c->keep_alive_10 = false;
   c->is_head = false;
+  c->late = false;
   c->err_msg[0] = '\0';
   if (c->body.cap > KEEP_BUF_CAP) sp_buf_free(&c->body);
   if (c->head.cap > KEEP_BUF_CAP) sp_buf_free(&c->head);
@@ -390,6 +410,7 @@ static int on_message_begin(http_parser *p) {
   conn_t *c = p->data;
   request_reset(c);
   c->state = CS_HEADERS;
+  c->late = c->srv->shutting_down;
   /* A new connection's header deadline already runs from accept. */
   if (c->timer_kind != TK_HEADER) set_timer(c, TK_HEADER, c->srv->header_timeout_ms);
   return 0;
@@ -509,6 +530,11 @@ static int on_headers_complete(http_parser *p) {
   split_target(c, base);
   c->is_head = p->method == HTTP_HEAD;
   c->keep_alive_10 = p->http_major == 1 && p->http_minor == 0 && http_should_keep_alive(p);
+  if (c->late) {
+    /* Begun after shutdown: not read further, answered 503 by dispatch(). */
+    c->close_after = true;
+    return 1;
+  }
 
   c->has_cl = (p->flags & F_CONTENTLENGTH) != 0;
   c->content_length = c->has_cl ? p->content_length : 0;
@@ -646,7 +672,12 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (!response) return;
-  if (c->close_after || c->srv->shutting_down)
+  /*
+   * During shutdown a keep-alive response (built before shutdown began) may
+   * have a pipelined request behind it: resume so that it is answered 503
+   * (see on_message_begin) rather than dropped unanswered.
+   */
+  if (c->close_after || (c->srv->shutting_down && c->pending.len <= c->pending_off))
     conn_finish(c);
   else
     conn_resume(c);
@@ -734,18 +765,42 @@ static void on_timer(uv_timer_t *t) {
     s->stats.timeouts++;
     conn_close(c);
     break;
+  case TK_DEADLINE:
+    if (c->state == CS_HEADERS || c->state == CS_BODY) {
+      /* The client sees the connection close and retries elsewhere or later. */
+      s->stats.shutdown_aborts++;
+      sp_log_debug(s->component,
+                   "http: %s: shutting down: abandoning a request still being received", c->remote);
+    }
+    conn_close(c);
+    break;
   case TK_IDLE:
   case TK_LINGER:
   case TK_NONE: conn_close(c); break;
   }
 }
 
+/*
+ * Arms the connection's one timer. During a bounded shutdown no timer may
+ * run past the shutdown deadline: a later one is clamped to it and becomes
+ * TK_DEADLINE, which closes the connection when it fires.
+ */
 static void set_timer(conn_t *c, timer_kind_t kind, uint64_t ms) {
+  sp_http_server_t *s = c->srv;
   c->timer_kind = kind;
-  if (kind == TK_NONE)
+  if (kind == TK_NONE) {
     uv_timer_stop(&c->timer);
-  else
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    return;
+  }
+  if (s->shutting_down && s->shutdown_deadline != UINT64_MAX) {
+    uint64_t now = uv_now(s->loop);
+    uint64_t left = s->shutdown_deadline > now ? s->shutdown_deadline - now : 0;
+    if (ms > left) {
+      ms = left;
+      c->timer_kind = TK_DEADLINE;
+    }
+  }
+  uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
 /* --- reading ------------------------------------------------------------- */
@@ -911,6 +966,12 @@ static void answer_preflight(conn_t *c, const char *origin, const char *method) 
 static void dispatch(conn_t *c) {
   sp_http_server_t *s = c->srv;
   c->msg_ready = false;
+  if (c->late) {
+    sp_log_debug(s->component, "http: %s %s from %s after shutdown began: 503", c->req.method,
+                 c->req.path, c->remote);
+    conn_reject(c, 503, "server is shutting down; retry");
+    return;
+  }
   stop_reading(c);
   set_timer(c, TK_NONE, 0);
   c->state = CS_HANDLING;
@@ -1071,10 +1132,12 @@ static void conn_reject(conn_t *c, int status, const char *msg) {
   c->state = CS_WRITING;
   char hdr[256];
   size_t mlen = strlen(msg);
-  int n = snprintf(hdr, sizeof hdr,
-                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                   status, reason_phrase(status), mlen + 1);
+  /* 503 (out of memory, shutting down) passes: say when to come back. */
+  int n =
+      snprintf(hdr, sizeof hdr,
+               "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+               status, reason_phrase(status), mlen + 1, status == 503 ? "Retry-After: 1\r\n" : "");
   wblock_t *wb = wblock_new(c, (size_t)n + mlen + 1, true);
   if (!wb) {
     conn_close(c);
@@ -1358,6 +1421,7 @@ int sp_http_server_create(uv_loop_t *loop, const sp_http_server_options_t *opts,
   s->max_header_size = opts->max_header_size ? opts->max_header_size : DEFAULT_MAX_HEADER_SIZE;
   s->handler = opts->handler;
   s->handler_ctx = opts->handler_ctx;
+  s->shutdown_deadline = UINT64_MAX;
   rc = parse_endpoint(opts->endpoint, &s->addr);
   if (rc) {
     sp_log_error(s->component, "http: invalid endpoint \"%s\" (want host:port)", opts->endpoint);
@@ -1389,6 +1453,7 @@ int sp_http_server_start(sp_http_server_t *self) {
   if (self->listener_state != LS_NONE) return SP_ESTATE;
   self->shutting_down = false;
   self->shutdown_done = false;
+  self->shutdown_deadline = UINT64_MAX;
   uv_tcp_init(self->loop, &self->listener);
   self->listener.data = self;
   self->listener_state = LS_OPEN;
@@ -1444,24 +1509,38 @@ static void defer_finish(sp_http_server_t *s) {
   uv_timer_start(&s->defer, on_defer, 0, 0);
 }
 
-void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void *arg) {
+/* Re-arms every connection's running timer so that none outlives the shutdown deadline. */
+static void clamp_timers(sp_http_server_t *s) {
+  for (conn_t *c = s->conns; c; c = c->next)
+    if (!c->closing && c->timer_kind != TK_NONE)
+      set_timer(c, c->timer_kind, uv_timer_get_due_in(&c->timer));
+}
+
+void sp_http_server_shutdown_within(sp_http_server_t *self, uint64_t timeout_ms,
+                                    void (*cb)(void *arg), void *arg) {
   if (!self) return;
+  uint64_t now = uv_now(self->loop);
+  uint64_t deadline = timeout_ms >= UINT64_MAX - now ? UINT64_MAX : now + timeout_ms;
   if (self->shutting_down) {
     if (self->shutdown_done && !self->defer_active) {
       self->shutdown_cb = cb;
       self->shutdown_arg = arg;
       defer_finish(self);
+    } else if (!self->shutdown_done && deadline < self->shutdown_deadline) {
+      self->shutdown_deadline = deadline; /* a tighter bound applies at once */
+      clamp_timers(self);
     }
     return;
   }
   self->shutting_down = true;
+  self->shutdown_deadline = deadline;
   self->shutdown_cb = cb;
   self->shutdown_arg = arg;
   if (self->listener_state == LS_OPEN) {
     self->listener_state = LS_CLOSING;
     uv_close((uv_handle_t *)&self->listener, on_listener_closed);
   }
-  /* Idle connections close now; the others finish their request first. */
+  /* Idle connections close now; the others finish their request first, within the bound. */
   for (conn_t *c = self->conns, *next; c; c = next) {
     next = c->next;
     if (c->state == CS_IDLE)
@@ -1469,7 +1548,12 @@ void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void
     else if (c->state == CS_HEADERS || c->state == CS_BODY)
       c->close_after = true;
   }
+  clamp_timers(self);
   if (self->listener_state == LS_NONE) defer_finish(self);
+}
+
+void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void *arg) {
+  sp_http_server_shutdown_within(self, UINT64_MAX, cb, arg);
 }
 
 void sp_http_server_destroy(sp_http_server_t *self) {

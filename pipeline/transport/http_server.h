@@ -105,9 +105,10 @@ typedef struct sp_http_server_stats_s {
   uint64_t bad_requests;         /* answered by the server itself (400, 408, 431, 503) */
   uint64_t timeouts;             /* header, body, idle-write timeouts that ended a request */
   uint64_t tls_handshake_failures;
-  uint64_t preflights;     /* CORS preflight requests answered */
-  uint64_t bytes_received; /* bytes read from sockets (ciphertext with TLS) */
-  size_t body_buffer_peak; /* largest request body buffer ever allocated, in bytes */
+  uint64_t preflights;      /* CORS preflight requests answered */
+  uint64_t bytes_received;  /* bytes read from sockets (ciphertext with TLS) */
+  size_t body_buffer_peak;  /* largest request body buffer ever allocated, in bytes */
+  uint64_t shutdown_aborts; /* requests abandoned mid-receive when a shutdown bound passed */
 } sp_http_server_stats_t;
 
 /**
@@ -135,12 +136,27 @@ int sp_http_server_port(const sp_http_server_t *self);
  * calls @p cb once from the loop (never from inside this call). Idempotent;
  * safe without start.
  *
- * Requests still being received finish (bounded by the header and body
- * timeouts) and are answered with `Connection: close`. A call while a
- * shutdown is in progress is ignored (its @p cb is not called); a call after
- * one completed calls @p cb again (deferred). The server may be started
- * again after its shutdown callback ran. @p cb may be NULL.
+ * Requests still being received may finish within @p timeout_ms (and within
+ * their header and body timeouts); they go to the handler as usual and are
+ * answered with `Connection: close`. When @p timeout_ms passes, every
+ * connection still receiving a request is closed and that request abandoned
+ * (counted in shutdown_aborts; the client sees the connection close and
+ * retries), and responses still being written or connections lingering are
+ * closed too. Requests at the handler are not cut short: the callback waits
+ * for their sp_http_respond(). A request that begins after shutdown began
+ * (pipelined behind a keep-alive response) is answered 503 with
+ * `Retry-After` and `Connection: close` by the server, without the handler.
+ * UINT64_MAX: no bound beyond the header, body and idle timeouts.
+ *
+ * A call while a shutdown is in progress only tightens the bound (its @p cb
+ * is not called); a call after one completed calls @p cb again (deferred).
+ * The server may be started again after its shutdown callback ran. @p cb may
+ * be NULL.
  */
+void sp_http_server_shutdown_within(sp_http_server_t *self, uint64_t timeout_ms,
+                                    void (*cb)(void *arg), void *arg);
+
+/** sp_http_server_shutdown_within() without a bound (timeout UINT64_MAX). */
 void sp_http_server_shutdown(sp_http_server_t *self, void (*cb)(void *arg), void *arg);
 
 /** Frees the server after its shutdown callback ran (or if never started). Accepts NULL. */

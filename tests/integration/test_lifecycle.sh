@@ -85,4 +85,75 @@ timeout 10 "$SPANPROFD" --config "$WORK/config.yaml" >"$WORK/fail.log" 2>&1 || r
 kill "$BLOCKER" 2>/dev/null || true
 [ "$rc" = 1 ] || fail "start with a taken port exited $rc, want 1"
 grep -q "cannot start" "$WORK/fail.log" || fail "no clear start failure message: $(cat "$WORK/fail.log")"
+
+# SIGTERM within the drain time: a client trickling a body into the otlp HTTP
+# receiver and a scrape whose target never answers do not hold the daemon
+# past service.shutdown_timeout (2s; receivers get half of it). Without the
+# bound the 30 s body timeout kept the process alive.
+P3=$(free_port)
+STUCK=$(free_port)
+M2=$(free_port)
+cat >"$WORK/drain.yaml" <<YAML
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:$P3
+  pprof_scrape:
+    interval: 100ms
+    targets:
+      - url: http://127.0.0.1:$STUCK
+        labels:
+          service_name: stuck
+exporters:
+  file:
+    path: $WORK/out-drain
+service:
+  shutdown_timeout: 2s
+  telemetry:
+    metrics:
+      address: 127.0.0.1:$M2
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file]
+    profiles:
+      receivers: [pprof_scrape]
+      exporters: [file]
+YAML
+# A pprof endpoint that takes requests and never answers.
+node -e '
+  const fs = require("fs");
+  const note = (t) => { try { fs.writeFileSync(process.argv[2], t); } catch (e) {} };
+  require("http").createServer(() => note("scraped"))
+    .listen(Number(process.argv[1]), "127.0.0.1");
+  setTimeout(() => process.exit(0), 40000);' "$STUCK" "$WORK/scraped" &
+STUCK_PID=$!
+start_daemon "$WORK/drain.yaml"
+# The trickler: headers announcing 1 MB, then one body byte every 100 ms.
+node -e '
+  const fs = require("fs");
+  const note = (t) => { try { fs.writeFileSync(process.argv[2], t); } catch (e) {} };
+  const s = require("net").connect(Number(process.argv[1]), "127.0.0.1", () => {
+    s.write("POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n" +
+            "Content-Length: 1000000\r\n\r\n");
+    note("sending");
+    setInterval(() => s.write("x"), 100);
+  });
+  s.on("error", () => {});
+  s.on("close", () => { note("closed"); process.exit(0); });
+  setTimeout(() => process.exit(2), 40000);' "$P3" "$WORK/trickle" &
+TRICKLE_PID=$!
+wait_for "the trickling client to send" 10 grep -q sending "$WORK/trickle"
+wait_for "a scrape to hang" 10 test -f "$WORK/scraped"
+sleep 0.3 # a few trickled bytes
+t0=$(date +%s%N)
+stop_daemon TERM
+took_ms=$((($(date +%s%N) - t0) / 1000000))
+kill "$STUCK_PID" 2>/dev/null || true
+wait "$TRICKLE_PID" 2>/dev/null || true
+echo "SIGTERM with a trickling client and a hung scrape: exited in ${took_ms} ms"
+[ "$DAEMON_RC" = 0 ] || fail "exit code $DAEMON_RC after SIGTERM with a trickling client"
+[ "$took_ms" -lt 3000 ] || fail "SIGTERM took ${took_ms} ms with shutdown_timeout 2s"
+grep -q closed "$WORK/trickle" || fail "the trickling client's connection was not closed"
 echo "PASS"

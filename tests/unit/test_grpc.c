@@ -657,6 +657,47 @@ static void test_server_shutdown_cancels_after_timeout(void **state) {
   fixture_end(t);
 }
 
+/* Runs a call the handler never answers into a server shut down with a bound;
+ * @p tighten first shuts down unbounded, then tightens. Returns the ms taken. */
+static uint64_t shutdown_held_call_within(uint64_t bound_ms, bool tighten) {
+  tctx_t *t = fixture_new();
+  server_up(t, NULL, 0, 0); /* shutdown_timeout_ms: the 5 s default */
+  client_up(t, NULL);
+  call(t, "/test.Echo/Hold", "x", 1, 0);
+  assert_true(run_until(&t->loop, &t->handled, 1, 10000));
+  uv_update_time(&t->loop);
+  uint64_t t0 = uv_now(&t->loop);
+  if (tighten) {
+    sp_grpc_server_shutdown(t->server, on_server_down, t);
+    sp_grpc_server_shutdown_within(t->server, bound_ms, on_server_down, t); /* cb ignored */
+    sp_grpc_server_shutdown_within(t->server, 60000, NULL, NULL);           /* never loosens */
+  } else {
+    sp_grpc_server_shutdown_within(t->server, bound_ms, on_server_down, t);
+  }
+  assert_int_equal(t->server_down, 0);
+  assert_true(run_until(&t->loop, &t->server_down, 1, 10000));
+  uv_update_time(&t->loop);
+  uint64_t took = uv_now(&t->loop) - t0;
+  assert_true(run_until(&t->loop, &t->n_results, 1, 10000));
+  assert_int_not_equal(t->results[0].status, 0); /* cancelled, the client may retry */
+  assert_int_equal(t->server_down, 1);
+  sp_grpc_server_destroy(t->server);
+  t->server = NULL;
+  assert_non_null(t->held);
+  sp_grpc_respond(t->held, 0, NULL, NULL, 0, 0); /* the orphan is only freed */
+  t->held = NULL;
+  fixture_end(t);
+  return took;
+}
+
+static void test_server_shutdown_within_bound(void **state) {
+  (void)state;
+  uint64_t took = shutdown_held_call_within(150, false);
+  assert_true(took >= 140 && took < 1500);
+  took = shutdown_held_call_within(150, true);
+  assert_true(took >= 140 && took < 1500);
+}
+
 static void test_tls(void **state) {
   (void)state;
   tctx_t *t = fixture_new();
@@ -883,6 +924,7 @@ int main(void) {
       cmocka_unit_test(test_client_shutdown_cancels_inflight),
       cmocka_unit_test(test_server_shutdown_waits_for_inflight),
       cmocka_unit_test(test_server_shutdown_cancels_after_timeout),
+      cmocka_unit_test(test_server_shutdown_within_bound),
       cmocka_unit_test(test_tls),
       cmocka_unit_test(test_mtls),
       cmocka_unit_test(test_lifecycle_and_errors),

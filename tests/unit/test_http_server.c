@@ -1252,6 +1252,84 @@ static void test_graceful_shutdown_with_inflight_request(void **state) {
   assert_int_equal(fx.shutdown_calls, 1);
 }
 
+static size_t received_target; /* received_at_least: bytes the server must have read */
+
+static int received_at_least(void *arg) {
+  (void)arg;
+  sp_http_server_stats_t st;
+  sp_http_server_stats(fx.srv, &st);
+  return st.bytes_received >= received_target;
+}
+
+static void test_shutdown_bound_closes_trickling_clients(void **state) {
+  (void)state;
+  /* Default timeouts: 10 s for headers, 30 s for the body. */
+  sp_http_server_options_t o = default_opts();
+  start_server(&o);
+  raw_t body, head;
+  raw_connect(&body);
+  raw_connect(&head);
+  const char b[] = "POST /trickle HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc";
+  const char h[] = "POST /half HTTP/1.1\r\nHost: a\r\nContent-";
+  raw_send(&body, b, sizeof b - 1);
+  raw_send(&head, h, sizeof h - 1);
+  received_target = sizeof b - 1 + sizeof h - 1;
+  assert_int_equal(sp_test_run_until(&fx.loop, received_at_least, NULL, 3000), 0);
+
+  uv_update_time(&fx.loop);
+  uint64_t t0 = uv_now(&fx.loop);
+  sp_http_server_shutdown_within(fx.srv, 200, on_shutdown, &fx);
+  assert_int_equal(fx.shutdown_calls, 0);
+  /* A byte every 40 ms keeps neither connection open past the bound. */
+  for (int i = 0; i < 50 && !body.eof; i++) {
+    send(body.fd, "x", 1, MSG_NOSIGNAL);
+    sp_test_run_until(&fx.loop, raw_eof, &body, 40);
+  }
+  assert_true(body.eof);
+  assert_int_equal(sp_test_run_until(&fx.loop, raw_eof, &head, 1000), 0);
+  assert_int_equal(sp_test_run_until(&fx.loop, shutdown_called, NULL, 1000), 0);
+  uv_update_time(&fx.loop);
+  uint64_t took = uv_now(&fx.loop) - t0;
+  assert_true(took >= 150 && took < 900);
+  assert_int_equal(fx.shutdown_calls, 1);
+  assert_int_equal(body.len, 0); /* abandoned: closed without an answer */
+  assert_int_equal(fx.handled, 0);
+  sp_http_server_stats_t st;
+  sp_http_server_stats(fx.srv, &st);
+  assert_int_equal(st.shutdown_aborts, 2);
+  assert_int_equal(st.connections_active, 0);
+  raw_close(&body);
+  raw_close(&head);
+}
+
+static void test_shutdown_answers_late_requests_503(void **state) {
+  (void)state;
+  sp_http_server_options_t o = default_opts();
+  start_server(&o);
+  fx.mode = MODE_HOLD;
+  raw_t r;
+  raw_connect(&r);
+  const char two[] = "GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+                     "POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody";
+  raw_send(&r, two, sizeof two - 1);
+  assert_int_equal(sp_test_run_until(&fx.loop, held_at_least_one, NULL, 3000), 0);
+  /* The first response is keep-alive (built before shutdown); the request
+   * pipelined behind it began after shutdown: 503, not the handler. */
+  release_held();
+  sp_http_server_shutdown_within(fx.srv, 2000, on_shutdown, &fx);
+  assert_int_equal(sp_test_run_until(&fx.loop, raw_eof, &r, 3000), 0);
+  assert_int_equal(sp_test_run_until(&fx.loop, shutdown_called, NULL, 3000), 0);
+  const char *first = strstr(r.buf, "GET /first");
+  const char *late = strstr(r.buf, "HTTP/1.1 503 Service Unavailable\r\n");
+  assert_non_null(first);
+  assert_non_null(late);
+  assert_true(late > first);
+  assert_non_null(strstr(late, "Retry-After: 1\r\n"));
+  assert_non_null(strstr(late, "Connection: close\r\n"));
+  assert_int_equal(fx.handled, 1);
+  raw_close(&r);
+}
+
 static void test_shutdown_without_start_and_restart(void **state) {
   (void)state;
   sp_http_server_options_t o = default_opts();
@@ -1408,6 +1486,8 @@ int main(void) {
       T(test_tls_config_errors),
       T(test_tls_conn_memory_bios),
       T(test_graceful_shutdown_with_inflight_request),
+      T(test_shutdown_bound_closes_trickling_clients),
+      T(test_shutdown_answers_late_requests_503),
       T(test_shutdown_without_start_and_restart),
       T(test_endpoint_errors),
       T(test_cors),
