@@ -29,3 +29,19 @@ int sp_defer(uv_loop_t *loop, void (*cb)(void *arg), void *arg) {
   uv_timer_start(&d->timer, sp__deferred_fire, 0, 0);
   return 0;
 }
+
+/* Embedded: the callback runs once the handle is closed, so it may free the storage. */
+static void sp__embedded_closed(uv_handle_t *h) {
+  sp_deferral_t *d = h->data;
+  d->cb(d->arg);
+}
+
+static void sp__embedded_fire(uv_timer_t *t) { uv_close((uv_handle_t *)t, sp__embedded_closed); }
+
+void sp_defer_embedded(uv_loop_t *loop, sp_deferral_t *storage, void (*cb)(void *arg), void *arg) {
+  storage->cb = cb;
+  storage->arg = arg;
+  uv_timer_init(loop, &storage->timer); /* cannot fail on a live loop */
+  storage->timer.data = storage;
+  uv_timer_start(&storage->timer, sp__embedded_fire, 0, 0);
+}

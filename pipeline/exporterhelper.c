@@ -164,6 +164,7 @@ struct sp_exporterhelper_s {
   size_t open_handles;
   bool started, shutting, expired, cancelled, closing, pumping;
   bool sender_closed; /* sender->close has been called */
+  sp_deferral_t deferral; /* shutdown before start: reports without allocating */
   void (*shutdown_cb)(void *arg);
   void *shutdown_arg;
 
@@ -643,8 +644,7 @@ void sp_exporterhelper_shutdown(sp_exporterhelper_t *self, void (*cb)(void *arg)
   if (!self->started) {
     sp__drop_queue(self, "shut down before it started");
     self->closing = true;
-    if (sp_defer(self->loop, sp__report_shutdown, self) != 0)
-      sp_log_error(self->id, "cannot schedule shutdown completion: out of memory");
+    sp_defer_embedded(self->loop, &self->deferral, sp__report_shutdown, self);
     return;
   }
   uint64_t now = uv_now(self->loop);

@@ -38,6 +38,7 @@ typedef struct sp_debug_s {
   sp_metric_t *spans;
   sp_metric_t *profiles;
   bool shut;
+  sp_deferral_t deferral; /* the shutdown report: cannot fail for lack of memory */
 } sp_debug_t;
 
 #define SP_DEBUG_FROM_INPUT(c) ((sp_debug_t *)((char *)(c) - offsetof(sp_debug_t, input)))
@@ -161,8 +162,7 @@ static void sp__debug_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
     return;
   self->shut = true;
   /* Nothing is held, so nothing drains; report from the loop, never inline. */
-  if (sp_defer(base->host->loop, cb, arg) != 0)
-    sp_log_error(base->id, "cannot schedule shutdown completion: out of memory");
+  sp_defer_embedded(base->host->loop, &self->deferral, cb, arg);
 }
 
 static void sp__debug_destroy(sp_component_t *base) { sp_free(base); }

@@ -89,6 +89,7 @@ typedef struct sp_file_s {
   char run_prefix[32]; /* keeps pprof names unique across restarts */
   sp_metric_t *sent_spans, *sent_profiles, *failed_spans, *failed_profiles;
   bool shut;
+  sp_deferral_t deferral; /* the shutdown report: cannot fail for lack of memory */
 } sp_file_t;
 
 #define SP_FILE_FROM_INPUT(c) ((sp_file_t *)((char *)(c) - offsetof(sp_file_t, input)))
@@ -360,8 +361,7 @@ static void sp__file_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   if (self->shut)
     return;
   self->shut = true;
-  if (sp_defer(base->host->loop, cb, arg) != 0)
-    sp_log_error(base->id, "cannot schedule shutdown completion: out of memory");
+  sp_defer_embedded(base->host->loop, &self->deferral, cb, arg);
 }
 
 static void sp__file_destroy(sp_component_t *base) {

@@ -96,6 +96,7 @@ struct sp_batch_proc_s {
   void *cb_arg;
   uv_timer_t drain_timer;
   bool drain_timer_on;
+  sp_deferral_t deferral; /* shutdown before start: reports without allocating */
   sp_metric_t *sent_batches, *refused, *dropped;
 };
 
@@ -414,8 +415,7 @@ static void sp__batch_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
     return;
   self->shutting = true;
   if (!self->started) {
-    if (sp_defer(base->host->loop, cb, arg) != 0)
-      sp_log_error(base->id, "cannot schedule shutdown completion: out of memory");
+    sp_defer_embedded(base->host->loop, &self->deferral, cb, arg);
     return;
   }
   self->cb = cb;

@@ -243,6 +243,7 @@ struct sp_spanprof_s {
   bool closed;  /* the timer is closed: no more retries */
   sp_done_cb cb;
   void *cb_arg;
+  sp_deferral_t deferral; /* shutdown before start: reports without allocating */
 };
 
 /* What the instance parks in the host stash across a reload. */
@@ -636,8 +637,7 @@ static void sp__spanprofile_shutdown(sp_component_t *base, sp_done_cb cb, void *
   self->shutting = true;
   if (!self->started) {
     self->flushed = true;
-    if (sp_defer(base->host->loop, cb, arg) != 0)
-      sp_log_error(base->id, "cannot schedule shutdown completion: out of memory");
+    sp_defer_embedded(base->host->loop, &self->deferral, cb, arg);
     return;
   }
   self->cb = cb;

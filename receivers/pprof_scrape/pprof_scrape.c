@@ -270,6 +270,7 @@ struct sp_scrape_s {
   int pending;
   sp_done_cb cb;
   void *cb_arg;
+  sp_deferral_t deferral; /* the shutdown's own count: released without allocating */
 };
 
 static int64_t sp__wall_ns(void) {
@@ -720,8 +721,7 @@ static void sp__scrape_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) 
     self->pending++;
     sp_http_client_shutdown(self->client, sp__scrape_down, self);
   }
-  if (sp_defer(base->host->loop, sp__scrape_down, self) != 0)
-    sp__scrape_down(self); /* out of memory: the other callbacks still come later */
+  sp_defer_embedded(base->host->loop, &self->deferral, sp__scrape_down, self);
 }
 
 static void sp__scrape_destroy(sp_component_t *base) {
