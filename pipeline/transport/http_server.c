@@ -42,7 +42,10 @@
  * known length is read straight into the request's body buffer. Per request
  * there are a few reused buffers (head, header table, body) and one
  * allocation per response. The body buffer never grows beyond the limit + 1
- * byte, also while inflating.
+ * byte, also while inflating. A declared Content-Length is a claim, not
+ * bytes: the body buffer starts at no more than BODY_FIRST_MAX and doubles as
+ * bytes arrive (up to the declared length, or the limit), so connections
+ * that announce large bodies and send nothing cost little.
  *
  * A request stays valid until sp_http_respond(), even when the peer goes
  * away meanwhile: a conn_t is freed only once its handles are closed and no
@@ -77,6 +80,8 @@
 #define LINGER_MS 2000
 #define RBUF_SIZE ((size_t)64 * 1024)
 #define ZERO_COPY_MIN ((size_t)16 * 1024) /* read bodies this large straight into place */
+/* The most reserved for a body before its bytes arrive (a Content-Length is only a claim). */
+#define BODY_FIRST_MAX ((size_t)256 * 1024)
 /*
  * Idle keep-alive connections keep buffers up to these sizes for the next
  * request; larger ones are freed, so 4096 idle connections cost little.
@@ -319,6 +324,13 @@ static int body_realloc(conn_t *c, size_t cap) {
   return 0;
 }
 
+/* The largest the identity body buffer may need: the declared length, else the limit. */
+static size_t body_cap_max(const conn_t *c) {
+  size_t max = c->srv->max_body;
+  if (c->has_cl && !c->inflating && c->content_length < max) max = (size_t)c->content_length;
+  return max;
+}
+
 /* Appends identity body bytes, growing geometrically but never past the limit. */
 static int body_append(conn_t *c, const char *p, size_t n) {
   size_t max = c->srv->max_body;
@@ -326,8 +338,9 @@ static int body_append(conn_t *c, const char *p, size_t n) {
   if (c->body.len + n > c->body.cap) {
     size_t want = c->body.cap * 2;
     if (want < 16384) want = 16384;
+    size_t top = body_cap_max(c);
+    if (want > top) want = top;
     if (want < c->body.len + n) want = c->body.len + n;
-    if (want > max) want = max;
     int rc = body_realloc(c, want);
     if (rc) return rc;
   }
@@ -567,17 +580,26 @@ static int on_headers_complete(http_parser *p) {
     sp_inflater_reset(c->inflater, enc, s->max_body);
     c->inflating = true;
     if (c->has_cl) {
-      /* Payloads typically inflate 3-10x: start at 4x instead of doubling up from 16 KiB. */
+      /*
+       * Payloads typically inflate 3-10x: start at 4x instead of doubling up
+       * from 16 KiB, but reserve no more than BODY_FIRST_MAX before bytes
+       * arrive; the inflater doubles the buffer as output is produced.
+       */
       uint64_t guess = c->content_length * 4 + 1024;
       if (guess > (uint64_t)s->max_body + 1) guess = (uint64_t)s->max_body + 1;
+      if (guess > BODY_FIRST_MAX) guess = BODY_FIRST_MAX;
       if (body_realloc(c, (size_t)guess) != 0) {
         c->oom = true;
         return -1;
       }
     }
   } else if (c->has_cl) {
-    /* Exact size, once; also what lets the body be read in place. */
-    if (body_realloc(c, (size_t)c->content_length) != 0) {
+    /*
+     * The exact size when small, else a first part of it: the buffer grows
+     * (doubling, up to the declared length) as bytes arrive (see on_alloc).
+     */
+    size_t first = c->content_length < BODY_FIRST_MAX ? (size_t)c->content_length : BODY_FIRST_MAX;
+    if (body_realloc(c, first) != 0) {
       c->oom = true;
       return -1;
     }
@@ -812,14 +834,28 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
    * A large identity body of known length is read straight into its
    * buffer, limited to the bytes still due, so nothing past the body (a
    * pipelined request) lands there. The parser then sees the bytes in place.
+   * libuv asks for a buffer only when the socket is readable, so this is
+   * where the buffer grows: doubling (amortised copies), up to the declared
+   * length. If growing fails the bytes go through the shared buffer and
+   * body_append reports the out-of-memory.
    */
   if (!c->tls && c->state == CS_BODY && c->has_cl && !c->inflating && !c->req.error_status &&
-      c->body.cap >= c->content_length) {
+      c->body.data) {
     size_t left = (size_t)c->content_length - c->body.len;
     if (left >= ZERO_COPY_MIN) {
-      if (left > (size_t)1 << 30) left = (size_t)1 << 30;
-      *buf = uv_buf_init((char *)c->body.data + c->body.len, (unsigned)left);
-      return;
+      if (c->body.cap - c->body.len < ZERO_COPY_MIN) {
+        size_t want = c->body.cap * 2;
+        if (want < c->body.len + ZERO_COPY_MIN) want = c->body.len + ZERO_COPY_MIN;
+        if (want > (size_t)c->content_length) want = (size_t)c->content_length;
+        body_realloc(c, want);
+      }
+      size_t room = c->body.cap - c->body.len;
+      if (room > left) room = left;
+      if (room >= ZERO_COPY_MIN) {
+        if (room > (size_t)1 << 30) room = (size_t)1 << 30;
+        *buf = uv_buf_init((char *)c->body.data + c->body.len, (unsigned)room);
+        return;
+      }
     }
   }
   *buf = uv_buf_init((char *)c->srv->rbuf, (unsigned)RBUF_SIZE);

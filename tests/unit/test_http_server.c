@@ -982,6 +982,59 @@ static void multi_fn(void *arg) {
   free(urls);
 }
 
+static size_t received_target; /* received_at_least: bytes the server must have read */
+
+static int received_at_least(void *arg) {
+  (void)arg;
+  sp_http_server_stats_t st;
+  sp_http_server_stats(fx.srv, &st);
+  return st.bytes_received >= received_target;
+}
+
+static void test_declared_length_is_not_reserved_up_front(void **state) {
+  (void)state;
+  sp_http_server_options_t o = default_opts();
+  o.max_body_size = 32 * MB;
+  start_server(&o);
+  /* 64 connections announce 20 MiB bodies (a quarter of them gzip) and send
+   * a few bytes: the server must not reserve the announced sizes. */
+  enum { N = 64 };
+  raw_t *r = calloc(N, sizeof *r);
+  assert_non_null(r);
+  const char ident[] = "POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 20971520\r\n\r\n"
+                       "0123456789012345678901234567890123456789";
+  const char gz[] = "POST /big HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\n"
+                    "Content-Length: 20971520\r\n\r\n";
+  received_target = 0;
+  for (int i = 0; i < N; i++) {
+    raw_connect(&r[i]);
+    const char *m = i % 4 ? ident : gz;
+    size_t len = i % 4 ? sizeof ident - 1 : sizeof gz - 1;
+    raw_send(&r[i], m, len);
+    received_target += len;
+  }
+  assert_int_equal(sp_test_run_until(&fx.loop, received_at_least, NULL, 5000), 0);
+  sp_http_server_stats_t st;
+  sp_http_server_stats(fx.srv, &st);
+  assert_int_equal(st.connections_active, N);
+  assert_true(st.body_buffer_peak > 0);
+  assert_true(st.body_buffer_peak <= 256 * 1024);
+  for (int i = 0; i < N; i++)
+    raw_close(&r[i]);
+  free(r);
+
+  /* Real large bodies still arrive whole (the buffer grows as bytes come). */
+  size_t n = 6 * MB + 12345;
+  uint8_t *body = make_text(n);
+  job_t j = {.q = {.path = "/v1/traces", .body = body, .len = n}};
+  run_client(job_fn, &j);
+  assert_int_equal(j.r.status, 200);
+  expect_echo(&j.r, body, n);
+  sp_http_server_stats(fx.srv, &st);
+  assert_int_equal(st.body_buffer_peak, n); /* grown up to the declared length, not beyond */
+  free(body);
+}
+
 static void test_many_concurrent_connections(void **state) {
   (void)state;
   sp_http_server_options_t o = default_opts();
@@ -1252,15 +1305,6 @@ static void test_graceful_shutdown_with_inflight_request(void **state) {
   assert_int_equal(fx.shutdown_calls, 1);
 }
 
-static size_t received_target; /* received_at_least: bytes the server must have read */
-
-static int received_at_least(void *arg) {
-  (void)arg;
-  sp_http_server_stats_t st;
-  sp_http_server_stats(fx.srv, &st);
-  return st.bytes_received >= received_target;
-}
-
 static void test_shutdown_bound_closes_trickling_clients(void **state) {
   (void)state;
   /* Default timeouts: 10 s for headers, 30 s for the body. */
@@ -1480,6 +1524,7 @@ int main(void) {
       T(test_body_and_idle_timeouts),
       T(test_malformed_and_oversized_headers),
       T(test_many_concurrent_connections),
+      T(test_declared_length_is_not_reserved_up_front),
       T(test_max_connections),
       T(test_tls),
       T(test_mtls),
