@@ -14,11 +14,13 @@
 #include "pipeline/alloc.h"
 #include "pipeline/component.h"
 #include "pipeline/config.h"
+#include "pipeline/defer.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct conf_ctx_s {
@@ -203,11 +205,41 @@ static void test_registry_names_unique(void **state) {
     }
 }
 
+/* sp_defer_embedded: not inline, cannot fail, and its callback may free the storage. */
+typedef struct deferred_obj_s {
+  sp_deferral_t deferral;
+  int *calls;
+} deferred_obj_t;
+
+static void free_obj(void *arg) {
+  deferred_obj_t *o = arg;
+  (*o->calls)++;
+  free(o); /* the handle is closed already: freeing its storage is safe */
+}
+
+static void test_defer_embedded(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  int calls = 0;
+  deferred_obj_t *o = malloc(sizeof(*o));
+  assert_non_null(o);
+  o->calls = &calls;
+  sp_alloc_set_fail_after(0);
+  sp_defer_embedded(&loop, &o->deferral, free_obj, o);
+  sp_alloc_set_fail_after(-1);
+  assert_int_equal(calls, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(calls, 1);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   sp_log_set_level(SP_LOG_WARN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registry_names_unique),
       cmocka_unit_test(test_every_component),
+      cmocka_unit_test(test_defer_embedded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
