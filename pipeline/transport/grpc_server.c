@@ -763,34 +763,50 @@ void sp_grpc_server_destroy(sp_grpc_server_t *self) {
 
 /* ---- calls (loop thread) ------------------------------------------------------------ */
 
-const char *sp_grpc_call_metadata(const sp_grpc_call_t *call, const char *key) {
+/* Copies the call's metadata into NUL-terminated pairs once. 0 or SP_ENOMEM (retried next time). */
+static int md_load(sp_grpc_call_t *c) {
+  if (c->md_pairs || !c->md.count) return 0;
+  size_t size = c->md.count * 2 * sizeof(char *);
+  for (size_t i = 0; i < c->md.count; i++)
+    size +=
+        GRPC_SLICE_LENGTH(c->md.metadata[i].key) + GRPC_SLICE_LENGTH(c->md.metadata[i].value) + 2;
+  const char **pairs = sp_malloc(size);
+  if (!pairs) return SP_ENOMEM;
+  char *p = (char *)(pairs + c->md.count * 2);
+  for (size_t i = 0; i < c->md.count; i++) {
+    for (int kv = 0; kv < 2; kv++) {
+      grpc_slice s = kv ? c->md.metadata[i].value : c->md.metadata[i].key;
+      size_t n = GRPC_SLICE_LENGTH(s);
+      pairs[2 * i + kv] = p;
+      memcpy(p, GRPC_SLICE_START_PTR(s), n);
+      p[n] = '\0';
+      p += n + 1;
+    }
+  }
+  c->md_pairs = pairs;
+  c->n_md_pairs = c->md.count;
+  return 0;
+}
+
+int sp_grpc_call_metadata_get(const sp_grpc_call_t *call, const char *key, const char **value) {
   /* The cache is filled lazily; the call is never const underneath. */
   sp_grpc_call_t *c = (sp_grpc_call_t *)call;
-  if (!c || !key) return NULL;
-  if (!c->md_pairs && c->md.count) {
-    size_t size = c->md.count * 2 * sizeof(char *);
-    for (size_t i = 0; i < c->md.count; i++)
-      size +=
-          GRPC_SLICE_LENGTH(c->md.metadata[i].key) + GRPC_SLICE_LENGTH(c->md.metadata[i].value) + 2;
-    const char **pairs = sp_malloc(size);
-    if (!pairs) return NULL;
-    char *p = (char *)(pairs + c->md.count * 2);
-    for (size_t i = 0; i < c->md.count; i++) {
-      for (int kv = 0; kv < 2; kv++) {
-        grpc_slice s = kv ? c->md.metadata[i].value : c->md.metadata[i].key;
-        size_t n = GRPC_SLICE_LENGTH(s);
-        pairs[2 * i + kv] = p;
-        memcpy(p, GRPC_SLICE_START_PTR(s), n);
-        p[n] = '\0';
-        p += n + 1;
-      }
-    }
-    c->md_pairs = pairs;
-    c->n_md_pairs = c->md.count;
-  }
+  *value = NULL;
+  if (!c || !key) return SP_EINVAL;
+  int rc = md_load(c);
+  if (rc) return rc;
   for (size_t i = 0; i < c->n_md_pairs; i++)
-    if (strcmp(c->md_pairs[2 * i], key) == 0) return c->md_pairs[2 * i + 1];
-  return NULL;
+    if (strcmp(c->md_pairs[2 * i], key) == 0) {
+      *value = c->md_pairs[2 * i + 1];
+      break;
+    }
+  return 0;
+}
+
+const char *sp_grpc_call_metadata(const sp_grpc_call_t *call, const char *key) {
+  const char *v = NULL;
+  sp_grpc_call_metadata_get(call, key, &v);
+  return v;
 }
 
 static int hexval(char ch) {

@@ -94,10 +94,24 @@ void sp_grpc_server_shutdown_within(sp_grpc_server_t *self, uint64_t timeout_ms,
 void sp_grpc_server_destroy(sp_grpc_server_t *self);
 
 /**
- * Request metadata lookup (lower-case key, e.g. "x-scope-orgid"); NULL when
- * absent. The first value wins when a key repeats; "-bin" values are the
- * decoded bytes. The string belongs to @p call (valid until sp_grpc_respond).
- * Loop thread (the first lookup copies the metadata into the call).
+ * Request metadata lookup (lower-case key, e.g. "x-scope-orgid"). Sets
+ * *@p value to the value, or to NULL when the key is absent, and returns 0;
+ * returns SP_ENOMEM (with *@p value NULL) when the metadata could not be
+ * copied into the call — the key may well be present, so a handler that
+ * depends on it (a tenant) must refuse the call retryably rather than go on
+ * without it; SP_EINVAL for a NULL call or key. The first value wins when a
+ * key repeats; "-bin" values are the decoded bytes. The string belongs to
+ * @p call (valid until sp_grpc_respond). Loop thread (the first lookup
+ * copies the metadata into the call; a failed copy is tried again by the
+ * next lookup).
+ */
+int sp_grpc_call_metadata_get(const sp_grpc_call_t *call, const char *key, const char **value);
+
+/**
+ * sp_grpc_call_metadata_get() returning the value, or NULL — when the key is
+ * absent and also when the metadata could not be copied (out of memory). Use
+ * it only where a missing value is harmless; otherwise use
+ * sp_grpc_call_metadata_get().
  */
 const char *sp_grpc_call_metadata(const sp_grpc_call_t *call, const char *key);
 

@@ -54,21 +54,37 @@ static void sp__grpc_answer(sp_grpc_call_t *call, bool traces, const sp_otlp_res
   sp_buf_free(&out);
 }
 
+/*
+ * Reads the tenant and authorization metadata. When they cannot be read (out
+ * of memory) the call is answered UNAVAILABLE, retryable, and false returned:
+ * going on without them would export a tenant's data with no tenant.
+ */
+static bool sp__grpc_metadata(sp_grpc_call_t *call, const char **tenant, const char **auth) {
+  if (sp_grpc_call_metadata_get(call, "x-scope-orgid", tenant) == 0 &&
+      sp_grpc_call_metadata_get(call, "authorization", auth) == 0)
+    return true;
+  sp_grpc_respond(call, GRPC_STATUS_UNAVAILABLE, "out of memory reading the request metadata",
+                  NULL, 0, 1000);
+  return false;
+}
+
 static void sp__grpc_traces(sp_grpc_call_t *call, const uint8_t *msg, size_t len, void *ctx) {
   sp_otlp_t *self = ctx;
   sp_otlp_result_t res;
-  sp__otlp_ingest_traces(self, &self->m_grpc, msg, len, false,
-                         sp_grpc_call_metadata(call, "x-scope-orgid"),
-                         sp_grpc_call_metadata(call, "authorization"), &res);
+  const char *tenant, *auth;
+  if (!sp__grpc_metadata(call, &tenant, &auth))
+    return;
+  sp__otlp_ingest_traces(self, &self->m_grpc, msg, len, false, tenant, auth, &res);
   sp__grpc_answer(call, true, &res);
 }
 
 static void sp__grpc_profiles(sp_grpc_call_t *call, const uint8_t *msg, size_t len, void *ctx) {
   sp_otlp_t *self = ctx;
   sp_otlp_result_t res;
-  sp__otlp_ingest_profiles(self, &self->m_grpc, msg, len, false,
-                           sp_grpc_call_metadata(call, "x-scope-orgid"),
-                           sp_grpc_call_metadata(call, "authorization"), &res);
+  const char *tenant, *auth;
+  if (!sp__grpc_metadata(call, &tenant, &auth))
+    return;
+  sp__otlp_ingest_profiles(self, &self->m_grpc, msg, len, false, tenant, auth, &res);
   sp__grpc_answer(call, false, &res);
 }
 

@@ -153,6 +153,26 @@ static void h_hold(sp_grpc_call_t *call, const uint8_t *msg, size_t len, void *c
   t->held = call;
 }
 
+/* Looks metadata up once with every allocation failing, then normally. */
+static void h_md_oom(sp_grpc_call_t *call, const uint8_t *msg, size_t len, void *ctx) {
+  tctx_t *t = ctx;
+  t->handled++;
+  const char *v = "unset";
+  sp_alloc_set_fail_after(0);
+  int rc = sp_grpc_call_metadata_get(call, "x-scope-orgid", &v);
+  const char *legacy = sp_grpc_call_metadata(call, "x-scope-orgid");
+  sp_alloc_set_fail_after(-1);
+  assert_int_equal(rc, SP_ENOMEM); /* visible, not a missing key */
+  assert_null(v);
+  assert_null(legacy);
+  assert_int_equal(sp_grpc_call_metadata_get(call, "x-scope-orgid", &v), 0);
+  snprintf(t->orgid, sizeof(t->orgid), "%s", v ? v : "");
+  assert_int_equal(sp_grpc_call_metadata_get(call, "x-absent", &v), 0);
+  assert_null(v);
+  assert_int_equal(sp_grpc_call_metadata_get(call, NULL, &v), SP_EINVAL);
+  sp_grpc_respond(call, 0, NULL, msg, len, 0);
+}
+
 static void on_result(const sp_grpc_client_result_t *res, void *arg) {
   tctx_t *t = arg;
   assert_true(t->n_results < MAX_RESULTS);
@@ -176,13 +196,14 @@ static void on_client_down(void *arg) { ((tctx_t *)arg)->client_down++; }
 static void on_later_closed(uv_handle_t *h) { ((tctx_t *)h->data)->later_closed = 1; }
 
 static sp_grpc_method_t *methods(tctx_t *t, size_t *n) {
-  static sp_grpc_method_t m[5];
+  static sp_grpc_method_t m[6];
   m[0] = (sp_grpc_method_t){"/test.Echo/Echo", h_echo, t};
   m[1] = (sp_grpc_method_t){"/test.Echo/Busy", h_busy, t};
   m[2] = (sp_grpc_method_t){"/test.Echo/Later", h_later, t};
   m[3] = (sp_grpc_method_t){"/test.Echo/Hold", h_hold, t};
   m[4] = (sp_grpc_method_t){"/test.Echo/Zeros", h_zeros, t};
-  *n = 5;
+  m[5] = (sp_grpc_method_t){"/test.Echo/MetadataOom", h_md_oom, t};
+  *n = 6;
   return m;
 }
 
@@ -698,6 +719,19 @@ static void test_server_shutdown_within_bound(void **state) {
   assert_true(took >= 140 && took < 1500);
 }
 
+static void test_metadata_copy_failure_is_visible(void **state) {
+  (void)state;
+  tctx_t *t = fixture_new();
+  server_up(t, NULL, 0, 0);
+  client_up(t, NULL);
+  call(t, "/test.Echo/MetadataOom", "m", 1, 0);
+  assert_true(run_until(&t->loop, &t->n_results, 1, 10000));
+  assert_int_equal(t->handled, 1);
+  assert_int_equal(t->results[0].status, 0);
+  assert_string_equal(t->orgid, "tenant-a"); /* the copy is tried again after a failure */
+  fixture_end(t);
+}
+
 static void test_tls(void **state) {
   (void)state;
   tctx_t *t = fixture_new();
@@ -925,6 +959,7 @@ int main(void) {
       cmocka_unit_test(test_server_shutdown_waits_for_inflight),
       cmocka_unit_test(test_server_shutdown_cancels_after_timeout),
       cmocka_unit_test(test_server_shutdown_within_bound),
+      cmocka_unit_test(test_metadata_copy_failure_is_visible),
       cmocka_unit_test(test_tls),
       cmocka_unit_test(test_mtls),
       cmocka_unit_test(test_lifecycle_and_errors),
