@@ -54,7 +54,7 @@ ONLY="ceiling-http ceiling-grpc s1 s1-gzip s2 s3 s4 s5"
 WRITE=1
 OUT="$SRC/BENCHMARKS.md"
 CONNS=${BENCH_CONNECTIONS:-8}
-PORT=${BENCH_PORT_BASE:-27100}
+PORT=${BENCH_PORT_BASE:-27100} # moved elsewhere when taken
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -92,8 +92,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SINK_HTTP=$((PORT + 1)) SINK_GRPC=$((PORT + 2)) D_HTTP=$((PORT + 3)) D_GRPC=$((PORT + 4))
-D_PYRO=$((PORT + 5))
 
 log() { echo "bench: $*" >&2; }
 
@@ -111,6 +109,16 @@ rss_of() { # pid field(VmRSS|VmHWM) → KiB
 now() { date +%s.%N; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Six consecutive ports nobody listens on (another run of this script may be going on).
+for _ in $(seq 1 50); do
+  taken=0
+  for i in 1 2 3 4 5 6; do port_open $((PORT + i)) && taken=1; done
+  [ $taken = 0 ] && break
+  PORT=$((20000 + RANDOM % 40000))
+done
+SINK_HTTP=$((PORT + 1)) SINK_GRPC=$((PORT + 2)) D_HTTP=$((PORT + 3)) D_GRPC=$((PORT + 4))
+D_PYRO=$((PORT + 5)) D_METRICS=$((PORT + 6))
 wait_port() {
   local i=0
   until port_open "$1"; do
@@ -163,6 +171,8 @@ service:
   telemetry:
     logs:
       level: warn
+    metrics:
+      address: 127.0.0.1:$D_METRICS
 YAML
 }
 
@@ -410,8 +420,8 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
   echo "The load generator, the sink and spanprofd share the $(nproc) CPUs. CPU used by other processes"
   echo "just before / after the run: $BUSY_START / $BUSY_END (anything above a few % makes the numbers noisy)."
   echo
-  echo "| scenario | delivered /s | vs ceiling | spanprofd CPU (cores) | CPU s per M spans | peak RSS MiB | latency p50 / p99 ms (added) | loadgen / sink CPU | refused+errors | loss |"
-  echo "|---|---:|---:|---:|---:|---:|---|---|---:|---:|"
+  echo "| scenario | delivered /s | vs ceiling | spanprofd CPU (cores) | CPU s per M spans | per spanprofd core /s | peak RSS MiB | latency p50 / p99 ms (added) | loadgen / sink CPU | refused+errors | loss |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"
   for s in ceiling-http ceiling-grpc s1 s1-gzip s2 s3 s4; do
     has "$s" || continue
     case $s in
@@ -433,7 +443,9 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
     [ "$base" = "$s" ] && vs="1.00"
     cpu_m="—"; [ $unit = spans ] && cpu_m=$(fmt "${R[$s.cpu_per_m]:-}" 2)
     [ $unit = profiles ] && cpu_m="$(fmt "${R[$s.cpu_per_m]:-}" 0) per M profiles"
-    echo "| $label | $(fmt "${R[$s.rate]:-}") $unit | $vs | $(fmt "${R[$s.daemon_cpu]:-}" 2) | $cpu_m | $(mib "${R[$s.rss]:-}") | $lat | $(fmt "${R[$s.lg_cpu]:-}" 2) / $(fmt "${R[$s.sink_cpu]:-}" 2) | ${R[$s.refused]:-—} | ${R[$s.loss]:-—} |"
+    per_core="—"
+    case $s in ceiling-*) ;; *) [ -n "${R[$s.cpu_per_m]:-}" ] && per_core=$(fmt "$(calc "1e6 / ${R[$s.cpu_per_m]}")") ;; esac
+    echo "| $label | $(fmt "${R[$s.rate]:-}") $unit | $vs | $(fmt "${R[$s.daemon_cpu]:-}" 2) | $cpu_m | $per_core | $(mib "${R[$s.rss]:-}") | $lat | $(fmt "${R[$s.lg_cpu]:-}" 2) / $(fmt "${R[$s.sink_cpu]:-}" 2) | ${R[$s.refused]:-—} | ${R[$s.loss]:-—} |"
   done
   if has s4 && [ -n "${R[s4.joined]:-}" ]; then
     echo
@@ -448,7 +460,8 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
   fi
   echo
   echo "Columns: *delivered* is counted at the sink; *CPU s per M spans* is spanprofd's user+system"
-  echo "CPU during the measured window per million delivered items; *peak RSS* is spanprofd's VmHWM"
+  echo "CPU during the measured window per million delivered items, and *per spanprofd core* its inverse:"
+  echo "what one fully used core moves (the figure least disturbed by other processes); *peak RSS* is spanprofd's VmHWM"
   echo "over the scenario; latency is the sink's delivery latency (send time → arrival) at"
   echo "${LATENCY_RATE} spans/s, *added* is minus the ceiling's at the same rate; *loss* is items the"
   echo "load generator saw accepted minus items counted at the sink after spanprofd drained."
