@@ -356,11 +356,19 @@ static int sp__read_service(sp_graph_t *g, const sp_node_t *root, sp_errors_t *e
                               : "expected a map with pipelines");
     return SP_ECONFIG;
   }
-  /* Decode everything but pipelines/extensions through the schema. */
+  /* Decode everything but pipelines/extensions through the schema (every other key:
+   * unknown ones must be reported however many there are). */
   sp_node_t view = *svc;
-  const char *keys[16];
-  sp_mark_t kmarks[16];
-  sp_node_t *items[16];
+  size_t cap = svc->n > 0 ? svc->n : 1;
+  const char **keys = sp_malloc(cap * sizeof(*keys));
+  sp_mark_t *kmarks = sp_malloc(cap * sizeof(*kmarks));
+  sp_node_t **items = sp_malloc(cap * sizeof(*items));
+  if (keys == NULL || kmarks == NULL || items == NULL) {
+    sp_free(keys);
+    sp_free(kmarks);
+    sp_free(items);
+    return SP_ENOMEM;
+  }
   view.n = 0;
   view.keys = keys;
   view.key_marks = kmarks;
@@ -369,13 +377,14 @@ static int sp__read_service(sp_graph_t *g, const sp_node_t *root, sp_errors_t *e
   for (size_t i = 0; i < svc->n; i++) {
     if (strcmp(svc->keys[i], "pipelines") == 0 || strcmp(svc->keys[i], "extensions") == 0)
       continue;
-    if (view.n == 16)
-      break;
     keys[view.n] = svc->keys[i];
     kmarks[view.n] = svc->key_marks[i];
     items[view.n++] = svc->items[i];
   }
   int drc = sp_cfg_decode(&sp__service_schema, &view, "service", &svc->mark, &g->settings, errs);
+  sp_free(keys);
+  sp_free(kmarks);
+  sp_free(items);
   g->settings_decoded = true;
   if (drc == SP_ENOMEM)
     return drc;
@@ -409,21 +418,24 @@ static int sp__read_service(sp_graph_t *g, const sp_node_t *root, sp_errors_t *e
 static int sp__create_inst(sp_graph_t *g, sp_inst_t *in, sp_errors_t *errs) {
   sp_create_settings_t set = {.host = g->host, .id = in->id};
   if (in->kind == SP_KIND_RECEIVER) {
-    /* Fan out to the entry of every pipeline that lists this receiver. */
+    /* Fan out to the entry of every pipeline that lists this receiver, however many. */
     for (unsigned sig = SP_SIGNAL_TRACES; sig <= SP_SIGNAL_PROFILES; sig <<= 1) {
-      sp_consumer_t *entries[64];
       size_t n = 0;
-      for (size_t i = 0; i < g->n_pipes; i++) {
-        sp_pipe_t *p = &g->pipes[i];
-        if (p->signal != sig)
-          continue;
-        for (size_t j = 0; j < p->n[SP_LIST_RECEIVERS] && n < 64; j++)
-          if (p->list[SP_LIST_RECEIVERS][j] == in)
-            entries[n++] = p->entry;
-      }
+      for (size_t i = 0; i < g->n_pipes; i++)
+        for (size_t j = 0; g->pipes[i].signal == sig && j < g->pipes[i].n[SP_LIST_RECEIVERS]; j++)
+          n += g->pipes[i].list[SP_LIST_RECEIVERS][j] == in;
       if (n == 0)
         continue;
-      sp_consumer_t *fan = sp_fanout_create(entries, n);
+      sp_consumer_t **entries = sp_malloc(n * sizeof(*entries));
+      if (entries == NULL)
+        return SP_ENOMEM;
+      size_t k = 0;
+      for (size_t i = 0; i < g->n_pipes; i++)
+        for (size_t j = 0; g->pipes[i].signal == sig && j < g->pipes[i].n[SP_LIST_RECEIVERS]; j++)
+          if (g->pipes[i].list[SP_LIST_RECEIVERS][j] == in)
+            entries[k++] = g->pipes[i].entry;
+      sp_consumer_t *fan = sp_fanout_create(entries, n); /* copies the array */
+      sp_free(entries);
       if (fan == NULL)
         return SP_ENOMEM;
       /* A single target is used directly (sp_fanout_create returns it): not ours to free. */
@@ -478,11 +490,14 @@ static int sp__wire(sp_graph_t *g, sp_errors_t *errs) {
     }
   for (size_t i = 0; i < g->n_pipes; i++) {
     sp_pipe_t *p = &g->pipes[i];
-    sp_consumer_t *inputs[64];
-    size_t n = 0;
-    for (size_t j = 0; j < p->n[SP_LIST_EXPORTERS] && n < 64; j++)
-      inputs[n++] = p->list[SP_LIST_EXPORTERS][j]->comp->input;
-    p->exp_fanout = sp_fanout_create(inputs, n);
+    size_t n = p->n[SP_LIST_EXPORTERS];
+    sp_consumer_t **inputs = sp_malloc((n > 0 ? n : 1) * sizeof(*inputs));
+    if (inputs == NULL)
+      return SP_ENOMEM;
+    for (size_t j = 0; j < n; j++)
+      inputs[j] = p->list[SP_LIST_EXPORTERS][j]->comp->input;
+    p->exp_fanout = sp_fanout_create(inputs, n); /* copies the array */
+    sp_free(inputs);
     if (p->exp_fanout == NULL)
       return SP_ENOMEM;
     p->own_fanout = n > 1;

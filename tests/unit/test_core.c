@@ -20,9 +20,13 @@
 #include "pipeline/telemetry.h"
 #include "support/loop_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef Opentelemetry__Proto__Trace__V1__Span Span;
 
@@ -563,6 +567,138 @@ static void test_batch_processor_profiles_oom(void **state) {
   assert_int_equal(sp_test_loop_finish(&loop, 1000), 0);
 }
 
+/* ---- no limit on pipelines per receiver, exporters per pipeline, service keys ------ */
+
+enum { WIDE_N = 70 }; /* beyond the 64 entries / 16 keys the graph once silently kept */
+
+static sp_telemetry_t *wide_tel;
+
+static uint64_t wide_sent(int i) {
+  char labels[64];
+  snprintf(labels, sizeof(labels), "exporter=\"debug/%d\"", i);
+  return sp_telemetry_value(wide_tel, "spanprof_exporter_sent_spans_total", labels);
+}
+
+/* Every exporter got the span twice: from its own pipeline and from traces/all. */
+static int wide_all_twice(void *arg) {
+  (void)arg;
+  for (int i = 1; i <= WIDE_N; i++)
+    if (wide_sent(i) < 2)
+      return 0;
+  return 1;
+}
+
+static void test_graph_wide(void **state) {
+  (void)state;
+  /* A port nothing listens on, for the receiver. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof(a);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+  int port = ntohs(a.sin_port);
+  close(fd);
+
+  /* One receiver in 71 pipelines; one pipeline with 70 exporters. */
+  sp_buf_t y;
+  sp_buf_init(&y, 0);
+  char line[160];
+  snprintf(line, sizeof(line),
+           "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:%d\n"
+           "exporters:\n",
+           port);
+  sp_buf_puts(&y, line);
+  for (int i = 1; i <= WIDE_N; i++) {
+    snprintf(line, sizeof(line), "  debug/%d:\n", i);
+    sp_buf_puts(&y, line);
+  }
+  sp_buf_puts(&y, "service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n");
+  for (int i = 1; i <= WIDE_N; i++) {
+    snprintf(line, sizeof(line),
+             "    traces/%d:\n      receivers: [otlp]\n      exporters: [debug/%d]\n", i, i);
+    sp_buf_puts(&y, line);
+  }
+  sp_buf_puts(&y, "    traces/all:\n      receivers: [otlp]\n      exporters: [");
+  for (int i = 1; i <= WIDE_N; i++) {
+    snprintf(line, sizeof(line), "%sdebug/%d", i > 1 ? ", " : "", i);
+    sp_buf_puts(&y, line);
+  }
+  sp_buf_puts(&y, "]\n");
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  wide_tel = sp_telemetry_create();
+  sp_host_t host = {.loop = &loop, .telemetry = wide_tel};
+  sp_errors_t errs = {0};
+  sp_config_doc_t *doc = NULL;
+  assert_int_equal(sp_config_load_string("wide.yaml", sp_buf_cstr(&y), y.len, &doc, &errs), 0);
+  sp_graph_t *g = NULL;
+  int rc = sp_graph_build(doc, &host, true, &g, &errs);
+  sp_errors_print(&errs, 2);
+  assert_int_equal(rc, 0);
+  assert_int_equal(sp_graph_pipeline_count(g), WIDE_N + 1);
+  assert_int_equal(sp_graph_start(g), 0);
+
+  /* One span over OTLP/HTTP reaches every pipeline and every exporter. */
+  static const char body[] =
+      "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":"
+      "\"5b8efff798038103d269b633813fc60c\",\"spanId\":\"0000000000000001\",\"name\":\"w\","
+      "\"startTimeUnixNano\":\"1\",\"endTimeUnixNano\":\"2\"}]}]}]}";
+  char req[1024];
+  int n = snprintf(req, sizeof(req),
+                   "POST /v1/traces HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                   sizeof(body) - 1, body);
+  fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+  assert_int_equal(sp_test_run_until(&loop, wide_all_twice, NULL, 5000), 0);
+  for (int i = 1; i <= WIDE_N; i++)
+    assert_int_equal(wide_sent(i), 2);
+  close(fd);
+
+  int done = 0;
+  sp_graph_shutdown(g, 1000, on_done, &done);
+  assert_int_equal(sp_test_run_until(&loop, flag_set, &done, 5000), 0);
+  sp_graph_destroy(g);
+  sp_config_doc_free(doc);
+  sp_errors_free(&errs);
+  sp_telemetry_destroy(wide_tel);
+  wide_tel = NULL;
+  assert_int_equal(sp_test_loop_finish(&loop, 1000), 0);
+
+  /* Every unknown key under service is reported, the 20th as well as the first. */
+  y.len = 0;
+  sp_buf_puts(&y, "exporters:\n  debug:\nreceivers:\n  otlp:\n    protocols:\n      http:\n"
+                  "service:\n");
+  for (int i = 1; i <= 20; i++) {
+    snprintf(line, sizeof(line), "  bogus%02d: 1\n", i);
+    sp_buf_puts(&y, line);
+  }
+  sp_buf_puts(&y, "  shutdown_timeout: 3s\n  pipelines:\n    traces:\n      receivers: [otlp]\n"
+                  "      exporters: [debug]\n");
+  sp_telemetry_t *tel = sp_telemetry_create();
+  sp_host_t host2 = {.loop = &loop, .telemetry = tel};
+  errs = (sp_errors_t){0};
+  assert_int_equal(sp_config_load_string("keys.yaml", sp_buf_cstr(&y), y.len, &doc, &errs), 0);
+  g = NULL;
+  assert_int_equal(sp_graph_build(doc, &host2, false, &g, &errs), SP_ECONFIG);
+  assert_null(g);
+  int bogus = 0;
+  bool last = false;
+  for (size_t i = 0; i < errs.n; i++) {
+    bogus += strstr(errs.lines[i], "bogus") != NULL;
+    last = last || strstr(errs.lines[i], "bogus20") != NULL;
+  }
+  assert_int_equal(bogus, 20);
+  assert_true(last);
+  sp_config_doc_free(doc);
+  sp_errors_free(&errs);
+  sp_telemetry_destroy(tel);
+  sp_buf_free(&y);
+}
+
 int main(void) {
   sp_log_set_level(SP_LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -575,6 +711,7 @@ int main(void) {
       cmocka_unit_test(test_graph),
       cmocka_unit_test(test_telemetry),
       cmocka_unit_test(test_batch_processor_profiles_oom),
+      cmocka_unit_test(test_graph_wide),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
