@@ -163,7 +163,7 @@ struct sp_exporterhelper_s {
   uint64_t deadline;
   size_t open_handles;
   bool started, shutting, expired, cancelled, closing, pumping;
-  bool sender_closed; /* sender->close has been called */
+  bool sender_closed;     /* sender->close has been called */
   sp_deferral_t deferral; /* shutdown before start: reports without allocating */
   void (*shutdown_cb)(void *arg);
   void *shutdown_arg;
