@@ -25,6 +25,14 @@
 enum { SP_PYROSCOPE_API_PUSH = 0, SP_PYROSCOPE_API_INGEST = 1 };
 enum { SP_PYROSCOPE_GZIP = 0, SP_PYROSCOPE_NONE = 1 };
 
+/**
+ * `compression_params` (the Collector's confighttp name): level -1 (zlib's
+ * default, 6), 0 (stored) .. 9; default 1, the fastest (see the .c file).
+ */
+typedef struct sp_pyroscope_compression_params_s {
+  int64_t level;
+} sp_pyroscope_compression_params_t;
+
 /** Pyroscope's own defaults for its per-tenant validation limits. */
 #define SP_PYROSCOPE_MAX_LABEL_NAME_LEN 1024
 #define SP_PYROSCOPE_MAX_LABEL_VALUE_LEN 2048
@@ -39,7 +47,8 @@ typedef struct sp_pyroscope_basic_auth_s {
 
 /**
  * Keys: endpoint (base URL of Pyroscope, required), api (push|ingest),
- * compression (gzip|none), timeout (10s), headers (map), tls (client
+ * compression (gzip|none), compression_params {level: -1..9, default 1},
+ * timeout (10s), headers (map), tls (client
  * schema), basic_auth {username, password}, bearer_token, tenant_id
  * (X-Scope-OrgID), tenant_from_metadata (false), external_labels (map),
  * span_name_label (true), max_age (1h; 0: no limit),
@@ -51,6 +60,7 @@ typedef struct sp_pyroscope_cfg_s {
   char *endpoint;
   int api;         /* SP_PYROSCOPE_API_* */
   int compression; /* SP_PYROSCOPE_GZIP / _NONE */
+  sp_pyroscope_compression_params_t compression_params;
   uint64_t timeout_ms;
   sp_strmap_t headers;
   sp_tls_config_t tls;

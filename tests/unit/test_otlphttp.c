@@ -9,7 +9,9 @@
  * issue #4: backend down then up, 503 + Retry-After, 429, 400, partial
  * success, slow backend past the timeout, queue full; TLS and mTLS.
  * Retry intervals are tens of milliseconds; the one Retry-After test waits
- * its full second.
+ * its full second. Compression runs on libuv's thread pool: tests hold the
+ * pool (support/pool_block.h) to shut down with that work in flight, and
+ * compare the sizes the compression levels give.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +29,7 @@
 #include "pipeline/transport/http_server.h"
 #include "support/exporter_fixture.h"
 #include "support/loop_util.h"
+#include "support/pool_block.h"
 #include "support/testcerts.h"
 
 #include "google/rpc/status.pb-c.h"
@@ -576,6 +579,156 @@ static void test_tls_and_mtls(void **state) {
   assert_true(fx->be.n == 2);
 }
 
+/* Starts the exporter's shutdown with drain deadline now + @p drain_ms; *@p done counts reports. */
+static void begin_stop(fx_t *fx, uint64_t drain_ms, int *done) {
+  uv_update_time(&fx->loop);
+  fx->host.drain_deadline = uv_now(&fx->loop) + drain_ms;
+  fx->ex.def->shutdown(fx->ex.comp, on_flag, done);
+  assert_int_equal(*done, 0); /* never inline */
+}
+
+/* After the shutdown callback: what sp_test_exporter_stop() does past it. */
+static void end_stop(fx_t *fx) {
+  fx->ex.def->destroy(fx->ex.comp);
+  sp_cfg_free(fx->ex.def->schema, fx->ex.cfg);
+  sp_free(fx->ex.cfg);
+  memset(&fx->ex, 0, sizeof(fx->ex));
+}
+
+static int never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+/*
+ * The drain deadline passes while compression work is still on the pool:
+ * the work cannot be cancelled, so the shutdown waits for it, and its
+ * result is reported as a cancelled send (nothing goes out afterwards).
+ */
+static void test_shutdown_waits_for_compression(void **state) {
+  fx_t *fx = *state;
+  backend_start_on(&fx->be, &fx->loop, 0, NULL);
+  exporter_up(fx, "http", fx->be.port, "sending_queue: {num_consumers: 2}\n");
+  sp_test_pool_block_t *block = sp_test_pool_block(&fx->loop);
+  assert_non_null(block);
+  assert_int_equal(send_traces(fx, 40, NULL), 0);
+  assert_int_equal(send_traces(fx, 60, NULL), 0);
+  int done = 0;
+  begin_stop(fx, 50, &done);
+  /* Well past the deadline: still waiting for the two compressions. */
+  assert_int_equal(sp_test_run_until(&fx->loop, never, NULL, 300), SP_ETIMEDOUT);
+  assert_int_equal(done, 0);
+  assert_int_equal(fx->be.n, 0);
+  sp_test_pool_release(block);
+  assert_int_equal(sp_test_run_until(&fx->loop, flag_set, &done, 5000), 0);
+  assert_int_equal(done, 1);
+  end_stop(fx);
+  assert_int_equal(fx->be.n, 0); /* cancelled, not sent after the client closed */
+  assert_int_equal(metric(fx, "spanprof_exporter_send_failed_spans_total"), 100);
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_spans_total"), 0);
+}
+
+/* A shutdown with time left drains: compression held up past shutdown still gets sent. */
+static void test_drain_waits_for_compression(void **state) {
+  fx_t *fx = *state;
+  backend_start_on(&fx->be, &fx->loop, 0, NULL);
+  exporter_up(fx, "http", fx->be.port, "sending_queue: {num_consumers: 1}\n");
+  sp_test_pool_block_t *block = sp_test_pool_block(&fx->loop);
+  assert_non_null(block);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(send_traces(fx, 30, NULL), 0);
+  int done = 0;
+  begin_stop(fx, 5000, &done);
+  assert_int_equal(sp_test_run_until(&fx->loop, never, NULL, 100), SP_ETIMEDOUT);
+  assert_int_equal(done, 0);
+  sp_test_pool_release(block);
+  assert_int_equal(sp_test_run_until(&fx->loop, flag_set, &done, 5000), 0);
+  end_stop(fx);
+  assert_int_equal(fx->be.n, 3);
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_spans_total"), 90);
+  for (size_t i = 0; i < 3; i++) {
+    assert_string_equal(fx->be.recs[i].cenc, "gzip");
+    check_traces_body(&fx->be.recs[i], false, fx->sent[i], fx->sent_len[i]); /* in order */
+  }
+}
+
+/* Sends one fixed batch through an exporter configured with @p extra; returns the wire size. */
+static size_t wire_size_with(fx_t *fx, const char *extra, uint8_t **bytes, size_t *len) {
+  size_t before = fx->be.n;
+  exporter_up(fx, "http", fx->be.port, extra);
+  assert_int_equal(sp_consume_traces(fx->ex.comp->input, sp_test_traces(300, 7, bytes, len)), 0);
+  g_ok_want = before + 1;
+  assert_int_equal(sp_test_run_until(&fx->loop, ok_reached, &fx->be, 5000), 0);
+  sp_test_exporter_stop(&fx->ex, 1000);
+  const rec_t *r = &fx->be.recs[before];
+  assert_string_equal(r->cenc, "gzip");
+  check_traces_body(r, false, *bytes, *len);
+  return r->wire_len;
+}
+
+/* Level 1 by default; compression_params.level as in the Collector's confighttp. */
+static void test_compression_level(void **state) {
+  fx_t *fx = *state;
+  backend_start_on(&fx->be, &fx->loop, 0, NULL);
+  uint8_t *b[4];
+  size_t n[4];
+  size_t def = wire_size_with(fx, "", &b[0], &n[0]);
+  size_t one = wire_size_with(fx, "compression_params: {level: 1}\n", &b[1], &n[1]);
+  size_t best = wire_size_with(fx, "compression_params: {level: 9}\n", &b[2], &n[2]);
+  size_t stored = wire_size_with(fx, "compression_params: {level: 0}\n", &b[3], &n[3]);
+  assert_int_equal(def, one);
+  assert_true(best < one);
+  assert_true(stored > n[3]); /* level 0 stores: gzip framing around the bytes */
+  for (int i = 0; i < 4; i++)
+    sp_free(b[i]);
+  sp_test_exporter_t t;
+  assert_int_equal(sp_test_exporter_make(&t, &sp_exporter_otlphttp,
+                                         "endpoint: http://x:1\ncompression_params: {level: 10}\n",
+                                         &fx->host, "otlphttp/bad"),
+                   SP_ECONFIG);
+  assert_int_equal(sp_test_exporter_make(&t, &sp_exporter_otlphttp,
+                                         "endpoint: http://x:1\ncompression_params: {level: -2}\n",
+                                         &fx->host, "otlphttp/bad"),
+                   SP_ECONFIG);
+  assert_int_equal(sp_test_exporter_make(&t, &sp_exporter_otlphttp, "endpoint: http://x:1\n",
+                                         &fx->host, "otlphttp/ok"),
+                   0);
+  assert_int_equal(((sp_otlphttp_cfg_t *)t.cfg)->compression_params.level, 1);
+  t.def->destroy(t.comp);
+  sp_cfg_free(t.def->schema, t.cfg);
+  sp_free(t.cfg);
+}
+
+/* Profiles, JSON and gzip together: the encoding built on the loop is compressed on the pool. */
+static void test_profiles_json_gzip(void **state) {
+  fx_t *fx = *state;
+  backend_start_on(&fx->be, &fx->loop, 0, NULL);
+  exporter_up(fx, "http", fx->be.port, "encoding: json\ncompression_params: {level: -1}\n");
+  assert_int_equal(sp_consume_profiles(fx->ex.comp->input, sp_test_profiles()), 0);
+  assert_int_equal(send_traces(fx, 20, NULL), 0);
+  g_ok_want = 2;
+  assert_int_equal(sp_test_run_until(&fx->loop, ok_reached, &fx->be, 5000), 0);
+  for (size_t i = 0; i < 2; i++) {
+    const rec_t *r = &fx->be.recs[i];
+    assert_string_equal(r->cenc, "gzip");
+    assert_string_equal(r->ctype, "application/json");
+    if (strcmp(r->path, "/v1/traces") == 0) {
+      check_traces_body(r, true, fx->sent[0], fx->sent_len[0]);
+      continue;
+    }
+    sp_arena_t *a = sp_arena_create(0);
+    ProtobufCMessage *m = NULL;
+    char err[256];
+    assert_int_equal(
+        sp_pbjson_decode(
+            &opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__descriptor,
+            (const char *)r->body, r->len, SP_PBJSON_OTLP, sp_arena_pbc(a), &m, err, sizeof(err)),
+        0);
+    sp_test_check_profiles((const sp_otlpprofiles_req_t *)m);
+    sp_arena_destroy(a);
+  }
+}
+
 static void test_config_errors(void **state) {
   fx_t *fx = *state;
   sp_test_exporter_t t;
@@ -623,6 +776,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_drain_deadline_cancels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tls_and_mtls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shutdown_waits_for_compression, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_drain_waits_for_compression, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_compression_level, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_profiles_json_gzip, setup, teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   sp_testcerts_destroy(&g_certs);

@@ -12,6 +12,9 @@
  * profiles; /ingest requests the same way from their query string. Then the
  * fault table: server down then up, 429 with Retry-After: 1, 400 not
  * retried, stale profiles dropped (also between retries), queue full.
+ * Compression runs on libuv's thread pool: tests hold the pool
+ * (support/pool_block.h) to shut down with that work in flight, and check
+ * compression_params.level.
  * Retry intervals are tens of milliseconds; the Retry-After tests wait
  * their full second.
  */
@@ -32,6 +35,7 @@
 #include "pipeline/transport/http_server.h"
 #include "support/exporter_fixture.h"
 #include "support/loop_util.h"
+#include "support/pool_block.h"
 
 #include "push/v1/push.pb-c.h"
 
@@ -1041,6 +1045,119 @@ static void test_drain_deadline_cancels_ingest(void **state) {
   assert_int_equal(metric(fx, "spanprof_exporter_send_failed_profiles_total"), 3);
 }
 
+/* ---- compression on the thread pool --------------------------------------------- */
+
+static void expect_config_error(fx_t *fx, const char *yaml);
+
+/* Starts the exporter's shutdown with drain deadline now + @p drain_ms. */
+static void begin_stop(fx_t *fx, uint64_t drain_ms, int *done) {
+  uv_update_time(&fx->loop);
+  fx->host.drain_deadline = uv_now(&fx->loop) + drain_ms;
+  fx->ex.def->shutdown(fx->ex.comp, on_flag, done);
+  assert_int_equal(*done, 0); /* never inline */
+}
+
+/* After the shutdown callback: what sp_test_exporter_stop() does past it. */
+static void end_stop(fx_t *fx) {
+  fx->ex.def->destroy(fx->ex.comp);
+  sp_cfg_free(fx->ex.def->schema, fx->ex.cfg);
+  sp_free(fx->ex.cfg);
+  memset(&fx->ex, 0, sizeof(fx->ex));
+}
+
+/*
+ * The drain deadline passes while the profiles are being compressed on the
+ * pool: the shutdown waits for that work (it cannot be cancelled), which
+ * then reports the batch cancelled; nothing is sent after the client closed.
+ */
+static void test_shutdown_waits_for_compression(void **state) {
+  fx_t *fx = *state;
+  server_start(&fx->srv, &fx->loop, 0);
+  for (int api = 0; api < 2; api++) {
+    exporter_up(fx, fx->srv.port, api == 0 ? "" : "api: ingest\n");
+    sp_test_pool_block_t *block = sp_test_pool_block(&fx->loop);
+    assert_non_null(block);
+    assert_int_equal(sp_consume_profiles(fx->ex.comp->input, standard_batch(fx)), 0);
+    int done = 0;
+    begin_stop(fx, 50, &done);
+    run_for(fx, 300); /* well past the deadline */
+    assert_int_equal(done, 0);
+    sp_test_pool_release(block);
+    assert_int_equal(sp_test_run_until(&fx->loop, flag_set, &done, 5000), 0);
+    end_stop(fx);
+  }
+  assert_int_equal(fx->srv.n, 0);
+  assert_int_equal(metric(fx, "spanprof_exporter_send_failed_profiles_total"), 4);
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_profiles_total"), 0);
+}
+
+/* With time left, a shutdown drains: work held up on the pool still gets sent. */
+static void test_drain_waits_for_compression(void **state) {
+  fx_t *fx = *state;
+  server_start(&fx->srv, &fx->loop, 0);
+  exporter_up(fx, fx->srv.port, "sending_queue: {num_consumers: 2}\n");
+  sp_test_pool_block_t *block = sp_test_pool_block(&fx->loop);
+  assert_non_null(block);
+  assert_int_equal(sp_consume_profiles(fx->ex.comp->input, standard_batch(fx)), 0);
+  assert_int_equal(sp_consume_profiles(fx->ex.comp->input, standard_batch(fx)), 0);
+  int done = 0;
+  begin_stop(fx, 5000, &done);
+  run_for(fx, 100);
+  assert_int_equal(done, 0);
+  assert_int_equal(fx->srv.n, 0);
+  sp_test_pool_release(block);
+  assert_int_equal(sp_test_run_until(&fx->loop, flag_set, &done, 5000), 0);
+  end_stop(fx);
+  assert_int_equal(fx->srv.n, 2);
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_profiles_total"), 4);
+  for (size_t k = 0; k < 2; k++) {
+    Push__V1__PushRequest *req = decode_push(&fx->srv.recs[k]);
+    assert_int_equal(req->n_series, 2);
+    for (size_t i = 0; i < 2; i++) {
+      sp_buf_t pb;
+      const ProtobufCBinaryData *raw = &req->series[i]->samples[0]->raw_profile;
+      raw_pprof(raw->data, raw->len, true, &pb);
+      check_samples(pb.data, pb.len, true);
+      sp_buf_free(&pb);
+    }
+    push__v1__push_request__free_unpacked(req, NULL);
+  }
+}
+
+/* compression_params.level: 1 by default; 0 stores, 9 packs tighter; the bytes survive. */
+static void test_compression_level(void **state) {
+  fx_t *fx = *state;
+  server_start(&fx->srv, &fx->loop, 0);
+  static const char *const levels[] = {"", "compression_params: {level: 0}\n",
+                                       "compression_params: {level: 9}\n"};
+  size_t body[3];
+  static const char *const a[] = {"service_name", "svc", "__name__", "process_cpu", NULL};
+  for (int i = 0; i < 3; i++) {
+    char extra[128];
+    snprintf(extra, sizeof(extra), "api: ingest\n%s", levels[i]);
+    exporter_up(fx, fx->srv.port, extra);
+    if (i == 0) assert_int_equal(((sp_pyroscope_cfg_t *)fx->ex.cfg)->compression_params.level, 1);
+    sp_profiles_t *b = sp_profiles_create();
+    add_profile(b, a, 1000000000LL, g_samples, 3, true, &fx->sent[fx->n_sent++]);
+    const sent_t *sent = &fx->sent[fx->n_sent - 1];
+    assert_int_equal(sp_consume_profiles(fx->ex.comp->input, b), 0);
+    wait_profiles(fx, (uint64_t)i + 1, 5000);
+    sp_test_exporter_stop(&fx->ex, 1000);
+    const rec_t *r = &fx->srv.recs[i];
+    sp_buf_t pb;
+    raw_pprof(r->body, r->len, true, &pb);
+    assert_int_equal(pb.len, sent->len); /* unchanged profile: its very bytes */
+    assert_memory_equal(pb.data, sent->bytes, pb.len);
+    sp_buf_free(&pb);
+    body[i] = r->len;
+    if (i == 1) assert_true(body[i] > sent->len); /* stored: the bytes plus gzip framing */
+  }
+  assert_true(body[0] < body[1]);
+  assert_true(body[2] <= body[0]);
+  expect_config_error(fx, "endpoint: http://h:4040\ncompression_params: {level: 10}\n");
+  expect_config_error(fx, "endpoint: http://h:4040\ncompression_params: {level: x}\n");
+}
+
 /* ---- configuration --------------------------------------------------------------- */
 
 static void expect_config_error(fx_t *fx, const char *yaml) {
@@ -1101,6 +1218,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_queue_full_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_drain_deadline_cancels_ingest, setup, teardown),
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shutdown_waits_for_compression, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_drain_waits_for_compression, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_compression_level, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
