@@ -9,6 +9,19 @@
  * pyroscope_push.c the Connect `push.v1.PusherService/Push` API;
  * pyroscope_profile.c what both APIs share: one pprof (gzipped or not) into
  * a batch with its series labels, span labels normalised.
+ *
+ * Threads. Turning a request into a batch — inflating the pprof, decoding
+ * it, validating, normalising labels — is stateless and was most of the
+ * loop's time on the profiles path, so for bodies of at least
+ * SP_PYRO_POOL_MIN bytes it runs on libuv's thread pool (uv_queue_work):
+ * the handler parses nothing but the method there, the work builds a
+ * private batch from the request (which the HTTP server keeps unchanged
+ * until it is answered) and reads only the immutable config, and the
+ * after_work callback, on the loop, hands the batch to the pipeline,
+ * counts and answers. The HTTP server answers one request per connection at
+ * a time, so responses (and batches) of one connection keep their order,
+ * and its shutdown waits for requests not answered yet, so the receiver's
+ * shutdown waits for work on the pool without anything more.
  */
 #ifndef SP_RECEIVER_PYROSCOPE_H
 #define SP_RECEIVER_PYROSCOPE_H
@@ -32,6 +45,15 @@ typedef struct sp_pyro_cfg_s {
 /* Per-API counters (pipeline/telemetry.h). */
 typedef sp_receiver_metrics_t sp_pyro_metrics_t;
 
+/** Request bodies of at least this many bytes are decoded on the thread pool. */
+#define SP_PYRO_POOL_MIN ((size_t)16 * 1024)
+/**
+ * At most this many requests wait for or run on the pool; past it they are
+ * decoded on the loop (the loop then works as one more decoder, and reads
+ * nothing new meanwhile).
+ */
+#define SP_PYRO_POOL_MAX 64
+
 typedef struct sp_pyro_s {
   sp_component_t base;
   const sp_pyro_cfg_t *cfg;
@@ -42,6 +64,9 @@ typedef struct sp_pyro_s {
   int pending;
   sp_done_cb cb;
   void *cb_arg;
+  /* Decoding on the thread pool (see the top of this file); loop thread only. */
+  size_t pool_min; /* 0: SP_PYRO_POOL_MIN (tests set 1 to send every body there) */
+  size_t n_work;   /* requests on the pool: their after_work has not run */
 } sp_pyro_t;
 
 /* Series labels of one profile while a request is turned into a batch. */
@@ -90,6 +115,7 @@ typedef struct sp_pyro_pprof_opts_s {
  * labels on samples are normalised (pprof.h). @p err gets a message for the
  * sender on failure. 0; SP_EPROTO (not pprof, corrupt gzip); SP_ETOOBIG
  * (over max_profile_size); SP_ENOMEM. An empty @p bytes adds nothing.
+ * Any thread, for a batch nobody else uses yet (it reads only self->cfg).
  */
 int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *labels,
                        const uint8_t *bytes, size_t len, const sp_pyro_pprof_opts_t *opts,
@@ -111,6 +137,17 @@ void sp__pyro_set_meta(sp_profiles_t *batch, const sp_http_request_t *req);
  * counts as success.
  */
 int sp__pyro_consume(sp_pyro_t *self, const sp_pyro_metrics_t *m, sp_profiles_t *batch);
+
+/**
+ * Whether a request body of @p len bytes is decoded on the thread pool:
+ * at least the threshold, and fewer than SP_PYRO_POOL_MAX requests there.
+ * When true, the request is counted in self->n_work; the caller queues the
+ * work and calls sp__pyro_offload_done() from its after_work. Loop thread.
+ */
+bool sp__pyro_offload(sp_pyro_t *self, size_t len);
+
+/** The after_work of an offloaded request ran. Loop thread. */
+void sp__pyro_offload_done(sp_pyro_t *self);
 
 /** POST /ingest. */
 void sp__pyro_ingest_handle(sp_pyro_t *self, sp_http_request_t *req);

@@ -39,6 +39,12 @@
  * Answers: 200 with an empty body; 400 text for bad input, naming the
  * parameter; 413 over the body or profile size limit; 503 + Retry-After when
  * the pipeline is full.
+ *
+ * A body of SP_PYRO_POOL_MIN bytes or more is turned into its batch
+ * (sp__ingest_build: query, name, times, inflate, decode, validate) on
+ * libuv's thread pool; everything it touches is the request, the job below
+ * and the const config. The answer, the counters and the hand-over to the
+ * pipeline happen in the after_work callback, on the loop (see pyroscope.h).
  */
 #include "receivers/pyroscope/pyroscope.h"
 
@@ -57,10 +63,14 @@
 #include <strings.h>
 #include <time.h>
 
+/* One /ingest request being handled (on the loop, or on the pool and back). */
 typedef struct sp_ingest_s {
   sp_pyro_t *self;
   sp_http_request_t *req;
   sp_arena_t *scratch;
+  sp_profiles_t *batch; /* what the request turns into */
+  int rc;               /* sp__ingest_build's result */
+  uv_work_t work;
   /* query */
   const char *name, *from, *until, *format, *sample_rate, *spy_name;
   /* parsed */
@@ -485,6 +495,52 @@ static void sp__respond_text(sp_http_request_t *req, int status, const char *msg
                   retryable ? retry : NULL, retryable ? 1 : 0);
 }
 
+/* Loop: hands the batch over (or explains why not), answers, frees @p in. */
+static void sp__ingest_finish(sp_ingest_t *in) {
+  sp_pyro_t *self = in->self;
+  sp_http_request_t *req = in->req;
+  const sp_pyro_metrics_t *m = &self->m_ingest;
+  sp_profiles_t *batch = in->batch;
+  int rc = in->rc;
+  if (rc == 0) {
+    sp__pyro_set_meta(batch, req);
+    rc = sp__pyro_consume(self, m, batch);
+    batch = NULL;
+    if (rc == SP_EAGAIN)
+      sp__bad(in, 503, "the pipeline is full; retry later");
+    else if (rc != 0)
+      sp__bad(in, 400, "the pipeline rejected the profile: %s", sp_strerror(rc));
+  } else if (rc == SP_ENOMEM) {
+    sp__bad(in, 503, "out of memory; retry later");
+  } else {
+    sp_metric_add(m->bad_requests, 1);
+    sp_metric_add(m->rejected, 1);
+    if (in->status == 0)
+      sp__bad(in, 400, "%s", sp_strerror(rc));
+    sp_log_debug(self->base.id, "rejected /ingest from %s: %s", req->remote_addr, in->msg);
+  }
+  sp_profiles_unref(batch);
+  sp_arena_destroy(in->scratch);
+  if (rc == 0)
+    sp_http_respond(req, 200, "text/plain; charset=utf-8", "", 0, NULL, 0);
+  else
+    sp__respond_text(req, in->status, in->msg);
+  sp_free(in);
+}
+
+/* Thread pool: the request into its batch; touches only @p in, the request and the config. */
+static void sp__ingest_work(uv_work_t *w) {
+  sp_ingest_t *in = w->data;
+  in->rc = sp__ingest_build(in, in->batch);
+}
+
+static void sp__ingest_work_done(uv_work_t *w, int status) {
+  sp_ingest_t *in = w->data;
+  (void)status; /* never cancelled */
+  sp__pyro_offload_done(in->self);
+  sp__ingest_finish(in);
+}
+
 void sp__pyro_ingest_handle(sp_pyro_t *self, sp_http_request_t *req) {
   const sp_pyro_metrics_t *m = &self->m_ingest;
   if (req->error_status != 0) {
@@ -499,36 +555,23 @@ void sp__pyro_ingest_handle(sp_pyro_t *self, sp_http_request_t *req) {
     sp_http_respond(req, 405, "text/plain; charset=utf-8", msg, sizeof(msg) - 1, allow, 1);
     return;
   }
-  sp_ingest_t in;
-  memset(&in, 0, sizeof(in));
-  in.self = self;
-  in.req = req;
-  in.scratch = sp_arena_create(4096 + strlen(req->query) * 2);
-  sp_profiles_t *batch = sp_profiles_create();
-  int rc = SP_ENOMEM;
-  if (in.scratch != NULL && batch != NULL)
-    rc = sp__ingest_build(&in, batch);
-  if (rc == 0) {
-    sp__pyro_set_meta(batch, req);
-    rc = sp__pyro_consume(self, m, batch);
-    batch = NULL;
-    if (rc == SP_EAGAIN)
-      sp__bad(&in, 503, "the pipeline is full; retry later");
-    else if (rc != 0)
-      sp__bad(&in, 400, "the pipeline rejected the profile: %s", sp_strerror(rc));
-  } else if (rc == SP_ENOMEM) {
-    sp__bad(&in, 503, "out of memory; retry later");
-  } else {
-    sp_metric_add(m->bad_requests, 1);
-    sp_metric_add(m->rejected, 1);
-    if (in.status == 0)
-      sp__bad(&in, 400, "%s", sp_strerror(rc));
-    sp_log_debug(self->base.id, "rejected /ingest from %s: %s", req->remote_addr, in.msg);
+  sp_ingest_t *in = sp_calloc(1, sizeof(*in));
+  if (in == NULL) {
+    sp__respond_text(req, 503, "out of memory; retry later");
+    return;
   }
-  sp_profiles_unref(batch);
-  sp_arena_destroy(in.scratch);
-  if (rc == 0)
-    sp_http_respond(req, 200, "text/plain; charset=utf-8", "", 0, NULL, 0);
-  else
-    sp__respond_text(req, in.status, in.msg);
+  in->self = self;
+  in->req = req;
+  in->rc = SP_ENOMEM;
+  in->scratch = sp_arena_create(4096 + strlen(req->query) * 2);
+  in->batch = sp_profiles_create();
+  if (in->scratch != NULL && in->batch != NULL) {
+    if (sp__pyro_offload(self, req->body_len)) {
+      in->work.data = in;
+      uv_queue_work(self->base.host->loop, &in->work, sp__ingest_work, sp__ingest_work_done);
+      return; /* answered from sp__ingest_work_done */
+    }
+    in->rc = sp__ingest_build(in, in->batch);
+  }
+  sp__ingest_finish(in);
 }

@@ -243,6 +243,16 @@ void sp__pyro_set_meta(sp_profiles_t *batch, const sp_http_request_t *req) {
       auth != NULL && auth[0] != '\0' ? sp_profiles_strdup(batch, auth) : NULL;
 }
 
+bool sp__pyro_offload(sp_pyro_t *self, size_t len) {
+  size_t min = self->pool_min > 0 ? self->pool_min : SP_PYRO_POOL_MIN;
+  if (len < min || self->n_work >= SP_PYRO_POOL_MAX)
+    return false;
+  self->n_work++;
+  return true;
+}
+
+void sp__pyro_offload_done(sp_pyro_t *self) { self->n_work--; }
+
 int sp__pyro_consume(sp_pyro_t *self, const sp_pyro_metrics_t *m, sp_profiles_t *batch) {
   size_t n = batch->n;
   if (n == 0) {

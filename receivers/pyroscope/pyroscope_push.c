@@ -23,6 +23,11 @@
  * Pyroscope, a request mixing valid and invalid samples has the valid ones
  * accepted and is answered invalid_argument naming the first bad one; a
  * request without any sample is "no profiles received".
+ *
+ * A body of SP_PYRO_POOL_MIN bytes or more is decoded (wire scan, unpack or
+ * JSON, then every sample inflated, decoded and validated) on libuv's
+ * thread pool; the answer, the counters and the hand-over to the pipeline
+ * happen in the after_work callback on the loop (see pyroscope.h).
  */
 #include "receivers/pyroscope/pyroscope.h"
 
@@ -96,7 +101,15 @@ static void sp__connect_error(sp_http_request_t *req, int status, const char *ms
   sp_buf_free(&out);
 }
 
+/* One Push request being handled (on the loop, or on the pool and back). */
 typedef struct sp_push_s {
+  sp_pyro_t *self;
+  sp_http_request_t *req;
+  int codec;
+  sp_arena_t *scratch;  /* the decoded PushRequest */
+  sp_profiles_t *batch; /* what the request turns into */
+  int rc;               /* sp__push_decode's result */
+  uv_work_t work;
   int status;
   char msg[512];
   size_t rejected;
@@ -177,6 +190,92 @@ static int sp__push_build(sp_pyro_t *self, const Push__V1__PushRequest *pr, sp_p
   return 0;
 }
 
+/*
+ * Decodes the PushRequest and adds its samples to st->batch; sets
+ * st->status/msg on bad input. Any thread: touches only @p st, the request
+ * and the config.
+ */
+static int sp__push_decode(sp_push_t *st) {
+  sp_http_request_t *req = st->req;
+  const Push__V1__PushRequest *pr = NULL;
+  int rc;
+  if (st->codec == SP_CODEC_JSON) {
+    ProtobufCMessage *msg = NULL;
+    char err[400];
+    rc = sp_pbjson_decode(&push__v1__push_request__descriptor, (const char *)req->body,
+                          req->body_len, 0, sp_arena_pbc(st->scratch), &msg, err, sizeof(err));
+    if (rc == SP_EPROTO)
+      sp__push_bad(st, 400, "cannot decode PushRequest: %s", err);
+    pr = (const Push__V1__PushRequest *)msg;
+  } else {
+    /* The scan bounds what unpack may allocate (see pipeline/pbscan.h). */
+    char err[400];
+    const uint8_t *body = req->body != NULL ? req->body : (const uint8_t *)"";
+    rc = sp_pbscan(&push__v1__push_request__descriptor, body, req->body_len, NULL, NULL, err,
+                   sizeof(err));
+    if (rc == SP_ETOOBIG) {
+      rc = sp__push_bad(st, 413, "PushRequest too large: %s", err);
+    } else if (rc != 0) {
+      rc = sp__push_bad(st, 400, "cannot decode PushRequest (malformed protobuf)");
+    } else {
+      pr = push__v1__push_request__unpack(sp_arena_pbc(st->scratch), req->body_len, body);
+      rc = pr != NULL ? 0 : sp__push_bad(st, 503, "out of memory decoding the PushRequest");
+    }
+  }
+  if (rc == 0)
+    rc = sp__push_build(st->self, pr, st->batch, st);
+  return rc;
+}
+
+/* Loop: hands the batch over (or explains why not), counts, answers, frees @p st. */
+static void sp__push_finish(sp_push_t *st) {
+  sp_pyro_t *self = st->self;
+  sp_http_request_t *req = st->req;
+  const sp_pyro_metrics_t *m = &self->m_push;
+  sp_profiles_t *batch = st->batch;
+  int rc = st->rc;
+  if (rc == 0) {
+    sp__pyro_set_meta(batch, req);
+    rc = sp__pyro_consume(self, m, batch);
+    batch = NULL;
+    if (rc == SP_EAGAIN)
+      sp__push_bad(st, 503, "the pipeline is full; retry later");
+    else if (rc != 0)
+      sp__push_bad(st, 400, "the pipeline rejected the profiles: %s", sp_strerror(rc));
+  }
+  if (rc == SP_ENOMEM)
+    sp__push_bad(st, 503, "out of memory; retry later");
+  if (st->rejected > 0)
+    sp_metric_add(m->rejected, st->rejected);
+  if (st->status >= 400 && st->status < 500) {
+    sp_metric_add(m->bad_requests, 1);
+    sp_log_debug(self->base.id, "rejected Push from %s: %s", req->remote_addr, st->msg);
+  }
+  sp_profiles_unref(batch);
+  sp_arena_destroy(st->scratch);
+  if (st->status != 0) {
+    sp__connect_error(req, st->status, st->msg);
+  } else if (st->codec == SP_CODEC_JSON) {
+    sp_http_respond(req, 200, "application/json", "{}", 2, NULL, 0);
+  } else {
+    sp_http_respond(req, 200, "application/proto", "", 0, NULL, 0);
+  }
+  sp_free(st);
+}
+
+/* Thread pool: the request into its batch. */
+static void sp__push_work(uv_work_t *w) {
+  sp_push_t *st = w->data;
+  st->rc = sp__push_decode(st);
+}
+
+static void sp__push_work_done(uv_work_t *w, int status) {
+  sp_push_t *st = w->data;
+  (void)status; /* never cancelled */
+  sp__pyro_offload_done(st->self);
+  sp__push_finish(st);
+}
+
 void sp__pyro_push_handle(sp_pyro_t *self, sp_http_request_t *req) {
   const sp_pyro_metrics_t *m = &self->m_push;
   if (req->error_status != 0) {
@@ -197,64 +296,24 @@ void sp__pyro_push_handle(sp_pyro_t *self, sp_http_request_t *req) {
                       "unsupported content type; use application/proto or application/json");
     return;
   }
-  sp_push_t st;
-  memset(&st, 0, sizeof(st));
-  sp_arena_t *scratch = sp_arena_create(req->body_len + 4096);
-  sp_profiles_t *batch = sp_profiles_create();
-  const Push__V1__PushRequest *pr = NULL;
-  int rc = SP_ENOMEM;
-  if (scratch == NULL || batch == NULL)
-    goto done;
-  if (codec == SP_CODEC_JSON) {
-    ProtobufCMessage *msg = NULL;
-    char err[400];
-    rc = sp_pbjson_decode(&push__v1__push_request__descriptor, (const char *)req->body,
-                          req->body_len, 0, sp_arena_pbc(scratch), &msg, err, sizeof(err));
-    if (rc == SP_EPROTO)
-      sp__push_bad(&st, 400, "cannot decode PushRequest: %s", err);
-    pr = (const Push__V1__PushRequest *)msg;
-  } else {
-    /* The scan bounds what unpack may allocate (see pipeline/pbscan.h). */
-    char err[400];
-    const uint8_t *body = req->body != NULL ? req->body : (const uint8_t *)"";
-    rc = sp_pbscan(&push__v1__push_request__descriptor, body, req->body_len, NULL, NULL, err,
-                   sizeof(err));
-    if (rc == SP_ETOOBIG) {
-      rc = sp__push_bad(&st, 413, "PushRequest too large: %s", err);
-    } else if (rc != 0) {
-      rc = sp__push_bad(&st, 400, "cannot decode PushRequest (malformed protobuf)");
-    } else {
-      pr = push__v1__push_request__unpack(sp_arena_pbc(scratch), req->body_len, body);
-      rc = pr != NULL ? 0 : sp__push_bad(&st, 503, "out of memory decoding the PushRequest");
+  sp_push_t *st = sp_calloc(1, sizeof(*st));
+  if (st == NULL) {
+    sp__connect_error(req, 503, "out of memory; retry later");
+    return;
+  }
+  st->self = self;
+  st->req = req;
+  st->codec = codec;
+  st->rc = SP_ENOMEM;
+  st->scratch = sp_arena_create(req->body_len + 4096);
+  st->batch = sp_profiles_create();
+  if (st->scratch != NULL && st->batch != NULL) {
+    if (sp__pyro_offload(self, req->body_len)) {
+      st->work.data = st;
+      uv_queue_work(self->base.host->loop, &st->work, sp__push_work, sp__push_work_done);
+      return; /* answered from sp__push_work_done */
     }
+    st->rc = sp__push_decode(st);
   }
-  if (rc == 0)
-    rc = sp__push_build(self, pr, batch, &st);
-  if (rc != 0)
-    goto done;
-  sp__pyro_set_meta(batch, req);
-  rc = sp__pyro_consume(self, m, batch);
-  batch = NULL;
-  if (rc == SP_EAGAIN)
-    sp__push_bad(&st, 503, "the pipeline is full; retry later");
-  else if (rc != 0)
-    sp__push_bad(&st, 400, "the pipeline rejected the profiles: %s", sp_strerror(rc));
-done:
-  if (rc == SP_ENOMEM)
-    sp__push_bad(&st, 503, "out of memory; retry later");
-  if (st.rejected > 0)
-    sp_metric_add(m->rejected, st.rejected);
-  if (st.status >= 400 && st.status < 500) {
-    sp_metric_add(m->bad_requests, 1);
-    sp_log_debug(self->base.id, "rejected Push from %s: %s", req->remote_addr, st.msg);
-  }
-  sp_profiles_unref(batch);
-  sp_arena_destroy(scratch);
-  if (st.status != 0) {
-    sp__connect_error(req, st.status, st.msg);
-  } else if (codec == SP_CODEC_JSON) {
-    sp_http_respond(req, 200, "application/json", "{}", 2, NULL, 0);
-  } else {
-    sp_http_respond(req, 200, "application/proto", "", 0, NULL, 0);
-  }
+  sp__push_finish(st);
 }

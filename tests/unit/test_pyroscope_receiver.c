@@ -11,6 +11,14 @@
  * span-label normalisation, tenant/authorization metadata, a table of bad
  * inputs answered 400/404/405/413/415 with messages, refusals answered
  * 503 + Retry-After, counters. Every test ends with uv_loop_close() == 0.
+ *
+ * The whole suite runs twice: as configured (small bodies are decoded on
+ * the loop) and with every request body decoded on libuv's thread pool
+ * (sp_pyro_t.pool_min = 1), so both paths give the same answers. Then the
+ * pool itself: shutdown waits for requests held on a blocked pool
+ * (support/pool_block.h), pipelined requests on one connection are answered
+ * and handed over in order whichever path each takes, and concurrent
+ * clients are all served.
  */
 #include "pipeline/alloc.h"
 #include "pipeline/compress.h"
@@ -21,12 +29,17 @@
 #include "pipeline/pprof.h"
 #include "receivers/pyroscope/pyroscope.h"
 #include "support/loop_util.h"
+#include "support/pool_block.h"
 #include "support/sink.h"
 
 #include "push/v1/push.pb-c.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -57,6 +70,9 @@ typedef struct fixture_s {
 
 static fixture_t fx;
 
+/* sp_pyro_t.pool_min for every test of the current group (0: the receiver's default). */
+static size_t g_pool_min;
+
 static void start_receiver(const char *yaml) {
   sp_errors_t errs = {0};
   assert_int_equal(sp_config_load_string("test", yaml, strlen(yaml), &fx.doc, &errs), 0);
@@ -76,6 +92,7 @@ static void start_receiver(const char *yaml) {
   assert_int_equal(sp_receiver_pyroscope.start(fx.comp), 0);
   fx.port = sp_http_server_port(((sp_pyro_t *)fx.comp)->http);
   assert_true(fx.port > 0);
+  ((sp_pyro_t *)fx.comp)->pool_min = g_pool_min;
 }
 
 static int setup(void **state) {
@@ -92,13 +109,13 @@ static int setup(void **state) {
 }
 
 static void on_stopped(void *arg) { (*(int *)arg)++; }
-static int stopped(void *arg) { return *(int *)arg > 0; }
+static int stopped_cond(void *arg) { return *(int *)arg > 0; }
 
 static int teardown(void **state) {
   (void)state;
   sp_receiver_pyroscope.shutdown(fx.comp, on_stopped, &fx.stopped);
   assert_int_equal(fx.stopped, 0); /* never inline */
-  assert_int_equal(sp_test_run_until(&fx.loop, stopped, &fx.stopped, 5000), 0);
+  assert_int_equal(sp_test_run_until(&fx.loop, stopped_cond, &fx.stopped, 5000), 0);
   sp_receiver_pyroscope.destroy(fx.comp);
   sp_cfg_free(sp_receiver_pyroscope.schema, &fx.cfg);
   sp_config_doc_free(fx.doc);
@@ -967,6 +984,196 @@ static void test_push_refused(void **state) {
   push_free(&b);
 }
 
+/* --- decoding on the thread pool ---------------------------------------------- */
+
+static int on_the_pool(void *arg) {
+  (void)arg;
+  return ((sp_pyro_t *)fx.comp)->n_work == 1;
+}
+
+static int never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+/*
+ * A request held on a blocked pool keeps the receiver's shutdown waiting
+ * (the HTTP server waits for its answer); released, it is answered and its
+ * profile handed over before the shutdown completes.
+ */
+static void test_pool_shutdown_waits(void **state) {
+  (void)state;
+  sp_pyro_t *self = (sp_pyro_t *)fx.comp;
+  self->pool_min = 1;
+  size_t len, glen;
+  uint8_t *pb = make_pprof("samples/count,cpu/nanoseconds", 4, NULL, 0, &len);
+  uint8_t *gz = gzip_bytes(pb, len, &glen);
+  sp_test_pool_block_t *block = sp_test_pool_block(&fx.loop);
+  assert_non_null(block);
+  req_t r;
+  memset(&r, 0, sizeof(r));
+  snprintf(r.url, sizeof(r.url), "http://127.0.0.1:%d/ingest?name=held&format=pprof", fx.port);
+  r.body = gz;
+  r.len = glen;
+  r.headers[0] = "Content-Type: binary/octet-stream";
+  pthread_t th;
+  atomic_store(&r.done, 0);
+  assert_int_equal(pthread_create(&th, NULL, client_main, &r), 0);
+  assert_int_equal(sp_test_run_until(&fx.loop, on_the_pool, NULL, 5000), 0);
+  int stopped = 0;
+  sp_receiver_pyroscope.shutdown(fx.comp, on_stopped, &stopped);
+  assert_int_equal(sp_test_run_until(&fx.loop, never, NULL, 200), SP_ETIMEDOUT);
+  assert_int_equal(stopped, 0);
+  assert_int_equal(atomic_load(&r.done), 0);
+  assert_int_equal(fx.sink.n_profiles, 0);
+  sp_test_pool_release(block);
+  assert_int_equal(sp_test_run_until(&fx.loop, stopped_cond, &stopped, 5000), 0);
+  assert_int_equal(sp_test_run_until(&fx.loop, req_done, &r, 5000), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(fx.sink.n_profiles, 1);
+  assert_string_equal(label(got(0, NULL), "service_name"), "held");
+  assert_int_equal(self->n_work, 0);
+  /* Started again for the teardown (a fresh server). */
+  assert_int_equal(sp_receiver_pyroscope.start(fx.comp), 0);
+  sp_free(pb);
+  sp_free(gz);
+}
+
+/* A raw client: writes @p out in one go, reads until the server closes. */
+typedef struct raw_s {
+  int port;
+  const char *out;
+  size_t out_len;
+  char in[16384];
+  size_t in_len;
+  atomic_int done;
+} raw_t;
+
+static void *raw_main(void *arg) {
+  raw_t *r = arg;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)r->port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+    size_t off = 0;
+    while (off < r->out_len) {
+      ssize_t n = write(fd, r->out + off, r->out_len - off);
+      if (n <= 0)
+        break;
+      off += (size_t)n;
+    }
+    ssize_t n;
+    while (r->in_len + 1 < sizeof(r->in) &&
+           (n = read(fd, r->in + r->in_len, sizeof(r->in) - 1 - r->in_len)) > 0)
+      r->in_len += (size_t)n;
+    r->in[r->in_len] = '\0';
+  }
+  if (fd >= 0)
+    close(fd);
+  atomic_store(&r->done, 1);
+  return NULL;
+}
+
+static int raw_done(void *arg) { return atomic_load(&((raw_t *)arg)->done); }
+
+/* Appends one POST /ingest request to @p out. */
+static size_t raw_ingest(char *out, size_t cap, const char *name, const uint8_t *body, size_t len,
+                         bool last) {
+  int w = snprintf(out, cap,
+                   "POST /ingest?name=%s&format=pprof HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   "binary/octet-stream\r\nContent-Length: %zu\r\n%s\r\n",
+                   name, len, last ? "Connection: close\r\n" : "");
+  assert_true(w > 0 && (size_t)w + len < cap);
+  memcpy(out + w, body, len);
+  return (size_t)w + len;
+}
+
+/*
+ * Three requests pipelined on one connection: a large one (decoded on the
+ * pool, held there until released), a bad small one and a good small one
+ * (decoded on the loop). Answers and hand-overs keep the request order.
+ */
+static void test_pool_pipelined_order(void **state) {
+  (void)state;
+  sp_pyro_t *self = (sp_pyro_t *)fx.comp;
+  size_t big_len, small_len, gbig;
+  const char *labels[16];
+  for (int i = 0; i < 16; i++)
+    labels[i] = "thread_name=a-rather-long-thread-name;endpoint=/some/long/endpoint/path";
+  uint8_t *big = make_pprof("samples/count,cpu/nanoseconds", 16, labels, 0, &big_len);
+  uint8_t *gz = gzip_bytes(big, big_len, &gbig);
+  uint8_t *small = make_pprof("samples/count", 1, NULL, 0, &small_len);
+  assert_true(small_len < gbig);
+  self->pool_min = gbig; /* the first body goes to the pool, the others stay on the loop */
+  static char out[32768];
+  size_t n = raw_ingest(out, sizeof(out), "first", gz, gbig, false);
+  n += raw_ingest(out + n, sizeof(out) - n, "bad%20name", small, small_len, false);
+  n += raw_ingest(out + n, sizeof(out) - n, "third", small, small_len, true);
+  sp_test_pool_block_t *block = sp_test_pool_block(&fx.loop);
+  assert_non_null(block);
+  static raw_t r;
+  memset(&r, 0, sizeof(r));
+  r.port = fx.port;
+  r.out = out;
+  r.out_len = n;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, raw_main, &r), 0);
+  assert_int_equal(sp_test_run_until(&fx.loop, on_the_pool, NULL, 5000), 0);
+  /* The later requests wait behind the held one. */
+  assert_int_equal(sp_test_run_until(&fx.loop, never, NULL, 100), SP_ETIMEDOUT);
+  assert_int_equal(fx.sink.n_profiles, 0);
+  sp_test_pool_release(block);
+  assert_int_equal(sp_test_run_until(&fx.loop, raw_done, &r, 5000), 0);
+  pthread_join(th, NULL);
+  const char *s1 = strstr(r.in, "HTTP/1.1 200");
+  const char *s2 = strstr(r.in, "HTTP/1.1 400");
+  const char *s3 = s2 != NULL ? strstr(s2, "HTTP/1.1 200") : NULL;
+  if (s1 == NULL || s2 == NULL || s3 == NULL || !(s1 < s2 && s2 < s3))
+    fail_msg("responses out of order or missing:\n%s", r.in);
+  assert_non_null(strstr(s2, "invalid service name"));
+  assert_int_equal(fx.sink.n_profiles, 2);
+  assert_string_equal(label(got(0, NULL), "service_name"), "first");
+  assert_string_equal(label(got(1, NULL), "service_name"), "third");
+  sp_free(big);
+  sp_free(gz);
+  sp_free(small);
+}
+
+/* Clients in parallel, every body decoded on the pool: all answered, all handed over. */
+static void test_pool_concurrent_clients(void **state) {
+  (void)state;
+  ((sp_pyro_t *)fx.comp)->pool_min = 1;
+  enum { N = 8 };
+  size_t len, glen;
+  uint8_t *pb = make_pprof("samples/count,cpu/nanoseconds", 8, NULL, 0, &len);
+  uint8_t *gz = gzip_bytes(pb, len, &glen);
+  static req_t r[N];
+  pthread_t th[N];
+  for (int i = 0; i < N; i++) {
+    memset(&r[i], 0, sizeof(r[i]));
+    snprintf(r[i].url, sizeof(r[i].url), "http://127.0.0.1:%d/ingest?name=c%d&format=pprof",
+             fx.port, i);
+    r[i].body = i % 2 ? gz : pb;
+    r[i].len = i % 2 ? glen : len;
+    r[i].headers[0] = "Content-Type: binary/octet-stream";
+    atomic_store(&r[i].done, 0);
+    assert_int_equal(pthread_create(&th[i], NULL, client_main, &r[i]), 0);
+  }
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(sp_test_run_until(&fx.loop, req_done, &r[i], 15000), 0);
+    pthread_join(th[i], NULL);
+    assert_int_equal(r[i].status, 200);
+  }
+  assert_int_equal(fx.sink.n_profiles, N);
+  assert_int_equal(((sp_pyro_t *)fx.comp)->n_work, 0);
+  sp_free(pb);
+  sp_free(gz);
+}
+
 /* --- pprof helper module -------------------------------------------------------- */
 
 static void test_pprof_helpers(void **state) {
@@ -1054,7 +1261,16 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_push_refused, setup, teardown),
       cmocka_unit_test(test_pprof_helpers),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  const struct CMUnitTest pool_tests[] = {
+      cmocka_unit_test_setup_teardown(test_pool_shutdown_waits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pool_pipelined_order, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pool_concurrent_clients, setup, teardown),
+  };
+  int rc = cmocka_run_group_tests_name("as configured", tests, NULL, NULL);
+  g_pool_min = 1; /* every request body is decoded on the thread pool */
+  rc |= cmocka_run_group_tests_name("decoded on the pool", tests, NULL, NULL);
+  g_pool_min = 0;
+  rc |= cmocka_run_group_tests_name("the pool", pool_tests, NULL, NULL);
   curl_global_cleanup();
   return rc;
 }
