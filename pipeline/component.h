@@ -133,6 +133,15 @@ struct sp_component_def_s {
   void (*destroy)(sp_component_t *self);
 };
 
+/**
+ * How long a receiver may take to stop (close listeners, finish or abandon
+ * requests in flight) during a shutdown: receivers are the first stage, so
+ * they get half of the drain time left, at least 100 ms, and processors and
+ * exporters keep the rest to drain what was accepted. UINT64_MAX when no
+ * deadline is set (a direct shutdown, as in tests). Loop thread.
+ */
+uint64_t sp_host_receiver_stop_budget(const sp_host_t *host);
+
 /** Splits "type/name": returns the length of the type part. */
 size_t sp_component_id_type_len(const char *id);
 

@@ -96,6 +96,14 @@ void sp_host_stash_clear(sp_host_t *host) {
   }
 }
 
+uint64_t sp_host_receiver_stop_budget(const sp_host_t *host) {
+  if (host->drain_deadline == 0)
+    return UINT64_MAX;
+  uint64_t now = uv_now(host->loop);
+  uint64_t left = host->drain_deadline > now ? (host->drain_deadline - now) / 2 : 0;
+  return left < 100 ? 100 : left;
+}
+
 const char *sp_kind_name(sp_kind_t kind) {
   switch (kind) {
   case SP_KIND_RECEIVER:

@@ -174,21 +174,6 @@ static int sp__otlp_start(sp_component_t *base) {
   return rc;
 }
 
-/*
- * How long the servers may take to stop. Receivers are the first stage to
- * shut down, so they get at most half of the drain time left (and at least
- * 100 ms): processors and exporters keep the rest to drain what was
- * accepted. No deadline set (a direct shutdown, as in tests): no bound
- * beyond the servers' own timeouts.
- */
-static uint64_t sp__otlp_shutdown_bound(const sp_host_t *host) {
-  if (host->drain_deadline == 0)
-    return UINT64_MAX;
-  uint64_t now = uv_now(host->loop);
-  uint64_t left = host->drain_deadline > now ? (host->drain_deadline - now) / 2 : 0;
-  return left < 100 ? 100 : left;
-}
-
 static void sp__otlp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_otlp_t *self = (sp_otlp_t *)base;
   if (self->shutting)
@@ -196,7 +181,7 @@ static void sp__otlp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   self->shutting = true;
   self->cb = cb;
   self->cb_arg = arg;
-  uint64_t bound = sp__otlp_shutdown_bound(base->host);
+  uint64_t bound = sp_host_receiver_stop_budget(base->host);
   /* One extra count so that servers finishing early cannot complete us inline. */
   self->pending = 1;
   if (self->grpc != NULL) {

@@ -120,21 +120,6 @@ static void sp__pyro_down(void *arg) {
   }
 }
 
-/*
- * How long the servers may take to stop. Receivers are the first stage to
- * shut down, so they get at most half of the drain time left (and at least
- * 100 ms): processors and exporters keep the rest to drain what was
- * accepted. No deadline set (a direct shutdown, as in tests): no bound
- * beyond the servers' own timeouts.
- */
-static uint64_t sp__pyro_shutdown_bound(const sp_host_t *host) {
-  if (host->drain_deadline == 0)
-    return UINT64_MAX;
-  uint64_t now = uv_now(host->loop);
-  uint64_t left = host->drain_deadline > now ? (host->drain_deadline - now) / 2 : 0;
-  return left < 100 ? 100 : left;
-}
-
 static void sp__pyro_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   sp_pyro_t *self = (sp_pyro_t *)base;
   if (self->shutting)
@@ -146,7 +131,7 @@ static void sp__pyro_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
   self->pending = 1;
   if (self->http != NULL) {
     self->pending++;
-    sp_http_server_shutdown_within(self->http, sp__pyro_shutdown_bound(base->host), sp__pyro_down,
+    sp_http_server_shutdown_within(self->http, sp_host_receiver_stop_budget(base->host), sp__pyro_down,
                                    self);
   }
   if (sp_defer(base->host->loop, sp__pyro_down, self) != 0)
