@@ -19,8 +19,18 @@
  *    bucket), scanning a short contiguous vector of (start, end, index)
  *    items. Spans longer than the top level (about 18 minutes) sit in a
  *    per-bucket list. Cells are one hash table keyed by (bucket, level,
- *    cell); their vectors come from a size-class slab, so indexing a span
- *    costs no malloc in the steady state.
+ *    cell). Each span notes where its items sit in their vectors, so it
+ *    leaves in O(1) however many spans share its cell (spans without a
+ *    thread of one busy process share one per time slot: thousands).
+ *
+ * Memory: the memory bound (max_held_bytes) sees what the index has
+ * allocated, at allocated size (sp__spj_bytes), and the index gives room
+ * back as content leaves: vectors halve at a quarter full; pool chunks whose
+ * spans all left and hash tables under 1/8 load are given back by
+ * sp__spj_trim, which the engine calls before it evicts for memory and on
+ * its timer (not on every removal, so a flush does not rehash all the way
+ * down). New spans take the lowest free pool slot, so when traffic falls the
+ * high chunks empty out.
  *
  * Removal is eager everywhere, so a query only ever sees live spans. When a
  * span leaves, its process's watermark rises to the span's end: a sample at
@@ -43,6 +53,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/error.h"
 
+#include <assert.h>
 #include <string.h>
 
 /* ---- small helpers ------------------------------------------------------------- */
@@ -72,133 +83,77 @@ static size_t sp__pow2(size_t n) {
   return p;
 }
 
-/* ---- slab of item vectors --------------------------------------------------------- */
+/* ---- item vectors ----------------------------------------------------------------- */
 
 typedef struct sp_spj_item_s {
   int64_t s, e;
   uint32_t idx;
 } sp_spj_item_t;
 
-#define SP_SPJ_CLASSES 10 /* capacities 2, 4, ..., 1024 items */
-#define SP_SPJ_SLAB_CHUNK (256u * 1024u)
-
-typedef struct sp_spj_chunk_s {
-  struct sp_spj_chunk_s *next;
-  size_t used;
-  size_t size;
-  _Alignas(16) unsigned char mem[];
-} sp_spj_chunk_t;
-
-typedef struct sp_spj_slab_s {
-  void *free[SP_SPJ_CLASSES];
-  sp_spj_chunk_t *chunks;
-  size_t bytes; /* allocated from the system */
-  size_t inuse; /* handed out as vectors */
-} sp_spj_slab_t;
-
-static int sp__class(uint32_t cap) {
-  int c = 0;
-  while ((2u << c) < cap)
-    c++;
-  return c;
-}
-
-static sp_spj_item_t *sp__slab_get_raw(sp_spj_slab_t *sl, uint32_t cap);
-
-static sp_spj_item_t *sp__slab_get(sp_spj_slab_t *sl, uint32_t cap) {
-  sp_spj_item_t *v = sp__slab_get_raw(sl, cap);
-  if (v != NULL) sl->inuse += (size_t)cap * sizeof(*v);
-  return v;
-}
-
-static sp_spj_item_t *sp__slab_get_raw(sp_spj_slab_t *sl, uint32_t cap) {
-  int c = sp__class(cap);
-  if (c >= SP_SPJ_CLASSES) {
-    sp_spj_item_t *v = sp_malloc((size_t)cap * sizeof(*v));
-    if (v != NULL) sl->bytes += (size_t)cap * sizeof(*v);
-    return v;
-  }
-  if (sl->free[c] != NULL) {
-    void *p = sl->free[c];
-    memcpy(&sl->free[c], p, sizeof(void *));
-    return p;
-  }
-  size_t need = (size_t)(2u << c) * sizeof(sp_spj_item_t);
-  sp_spj_chunk_t *ch = sl->chunks;
-  if (ch == NULL || ch->size - ch->used < need) {
-    ch = sp_malloc(sizeof(*ch) + SP_SPJ_SLAB_CHUNK);
-    if (ch == NULL) return NULL;
-    ch->next = sl->chunks;
-    ch->used = 0;
-    ch->size = SP_SPJ_SLAB_CHUNK;
-    sl->chunks = ch;
-    sl->bytes += sizeof(*ch) + SP_SPJ_SLAB_CHUNK;
-  }
-  void *p = ch->mem + ch->used;
-  ch->used += need;
-  return p;
-}
-
-static void sp__slab_put(sp_spj_slab_t *sl, sp_spj_item_t *v, uint32_t cap) {
-  if (v == NULL) return;
-  sl->inuse -= (size_t)cap * sizeof(*v);
-  int c = sp__class(cap);
-  if (c >= SP_SPJ_CLASSES) {
-    sl->bytes -= (size_t)cap * sizeof(*v);
-    sp_free(v);
-    return;
-  }
-  memcpy(v, &sl->free[c], sizeof(void *));
-  sl->free[c] = v;
-}
-
-static void sp__slab_free(sp_spj_slab_t *sl) {
-  while (sl->chunks != NULL) {
-    sp_spj_chunk_t *n = sl->chunks->next;
-    sp_free(sl->chunks);
-    sl->chunks = n;
-  }
-}
-
 typedef struct sp_spj_vec_s {
   sp_spj_item_t *v;
   uint32_t n, cap;
 } sp_spj_vec_t;
 
-static int sp__vec_push(sp_spj_slab_t *sl, sp_spj_vec_t *vec, sp_spj_item_t it) {
-  if (vec->n == vec->cap) {
-    uint32_t cap = vec->cap ? vec->cap * 2 : 2;
-    sp_spj_item_t *v = sp__slab_get(sl, cap);
-    if (v == NULL) return SP_ENOMEM;
-    if (vec->n > 0) memcpy(v, vec->v, vec->n * sizeof(*v));
-    sp__slab_put(sl, vec->v, vec->cap);
-    vec->v = v;
-    vec->cap = cap;
-  }
-  vec->v[vec->n++] = it;
+/*
+ * What the heap spends on a block of @p n bytes (glibc: an 8-byte header,
+ * 16-byte granules, 32 bytes at least): held_bytes counts what the
+ * process's memory holds, not what was asked for.
+ */
+static inline size_t sp__heap(size_t n) { return n <= 24 ? 32 : (n + 8 + 15) & ~(size_t)15; }
+
+static inline size_t sp__vec_heap(uint32_t cap) {
+  return cap > 0 ? sp__heap((size_t)cap * sizeof(sp_spj_item_t)) : 0;
+}
+
+static int sp__vec_resize(size_t *bytes, sp_spj_vec_t *vec, uint32_t cap) {
+  sp_spj_item_t *v = sp_realloc(vec->v, (size_t)cap * sizeof(*v));
+  if (v == NULL) return SP_ENOMEM;
+  *bytes = *bytes - sp__vec_heap(vec->cap) + sp__vec_heap(cap);
+  vec->v = v;
+  vec->cap = cap;
   return 0;
 }
 
-/* Removes the item for span @p idx; true when found. */
-static bool sp__vec_remove(sp_spj_slab_t *sl, sp_spj_vec_t *vec, uint32_t idx) {
-  for (uint32_t i = 0; i < vec->n; i++) {
-    if (vec->v[i].idx == idx) {
-      vec->v[i] = vec->v[--vec->n];
-      if (vec->n == 0) {
-        sp__slab_put(sl, vec->v, vec->cap);
-        vec->v = NULL;
-        vec->cap = 0;
-      }
-      return true;
-    }
+static void sp__vec_free(size_t *bytes, sp_spj_vec_t *vec) {
+  *bytes -= sp__vec_heap(vec->cap);
+  sp_free(vec->v);
+  *vec = (sp_spj_vec_t){0};
+}
+
+/*
+ * Removes the item at @p pos by moving the last one into its place, and
+ * returns the span whose item moved (SP_SPJ_NONE when none did). A vector
+ * down to a quarter of its room gives half of it back, so a cell draining
+ * out of the window does not keep its peak.
+ */
+static uint32_t sp__vec_take(size_t *bytes, sp_spj_vec_t *vec, uint32_t pos) {
+  uint32_t moved = SP_SPJ_NONE;
+  if (pos != --vec->n) {
+    vec->v[pos] = vec->v[vec->n];
+    moved = vec->v[pos].idx;
   }
-  return false;
+  if (vec->n == 0)
+    sp__vec_free(bytes, vec);
+  else if (vec->cap >= 16 && vec->n <= vec->cap / 4)
+    (void)sp__vec_resize(bytes, vec, vec->cap / 2); /* on failure the larger block stays */
+  return moved;
 }
 
 /* ---- index structures ----------------------------------------------------------- */
 
-#define SP_SPJ_POOL_SHIFT 12
+#define SP_SPJ_POOL_SHIFT 10
 #define SP_SPJ_POOL_CHUNK (1u << SP_SPJ_POOL_SHIFT)
+#define SP_SPJ_TABLE_MIN 64 /* slots of a hash table that is not empty */
+
+/* A chunk of the span pool; sp__spj_trim gives its memory back once its last span left. */
+typedef struct sp_spj_pchunk_s {
+  sp_spj_span_t *spans; /* NULL while given back */
+  uint32_t live;
+  uint32_t free_head; /* first free slot (pool index), SP_SPJ_NONE when full */
+  uint32_t gen_base;  /* generations of its slots start here when it is allocated (again) */
+  uint32_t gen_top;   /* the highest generation a slot of it was freed with */
+} sp_spj_pchunk_t;
 
 typedef struct sp_spj_idslot_s {
   uint64_t id;
@@ -247,10 +202,11 @@ typedef struct sp_spj_proc_s {
 
 struct sp_spj_index_s {
   /* span pool */
-  sp_spj_span_t **chunks;
-  size_t n_chunks;
-  uint32_t *free_idx;
-  size_t n_free, cap_free;
+  sp_spj_pchunk_t *pool;
+  size_t pool_n, pool_cap; /* chunk entries (with or without memory) */
+  size_t pool_alloc;       /* chunks with memory */
+  uint64_t *pool_nonfull;  /* bit per chunk entry: has memory and a free slot */
+  size_t pool_words;
   size_t live;
   /* (service, span ID) → span */
   sp_spj_idslot_t *ids;
@@ -282,7 +238,7 @@ struct sp_spj_index_s {
     uint64_t version;
     const sp_spj_cell_t *c;
   } memo[SP_SPJ_LEVELS];
-  sp_spj_slab_t slab;
+  size_t vec_bytes; /* heap held by the item vectors */
   /* recently removed span keys */
   uint64_t *gone;
   size_t gone_mask;
@@ -305,11 +261,13 @@ sp_spj_index_t *sp__spj_index_create(size_t max_spans) {
 }
 
 sp_spj_span_t *sp__spj_at(sp_spj_index_t *ix, uint32_t idx) {
-  return &ix->chunks[idx >> SP_SPJ_POOL_SHIFT][idx & (SP_SPJ_POOL_CHUNK - 1)];
+  return &ix->pool[idx >> SP_SPJ_POOL_SHIFT].spans[idx & (SP_SPJ_POOL_CHUNK - 1)];
 }
 
 sp_spj_span_t *sp__spj_deref(sp_spj_index_t *ix, sp_spj_ref_t r) {
-  if (r.idx == SP_SPJ_NONE || (r.idx >> SP_SPJ_POOL_SHIFT) >= ix->n_chunks) return NULL;
+  if (r.idx == SP_SPJ_NONE || (r.idx >> SP_SPJ_POOL_SHIFT) >= ix->pool_n ||
+      ix->pool[r.idx >> SP_SPJ_POOL_SHIFT].spans == NULL)
+    return NULL;
   sp_spj_span_t *e = sp__spj_at(ix, r.idx);
   return e->gen == r.gen && (e->gen & 1u) ? e : NULL;
 }
@@ -317,25 +275,33 @@ sp_spj_span_t *sp__spj_deref(sp_spj_index_t *ix, sp_spj_ref_t r) {
 size_t sp__spj_live(const sp_spj_index_t *ix) { return ix->live; }
 
 /*
- * What the content needs, not what the pools and tables have grown to: a
- * burst that grew them must not keep the memory bound tripping afterwards.
- * Tables are counted at their maximum load (2 slots per entry).
+ * What the index has allocated, at the size it was allocated: pool chunks,
+ * hash tables and item vectors as they are, not what their content would
+ * need at best (which undercounted the memory bound about twofold). That a
+ * burst which grew them must not keep the bound tripping afterwards is
+ * handled by giving the room back instead: empty pool chunks are freed,
+ * vectors halve below 1/4 load, and sp__spj_trim shrinks tables below 1/8
+ * load and frees empty ones. The fixed cost of an empty index is not counted.
  */
 size_t sp__spj_bytes(const sp_spj_index_t *ix) {
-  return ix->live * (sizeof(sp_spj_span_t) + sizeof(uint32_t) + 2 * sizeof(sp_spj_idslot_t)) +
-         ix->cells_n * 2 * sizeof(sp_spj_cell_t) + ix->slab.inuse + ix->strs_bytes +
-         ix->strs_n * 2 * sizeof(void *) + ix->proc_bytes + ix->pkeys_n * 2 * sizeof(sp_spj_pkey_t);
+  return ix->pool_alloc * sp__heap(SP_SPJ_POOL_CHUNK * sizeof(sp_spj_span_t)) +
+         ix->pool_cap * sizeof(sp_spj_pchunk_t) + ix->pool_words * sizeof(uint64_t) +
+         ix->ids_cap * sizeof(sp_spj_idslot_t) + ix->cells_cap * sizeof(sp_spj_cell_t) +
+         ix->vec_bytes + ix->strs_cap * sizeof(void *) + ix->strs_bytes +
+         ix->pkeys_cap * sizeof(sp_spj_pkey_t) + ix->proc_bytes +
+         ix->n_procs * (sizeof(void *) + sizeof(uint32_t)) +
+         ix->n_buckets * sizeof(sp_spj_bucket_t);
 }
 
 void sp__spj_set_now(sp_spj_index_t *ix, uint64_t now_ms) { ix->now_ms = now_ms; }
 
 /* ---- interned strings ------------------------------------------------------------- */
 
-static int sp__strs_grow(sp_spj_index_t *ix) {
-  size_t cap = ix->strs_cap ? ix->strs_cap * 2 : 64;
-  sp_spj_str_t **t = sp_calloc(cap, sizeof(*t));
-  if (t == NULL) return SP_ENOMEM;
-  for (size_t i = 0; i < ix->strs_cap; i++) {
+/* Rehashes the string table into @p cap slots (0: frees it). */
+static int sp__strs_resize(sp_spj_index_t *ix, size_t cap) {
+  sp_spj_str_t **t = NULL;
+  if (cap > 0 && (t = sp_calloc(cap, sizeof(*t))) == NULL) return SP_ENOMEM;
+  for (size_t i = 0; ix->strs_n > 0 && i < ix->strs_cap; i++) {
     sp_spj_str_t *s = ix->strs[i];
     if (s == NULL) continue;
     size_t j = s->hash & (cap - 1);
@@ -366,7 +332,9 @@ sp_spj_str_t *sp__spj_intern_find(sp_spj_index_t *ix, const char *s, size_t len)
 }
 
 sp_spj_str_t *sp__spj_intern(sp_spj_index_t *ix, const char *s, size_t len) {
-  if ((ix->strs_n + 1) * 2 > ix->strs_cap && sp__strs_grow(ix) != 0) return NULL;
+  if ((ix->strs_n + 1) * 2 > ix->strs_cap &&
+      sp__strs_resize(ix, ix->strs_cap ? ix->strs_cap * 2 : SP_SPJ_TABLE_MIN) != 0)
+    return NULL;
   uint64_t h = sp__strhash(s, len);
   size_t j = sp__strs_slot(ix, s, len, h);
   sp_spj_str_t *e = ix->strs[j];
@@ -383,7 +351,7 @@ sp_spj_str_t *sp__spj_intern(sp_spj_index_t *ix, const char *s, size_t len) {
   e->s[len] = '\0';
   ix->strs[j] = e;
   ix->strs_n++;
-  ix->strs_bytes += sizeof(*e) + len + 1;
+  ix->strs_bytes += sp__heap(sizeof(*e) + len + 1);
   return e;
 }
 
@@ -406,43 +374,96 @@ void sp__spj_unintern(sp_spj_index_t *ix, sp_spj_str_t *str) {
   }
   ix->strs[i] = NULL;
   ix->strs_n--;
-  ix->strs_bytes -= sizeof(*str) + str->len + 1;
+  ix->strs_bytes -= sp__heap(sizeof(*str) + str->len + 1);
   sp_free(str);
 }
 
 /* ---- span pool -------------------------------------------------------------------- */
 
-static uint32_t sp__pool_get(sp_spj_index_t *ix) {
-  if (ix->n_free == 0) {
-    if (ix->n_chunks >= (SP_SPJ_NONE >> SP_SPJ_POOL_SHIFT)) return SP_SPJ_NONE;
-    sp_spj_span_t **chunks = sp_realloc(ix->chunks, (ix->n_chunks + 1) * sizeof(*chunks));
-    if (chunks == NULL) return SP_SPJ_NONE;
-    ix->chunks = chunks;
-    size_t need = ix->cap_free < SP_SPJ_POOL_CHUNK * (ix->n_chunks + 1)
-                      ? SP_SPJ_POOL_CHUNK * (ix->n_chunks + 1)
-                      : ix->cap_free;
-    if (need > ix->cap_free) {
-      uint32_t *f = sp_realloc(ix->free_idx, need * sizeof(*f));
-      if (f == NULL) return SP_SPJ_NONE;
-      ix->free_idx = f;
-      ix->cap_free = need;
+/* Gives chunk entry @p c memory: its slots free, linked lowest first. 0 or SP_ENOMEM. */
+static int sp__chunk_alloc(sp_spj_index_t *ix, size_t c) {
+  if (c == ix->pool_n) {
+    if (ix->pool_n >= (SP_SPJ_NONE >> SP_SPJ_POOL_SHIFT)) return SP_ENOMEM;
+    if (ix->pool_n == ix->pool_cap) {
+      size_t cap = ix->pool_cap ? ix->pool_cap * 2 : 16;
+      sp_spj_pchunk_t *pool = sp_realloc(ix->pool, cap * sizeof(*pool));
+      if (pool == NULL) return SP_ENOMEM;
+      ix->pool = pool;
+      ix->pool_cap = cap;
     }
-    sp_spj_span_t *c = sp_calloc(SP_SPJ_POOL_CHUNK, sizeof(*c));
-    if (c == NULL) return SP_SPJ_NONE;
-    ix->chunks[ix->n_chunks] = c;
-    uint32_t base = (uint32_t)(ix->n_chunks << SP_SPJ_POOL_SHIFT);
-    ix->n_chunks++;
-    /* Hand out low indices first: keeps the hot part of the pool small. */
-    for (uint32_t i = SP_SPJ_POOL_CHUNK; i-- > 0;)
-      ix->free_idx[ix->n_free++] = base + i;
+    if (ix->pool_n / 64 == ix->pool_words) {
+      uint64_t *w = sp_realloc(ix->pool_nonfull, (ix->pool_words + 1) * sizeof(*w));
+      if (w == NULL) return SP_ENOMEM;
+      w[ix->pool_words++] = 0;
+      ix->pool_nonfull = w;
+    }
+    ix->pool[ix->pool_n++] = (sp_spj_pchunk_t){.free_head = SP_SPJ_NONE};
   }
-  return ix->free_idx[--ix->n_free];
+  sp_spj_pchunk_t *ch = &ix->pool[c];
+  sp_spj_span_t *spans = sp_malloc(SP_SPJ_POOL_CHUNK * sizeof(*spans));
+  if (spans == NULL) return SP_ENOMEM;
+  uint32_t base = (uint32_t)(c << SP_SPJ_POOL_SHIFT);
+  for (uint32_t i = 0; i < SP_SPJ_POOL_CHUNK; i++) {
+    spans[i].gen = ch->gen_base;
+    spans[i].bucket = i + 1 < SP_SPJ_POOL_CHUNK ? base + i + 1 : SP_SPJ_NONE;
+  }
+  ch->spans = spans;
+  ch->live = 0;
+  ch->free_head = base;
+  ix->pool_nonfull[c / 64] |= 1ull << (c % 64);
+  ix->pool_alloc++;
+  return 0;
+}
+
+/*
+ * Gives an empty chunk's memory back. References into it must keep failing
+ * after it is allocated again, so its slots then start above every
+ * generation they had.
+ */
+static void sp__chunk_release(sp_spj_index_t *ix, size_t c) {
+  sp_spj_pchunk_t *ch = &ix->pool[c];
+  uint32_t top = ch->gen_top > ch->gen_base ? ch->gen_top : ch->gen_base;
+  sp_free(ch->spans);
+  *ch = (sp_spj_pchunk_t){.free_head = SP_SPJ_NONE, .gen_base = top, .gen_top = top};
+  ix->pool_nonfull[c / 64] &= ~(1ull << (c % 64));
+  ix->pool_alloc--;
+}
+
+/*
+ * A free slot from the lowest chunk that has one: spans gather in the low
+ * chunks, so the high ones empty out and are given back when traffic falls.
+ */
+static uint32_t sp__pool_get(sp_spj_index_t *ix) {
+  size_t c = SIZE_MAX;
+  for (size_t w = 0; w < ix->pool_words; w++) {
+    if (ix->pool_nonfull[w] != 0) {
+      c = w * 64 + (size_t)__builtin_ctzll(ix->pool_nonfull[w]);
+      break;
+    }
+  }
+  if (c == SIZE_MAX) {
+    for (c = 0; c < ix->pool_n && ix->pool[c].spans != NULL; c++)
+      ;
+    if (sp__chunk_alloc(ix, c) != 0) return SP_SPJ_NONE;
+  }
+  sp_spj_pchunk_t *ch = &ix->pool[c];
+  uint32_t idx = ch->free_head;
+  ch->free_head = ch->spans[idx & (SP_SPJ_POOL_CHUNK - 1)].bucket;
+  if (ch->free_head == SP_SPJ_NONE) ix->pool_nonfull[c / 64] &= ~(1ull << (c % 64));
+  ch->live++;
+  return idx;
 }
 
 static void sp__pool_put(sp_spj_index_t *ix, uint32_t idx) {
-  sp_spj_span_t *e = sp__spj_at(ix, idx);
+  size_t c = idx >> SP_SPJ_POOL_SHIFT;
+  sp_spj_pchunk_t *ch = &ix->pool[c];
+  sp_spj_span_t *e = &ch->spans[idx & (SP_SPJ_POOL_CHUNK - 1)];
   e->gen++; /* even: free */
-  ix->free_idx[ix->n_free++] = idx;
+  if (e->gen > ch->gen_top) ch->gen_top = e->gen;
+  e->bucket = ch->free_head;
+  ch->free_head = idx;
+  ix->pool_nonfull[c / 64] |= 1ull << (c % 64);
+  ch->live--; /* an empty chunk is given back by sp__spj_trim */
 }
 
 /* ---- span ID table ---------------------------------------------------------------- */
@@ -451,13 +472,13 @@ static inline size_t sp__id_home(uint64_t id, uint32_t svch, size_t mask) {
   return sp__mix(id ^ ((uint64_t)svch << 32 | svch)) & mask;
 }
 
-static int sp__ids_grow(sp_spj_index_t *ix) {
-  size_t cap = ix->ids_cap ? ix->ids_cap * 2 : 1024;
-  sp_spj_idslot_t *t = sp_malloc(cap * sizeof(*t));
-  if (t == NULL) return SP_ENOMEM;
+/* Rehashes the span ID table into @p cap slots (0: frees it). */
+static int sp__ids_resize(sp_spj_index_t *ix, size_t cap) {
+  sp_spj_idslot_t *t = NULL;
+  if (cap > 0 && (t = sp_malloc(cap * sizeof(*t))) == NULL) return SP_ENOMEM;
   for (size_t i = 0; i < cap; i++)
     t[i].idx = SP_SPJ_NONE;
-  for (size_t i = 0; i < ix->ids_cap; i++) {
+  for (size_t i = 0; ix->ids_n > 0 && i < ix->ids_cap; i++) {
     sp_spj_idslot_t s = ix->ids[i];
     if (s.idx == SP_SPJ_NONE) continue;
     size_t j = sp__id_home(s.id, s.svch, cap - 1);
@@ -535,11 +556,11 @@ static inline size_t sp__cell_home(uint64_t cell, uint32_t key, size_t mask) {
   return sp__mix(cell * 0x9e3779b97f4a7c15ULL ^ key) & mask;
 }
 
-static int sp__cells_grow(sp_spj_index_t *ix) {
-  size_t cap = ix->cells_cap ? ix->cells_cap * 2 : 1024;
-  sp_spj_cell_t *t = sp_calloc(cap, sizeof(*t));
-  if (t == NULL) return SP_ENOMEM;
-  for (size_t i = 0; i < ix->cells_cap; i++) {
+/* Rehashes the cell table into @p cap slots (0: frees it). */
+static int sp__cells_resize(sp_spj_index_t *ix, size_t cap) {
+  sp_spj_cell_t *t = NULL;
+  if (cap > 0 && (t = sp_calloc(cap, sizeof(*t))) == NULL) return SP_ENOMEM;
+  for (size_t i = 0; ix->cells_n > 0 && i < ix->cells_cap; i++) {
     sp_spj_cell_t *c = &ix->cells[i];
     if (c->key == 0) continue;
     size_t j = sp__cell_home(c->cell, c->key, cap - 1);
@@ -565,7 +586,9 @@ static sp_spj_cell_t *sp__cell_find(sp_spj_index_t *ix, uint64_t cell, uint32_t 
 }
 
 static sp_spj_cell_t *sp__cell_get(sp_spj_index_t *ix, uint64_t cell, uint32_t key) {
-  if ((ix->cells_n + 1) * 2 > ix->cells_cap && sp__cells_grow(ix) != 0) return NULL;
+  if ((ix->cells_n + 1) * 2 > ix->cells_cap &&
+      sp__cells_resize(ix, ix->cells_cap ? ix->cells_cap * 2 : SP_SPJ_TABLE_MIN) != 0)
+    return NULL;
   size_t mask = ix->cells_cap - 1;
   size_t j = sp__cell_home(cell, key, mask);
   for (;; j = (j + 1) & mask) {
@@ -630,11 +653,11 @@ static void sp__empty_link(sp_spj_index_t *ix, uint32_t pi) {
   ix->empty_tail = pi;
 }
 
-static int sp__pkeys_grow(sp_spj_index_t *ix) {
-  size_t cap = ix->pkeys_cap ? ix->pkeys_cap * 2 : 64;
-  sp_spj_pkey_t *t = sp_calloc(cap, sizeof(*t));
-  if (t == NULL) return SP_ENOMEM;
-  for (size_t i = 0; i < ix->pkeys_cap; i++) {
+/* Rehashes the process key table into @p cap slots (0: frees it). */
+static int sp__pkeys_resize(sp_spj_index_t *ix, size_t cap) {
+  sp_spj_pkey_t *t = NULL;
+  if (cap > 0 && (t = sp_calloc(cap, sizeof(*t))) == NULL) return SP_ENOMEM;
+  for (size_t i = 0; ix->pkeys_n > 0 && i < ix->pkeys_cap; i++) {
     if (ix->pkeys[i].key == NULL) continue;
     size_t j = ix->pkeys[i].hash & (cap - 1);
     while (t[j].key != NULL)
@@ -726,7 +749,9 @@ static uint32_t sp__proc_new(sp_spj_index_t *ix) {
 }
 
 static int sp__proc_add_key(sp_spj_index_t *ix, uint32_t pi, const char *key, uint64_t h) {
-  if ((ix->pkeys_n + 1) * 2 > ix->pkeys_cap && sp__pkeys_grow(ix) != 0) return SP_ENOMEM;
+  if ((ix->pkeys_n + 1) * 2 > ix->pkeys_cap &&
+      sp__pkeys_resize(ix, ix->pkeys_cap ? ix->pkeys_cap * 2 : SP_SPJ_TABLE_MIN) != 0)
+    return SP_ENOMEM;
   sp_spj_proc_t *p = ix->procs[pi];
   char **keys = sp_realloc(p->keys, (p->nkeys + 1) * sizeof(*keys));
   if (keys == NULL) return SP_ENOMEM;
@@ -880,12 +905,71 @@ static void sp__bucket_release(sp_spj_index_t *ix, uint32_t b) {
       break;
     }
   }
-  sp__slab_put(&ix->slab, bk->huge.v, bk->huge.cap);
+  sp__vec_free(&ix->vec_bytes, &bk->huge);
   *bk = (sp_spj_bucket_t){.next_free = ix->free_bucket, .proc = SP_SPJ_NONE};
   ix->free_bucket = b;
 }
 
 /* ---- adding and removing spans -------------------------------------------------------- */
+
+/*
+ * Where a span's items are. Each span notes its position in each of its
+ * (one or two) vectors, so removal is O(1) however many spans share a cell
+ * (those without a thread of one busy process share one per time slot, and
+ * searching them made eviction quadratic). Keeping the notes costs a write
+ * to the span whose item moves into the gap, so vectors with room for at
+ * most SP_SPJ_VEC_SMALL items (a thread's cells, nearly always) are searched
+ * instead and their notes may be stale; a vector growing past that size
+ * brings its notes up to date first.
+ */
+#define SP_SPJ_VEC_SMALL 8
+
+/* Which of its two positions a span's item in cell @p cell at shift @p sh is (sh 0: huge). */
+static inline unsigned sp__slot(const sp_spj_span_t *m, uint64_t cell, unsigned sh) {
+  return sh != 0 && ((uint64_t)m->start_ns >> sh) != cell;
+}
+
+/* Appends @p it to @p vec (cell @p cell at shift @p sh), its position into *@p pos. */
+static int sp__place(sp_spj_index_t *ix, sp_spj_vec_t *vec, sp_spj_item_t it, uint64_t cell,
+                     unsigned sh, uint32_t *pos) {
+  if (vec->n == vec->cap) {
+    uint32_t old = vec->cap;
+    if (old > UINT32_MAX / 4) return SP_ENOMEM;
+    if (sp__vec_resize(&ix->vec_bytes, vec, old ? old * 2 : 1) != 0) return SP_ENOMEM;
+    if (old <= SP_SPJ_VEC_SMALL && vec->cap > SP_SPJ_VEC_SMALL) {
+      for (uint32_t i = 0; i < vec->n; i++) {
+        sp_spj_span_t *m = sp__spj_at(ix, vec->v[i].idx);
+        m->pos[sp__slot(m, cell, sh)] = i;
+      }
+    }
+  }
+  *pos = vec->n;
+  vec->v[vec->n++] = it;
+  return 0;
+}
+
+/* Takes span @p idx's item, noted at @p pos, out of @p vec (cell @p cell at shift @p sh). */
+static void sp__unplace(sp_spj_index_t *ix, sp_spj_vec_t *vec, uint32_t idx, uint32_t pos,
+                        uint64_t cell, unsigned sh) {
+  bool small = vec->cap <= SP_SPJ_VEC_SMALL;
+  if (small)
+    for (pos = 0; pos < vec->n && vec->v[pos].idx != idx; pos++)
+      ;
+  assert(pos < vec->n && vec->v[pos].idx == idx);
+  if (pos >= vec->n) return; /* cannot happen: every filed item is in its vector */
+  uint32_t moved = sp__vec_take(&ix->vec_bytes, vec, pos);
+  if (moved != SP_SPJ_NONE && !small) {
+    sp_spj_span_t *m = sp__spj_at(ix, moved);
+    m->pos[sp__slot(m, cell, sh)] = pos;
+  }
+}
+
+/* Takes span @p idx's item out of cell @p c and deletes the cell when it is empty. */
+static void sp__cell_take(sp_spj_index_t *ix, sp_spj_cell_t *c, uint32_t idx, uint32_t pos,
+                          uint64_t cell, unsigned sh) {
+  sp__unplace(ix, &c->vec, idx, pos, cell, sh);
+  if (c->vec.n == 0) sp__cell_delete(ix, c);
+}
 
 /* Files span @p idx in bucket @p b; 0 or SP_ENOMEM (nothing filed). */
 static int sp__file(sp_spj_index_t *ix, uint32_t b, uint32_t idx, sp_spj_span_t *e) {
@@ -893,22 +977,20 @@ static int sp__file(sp_spj_index_t *ix, uint32_t b, uint32_t idx, sp_spj_span_t 
   sp_spj_item_t it = {.s = e->start_ns, .e = e->end_ns, .idx = idx};
   unsigned l = sp__level(e->end_ns - e->start_ns);
   e->level = (uint8_t)l;
-  if (l == SP_SPJ_HUGE) return sp__vec_push(&ix->slab, &ix->buckets[b].huge, it);
+  if (l == SP_SPJ_HUGE) return sp__place(ix, &ix->buckets[b].huge, it, 0, 0, &e->pos[0]);
   unsigned sh = sp__shift(l);
   uint64_t c0 = (uint64_t)e->start_ns >> sh, c1 = (uint64_t)e->end_ns >> sh;
   uint32_t key = sp__cell_key(b, l);
   sp_spj_cell_t *c = sp__cell_get(ix, c0, key);
-  if (c == NULL || sp__vec_push(&ix->slab, &c->vec, it) != 0) {
+  if (c == NULL || sp__place(ix, &c->vec, it, c0, sh, &e->pos[0]) != 0) {
     if (c != NULL && c->vec.n == 0) sp__cell_delete(ix, c);
     return SP_ENOMEM;
   }
   if (c1 != c0) {
     c = sp__cell_get(ix, c1, key);
-    if (c == NULL || sp__vec_push(&ix->slab, &c->vec, it) != 0) {
+    if (c == NULL || sp__place(ix, &c->vec, it, c1, sh, &e->pos[1]) != 0) {
       if (c != NULL && c->vec.n == 0) sp__cell_delete(ix, c);
-      c = sp__cell_find(ix, c0, key);
-      sp__vec_remove(&ix->slab, &c->vec, idx);
-      if (c->vec.n == 0) sp__cell_delete(ix, c);
+      sp__cell_take(ix, sp__cell_find(ix, c0, key), idx, e->pos[0], c0, sh);
       return SP_ENOMEM;
     }
   }
@@ -917,12 +999,13 @@ static int sp__file(sp_spj_index_t *ix, uint32_t b, uint32_t idx, sp_spj_span_t 
   return 0;
 }
 
+/* Takes the items of span @p idx out of its cells. */
 static void sp__unfile(sp_spj_index_t *ix, uint32_t b, uint32_t idx, const sp_spj_span_t *e) {
   ix->cells_version++;
   unsigned l = e->level;
   sp_spj_bucket_t *bk = &ix->buckets[b];
   if (l == SP_SPJ_HUGE) {
-    sp__vec_remove(&ix->slab, &bk->huge, idx);
+    sp__unplace(ix, &bk->huge, idx, e->pos[0], 0, 0);
     return;
   }
   unsigned sh = sp__shift(l);
@@ -930,9 +1013,8 @@ static void sp__unfile(sp_spj_index_t *ix, uint32_t b, uint32_t idx, const sp_sp
   uint32_t key = sp__cell_key(b, l);
   for (int i = 0; i < (cs[1] != cs[0] ? 2 : 1); i++) {
     sp_spj_cell_t *c = sp__cell_find(ix, cs[i], key);
-    if (c == NULL) continue;
-    sp__vec_remove(&ix->slab, &c->vec, idx);
-    if (c->vec.n == 0) sp__cell_delete(ix, c);
+    assert(c != NULL);
+    if (c != NULL) sp__cell_take(ix, c, idx, e->pos[i], cs[i], sh);
   }
   bk = &ix->buckets[b];
   if (--bk->level_count[l] == 0) bk->level_mask &= ~(1u << l);
@@ -940,7 +1022,9 @@ static void sp__unfile(sp_spj_index_t *ix, uint32_t b, uint32_t idx, const sp_sp
 
 int sp__spj_add(sp_spj_index_t *ix, const sp_spj_span_t *tmpl, uint32_t proc, int64_t thread,
                 sp_spj_ref_t *out) {
-  if ((ix->ids_n + 1) * 2 > ix->ids_cap && sp__ids_grow(ix) != 0) goto fail;
+  if ((ix->ids_n + 1) * 2 > ix->ids_cap &&
+      sp__ids_resize(ix, ix->ids_cap ? ix->ids_cap * 2 : SP_SPJ_TABLE_MIN) != 0)
+    goto fail;
   uint32_t idx = sp__pool_get(ix);
   if (idx == SP_SPJ_NONE) goto fail;
   sp_spj_span_t *e = sp__spj_at(ix, idx);
@@ -995,6 +1079,47 @@ void sp__spj_remove(sp_spj_index_t *ix, uint32_t idx) {
   sp__pool_put(ix, idx);
 }
 
+/*
+ * The size a table of @p n entries and @p cap slots is trimmed to: none when
+ * empty; under 1/8 load, the smallest that keeps the load at or below 1/4
+ * (so that a trim is not undone by the next few insertions).
+ */
+static size_t sp__trim_cap(size_t n, size_t cap) {
+  if (n == 0) return 0;
+  if (cap <= SP_SPJ_TABLE_MIN || n * 8 >= cap) return cap;
+  size_t c = SP_SPJ_TABLE_MIN;
+  while (c < n * 4)
+    c <<= 1;
+  return c;
+}
+
+/*
+ * Tables are not shrunk on every removal (a flush would rehash them over and
+ * over on the way down) but here, when the memory bound or the timer asks.
+ * A table that cannot be rehashed for lack of memory stays as it is.
+ */
+bool sp__spj_trim(sp_spj_index_t *ix) {
+  bool done = false;
+  size_t c;
+  if ((c = sp__trim_cap(ix->ids_n, ix->ids_cap)) != ix->ids_cap)
+    done |= sp__ids_resize(ix, c) == 0;
+  if ((c = sp__trim_cap(ix->cells_n, ix->cells_cap)) != ix->cells_cap)
+    done |= sp__cells_resize(ix, c) == 0;
+  if ((c = sp__trim_cap(ix->strs_n, ix->strs_cap)) != ix->strs_cap)
+    done |= sp__strs_resize(ix, c) == 0;
+  if ((c = sp__trim_cap(ix->pkeys_n, ix->pkeys_cap)) != ix->pkeys_cap)
+    done |= sp__pkeys_resize(ix, c) == 0;
+  if (ix->pool_alloc * SP_SPJ_POOL_CHUNK > ix->live) {
+    for (c = 0; c < ix->pool_n; c++) {
+      if (ix->pool[c].spans != NULL && ix->pool[c].live == 0) {
+        sp__chunk_release(ix, c);
+        done = true;
+      }
+    }
+  }
+  return done;
+}
+
 void sp__spj_gc(sp_spj_index_t *ix, uint64_t now_ms, uint64_t grace_ms) {
   while (ix->empty_head != SP_SPJ_NONE &&
          ix->procs[ix->empty_head]->empty_since + grace_ms <= now_ms)
@@ -1026,17 +1151,15 @@ void sp__spj_index_destroy(sp_spj_index_t *ix) {
   sp_free(ix->free_procs);
   sp_free(ix->pkeys);
   for (size_t i = 0; i < ix->n_buckets; i++)
-    if (ix->buckets[i].huge.cap > (2u << (SP_SPJ_CLASSES - 1))) sp_free(ix->buckets[i].huge.v);
+    sp_free(ix->buckets[i].huge.v);
   sp_free(ix->buckets);
   for (size_t i = 0; i < ix->cells_cap; i++)
-    if (ix->cells[i].key != 0 && ix->cells[i].vec.cap > (2u << (SP_SPJ_CLASSES - 1)))
-      sp_free(ix->cells[i].vec.v);
+    if (ix->cells[i].key != 0) sp_free(ix->cells[i].vec.v);
   sp_free(ix->cells);
-  sp__slab_free(&ix->slab);
-  for (size_t i = 0; i < ix->n_chunks; i++)
-    sp_free(ix->chunks[i]);
-  sp_free(ix->chunks);
-  sp_free(ix->free_idx);
+  for (size_t i = 0; i < ix->pool_n; i++)
+    sp_free(ix->pool[i].spans);
+  sp_free(ix->pool);
+  sp_free(ix->pool_nonfull);
   sp_free(ix->ids);
   sp_free(ix->gone);
   sp_free(ix);
@@ -1052,10 +1175,15 @@ typedef struct sp_spj_cand_s {
   bool unthreaded;
 } sp_spj_cand_t;
 
-/* Appends the spans of bucket @p b containing @p t; returns the new count (may exceed cap:
- * overflow). */
+/*
+ * Appends the spans of bucket @p b containing @p t; returns the new count
+ * (may exceed cap: overflow). Stops looking once the count reaches
+ * @p enough: past that the answer no longer depends on it (a second span
+ * without a thread, one past the candidate cap), and a cell of a busy
+ * process without threads holds thousands of spans.
+ */
 static size_t sp__collect(sp_spj_index_t *ix, uint32_t b, int64_t t, bool unthreaded,
-                          sp_spj_cand_t *c, size_t n, size_t cap) {
+                          sp_spj_cand_t *c, size_t n, size_t cap, size_t enough) {
   if (b == SP_SPJ_NONE) return n;
   const sp_spj_bucket_t *bk = &ix->buckets[b];
   uint32_t mask = bk->level_mask;
@@ -1082,7 +1210,7 @@ static size_t sp__collect(sp_spj_index_t *ix, uint32_t b, int64_t t, bool unthre
       if (it->s <= t && t <= it->e) {
         if (n < cap)
           c[n] = (sp_spj_cand_t){.s = it->s, .e = it->e, .idx = it->idx, .unthreaded = unthreaded};
-        n++;
+        if (++n >= enough) return n;
       }
     }
   }
@@ -1091,7 +1219,7 @@ static size_t sp__collect(sp_spj_index_t *ix, uint32_t b, int64_t t, bool unthre
     if (it->s <= t && t <= it->e) {
       if (n < cap)
         c[n] = (sp_spj_cand_t){.s = it->s, .e = it->e, .idx = it->idx, .unthreaded = unthreaded};
-      n++;
+      if (++n >= enough) return n;
     }
   }
   return n;
@@ -1159,15 +1287,17 @@ int sp__spj_resolve_window(sp_spj_index_t *ix, uint32_t proc, int64_t thread, in
   if (thread == SP_SPJ_NO_THREAD) {
     size_t n = 0;
     for (size_t i = 0; i < p->nb && n < 2; i++)
-      n = sp__collect(ix, p->buckets[i], t_ns, false, c, n, SP_SPJ_MAX_CAND);
+      n = sp__collect(ix, p->buckets[i], t_ns, false, c, n, SP_SPJ_MAX_CAND, 2);
     if (n == 0) return SP_SPJ_R_NO_SPAN;
     if (n > 1) return SP_SPJ_R_NO_THREAD;
     *idx = c[0].idx;
     return SP_SPJ_JOINED_WINDOW;
   }
-  size_t nt =
-      sp__collect(ix, sp__bucket_find(ix, proc, thread), t_ns, false, c, 0, SP_SPJ_MAX_CAND);
-  size_t n = sp__collect(ix, p->none_bucket, t_ns, true, c, nt, SP_SPJ_MAX_CAND);
+  size_t nt = sp__collect(ix, sp__bucket_find(ix, proc, thread), t_ns, false, c, 0,
+                          SP_SPJ_MAX_CAND, SP_SPJ_MAX_CAND + 1);
+  /* With no span of the thread, a second span without a thread already decides (no_thread). */
+  size_t n = sp__collect(ix, p->none_bucket, t_ns, true, c, nt, SP_SPJ_MAX_CAND,
+                         nt == 0 ? 2 : SP_SPJ_MAX_CAND + 1);
   if (n > SP_SPJ_MAX_CAND) return SP_SPJ_R_AMBIGUOUS;
   if (nt == 0) {
     if (n == 0) return SP_SPJ_R_NO_SPAN;

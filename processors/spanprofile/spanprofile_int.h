@@ -116,7 +116,8 @@ typedef struct sp_spj_span_s {
   sp_spj_unit_t *owner; /* the unit that indexed it (removes it) */
   sp_spj_unit_t *held;  /* the unit whose batch is still held, else NULL */
   uint32_t gen;         /* bumped when freed; odd = live */
-  uint32_t bucket;      /* interval bucket or SP_SPJ_NONE */
+  uint32_t bucket;      /* interval bucket or SP_SPJ_NONE; while free: the next free slot */
+  uint32_t pos[2];      /* where its items sit in its first and second interval cell */
   uint8_t level;
   uint8_t flags;
   /* joined samples: credited at arrival (tentatively) and corrected when final */
@@ -191,6 +192,12 @@ bool sp__spj_recently_removed(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint6
 int sp__spj_resolve_window(sp_spj_index_t *ix, uint32_t proc, int64_t thread, int64_t t_ns,
                            uint32_t *idx);
 
+/**
+ * Gives back room the content no longer needs: hash tables under 1/8 load
+ * shrink, empty ones are freed (pool chunks and vectors do so as they
+ * empty). True when something was given back.
+ */
+bool sp__spj_trim(sp_spj_index_t *ix);
 /** Frees processes that have had no span for @p grace_ms. */
 void sp__spj_gc(sp_spj_index_t *ix, uint64_t now_ms, uint64_t grace_ms);
 /** The time at which the next process becomes collectable (UINT64_MAX: none). */
@@ -200,7 +207,12 @@ void sp__spj_set_now(sp_spj_index_t *ix, uint64_t now_ms);
 
 /** Live spans in the index. */
 size_t sp__spj_live(const sp_spj_index_t *ix);
-/** Bytes the index holds (pools, tables, grids). */
+/**
+ * Heap bytes the index holds for its content: pool chunks, tables and
+ * vectors at the size they were allocated (not what they use), which all
+ * shrink again as content leaves. Not counted: the fixed cost of an empty
+ * index (its struct and the removed-ID cache, sized once at create).
+ */
 size_t sp__spj_bytes(const sp_spj_index_t *ix);
 
 /* ---- enrichment helpers (spanprofile_enrich.c) --------------------------------- */

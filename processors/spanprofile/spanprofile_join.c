@@ -280,7 +280,20 @@ static void sp__emit(sp_spj_t *j, unsigned signal, unsigned port, void *batch) {
 }
 
 static size_t sp__traces_bytes(sp_traces_t *b) {
-  return b->raw_len + b->enc_len + sp_arena_bytes(b->arena);
+  return b->raw_len + b->enc_len + sp_arena_bytes(b->arena) + sizeof(*b);
+}
+
+/*
+ * A held batch is counted at raw_len, but bytes assembled by appending (the
+ * batch processor's concatenated requests) can have up to twice that
+ * allocated, which made held batches cost up to 2x what held_bytes said. A
+ * batch held here that nobody else references and nothing points into (not
+ * decoded) gives that slack back first. One realloc per held batch.
+ */
+static void sp__traces_fit(sp_traces_t *b) {
+  if (b->refcnt != 1 || b->raw == NULL || b->req != NULL || b->raw_len == 0) return;
+  uint8_t *raw = sp_realloc(b->raw, b->raw_len);
+  if (raw != NULL) b->raw = raw;
 }
 
 /* ---- emitting traces --------------------------------------------------------------------- */
@@ -484,6 +497,8 @@ static void sp__enforce(sp_spj_t *j) {
   for (;;) {
     bool spans_over = sp__spj_live(j->ix) > j->max_spans;
     if (!spans_over && sp__held_bytes(j) <= j->max_bytes) break;
+    /* Room the index no longer needs goes back before anything is evicted. */
+    if (!spans_over && sp__spj_trim(j->ix)) continue;
     sp_spj_unit_t *hu = j->hold_head, *iu = j->index_head;
     if (spans_over && iu == NULL) break;
     if (hu == NULL && iu == NULL) break;
@@ -688,6 +703,7 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
   bool hold = j->cpu || u->undecided > 0;
   if (u->owned > 0) sp__index_link(j, u);
   if (hold) {
+    sp__traces_fit(b);
     u->batch_bytes = sp__traces_bytes(b);
     sp__hold_link(j, u);
   } else {
@@ -931,7 +947,8 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
       sp__unit_free(j, u);
     }
   } else {
-    u->batch_bytes = sp_arena_bytes(u->profiles->arena);
+    u->batch_bytes = sp_arena_bytes(u->profiles->arena) + sizeof(*u->profiles) +
+                     u->profiles->cap * sizeof(*u->profiles->items);
     j->held_samples += u->n_samples;
     sp__hold_link(j, u);
   }
@@ -953,6 +970,7 @@ void sp__spj_advance(sp_spj_t *j, uint64_t now_ms) {
   while (j->index_head != NULL && j->index_head->arrival_ms + 2 * j->wait_ms <= now_ms)
     sp__unindex(j, j->index_head);
   sp__spj_gc(j->ix, now_ms, 2 * j->wait_ms);
+  sp__spj_trim(j->ix);
   sp__gauges(j);
 }
 

@@ -12,6 +12,17 @@
  * Everything is built and encoded before the clock starts; batches enter
  * through the component's input consumer exactly as a pipeline feeds it.
  *
+ * A second data set is shaped like most SDKs' output (and the load
+ * generator's): no thread.id, few processes, many requests in flight (a
+ * trace of a 2-182 ms server span and three children starting every ~50 us
+ * per process), so one process's spans share an interval cell per time
+ * slot. It is indexed with everything kept, then with the span bound
+ * evicting the oldest batch for every new one (the steady state of a full
+ * processor), and held under a byte bound to compare what the processor says
+ * it holds (held_bytes) with what the heap says it holds (glibc mallinfo2).
+ *
+ * Seconds are CPU seconds of the bench's thread.
+ *
  *   bench_join [spans] [samples]   (defaults 200000 and 1000000)
  */
 #include "pipeline/alloc.h"
@@ -22,6 +33,7 @@
 #include "pipeline/log.h"
 #include "pipeline/telemetry.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +50,21 @@ typedef Opentelemetry__Proto__Common__V1__AnyValue b_any_t;
 #define THREADS 8
 #define SPANS_PER_BATCH 500
 #define SAMPLES_PER_PROFILE 2000
+#define U_PROCS 4 /* processes of the spans without thread.id */
 
+/* Bytes the heap has handed out and not got back (glibc). */
+static size_t heap_inuse(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+/*
+ * CPU time of this thread (everything runs on it): on a shared machine other
+ * processes stretch the wall clock, not this.
+ */
 static double now_s(void) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
@@ -119,6 +142,38 @@ static void g_generate(size_t n) {
         if (cur[p][t] > g_end[p]) g_end[p] = cur[p][t];
       }
   }
+}
+
+/*
+ * Spans without threads: @p procs processes, traces shaped like the load
+ * generator's (a server span of 2-182 ms; a query over the first 40%, a call
+ * over the next 40%, a cache read near the end), one starting every 25-75 us
+ * per process, until @p n spans exist.
+ */
+static void g_generate_unthreaded(size_t n, int procs) {
+  int64_t cur[PROCS];
+  for (int p = 0; p < procs; p++)
+    cur[p] = T0 + (int64_t)(rnd() % (uint64_t)MS);
+  while (g_n < n) {
+    for (int p = 0; p < procs && g_n < n; p++) {
+      int64_t s = cur[p], dur = 2 * MS + (int64_t)(rnd() % (uint64_t)(180 * MS));
+      g_add(p, -1, s, s + dur, NO_PARENT);
+      size_t root = g_n - 1;
+      int64_t d1s = s + dur / 20, d1e = d1s + dur * 2 / 5;
+      int64_t h1s = d1e + dur / 50, h1e = h1s + dur * 2 / 5;
+      int64_t c1s = h1e + dur / 100, c1e = c1s + dur / 50;
+      g_add(p, -1, d1s, d1e, root);
+      g_add(p, -1, h1s, h1e, root);
+      g_add(p, -1, c1s, c1e, root);
+      cur[p] += 25000 + (int64_t)(rnd() % 50000);
+      if (cur[p] > g_end[p]) g_end[p] = cur[p];
+    }
+  }
+}
+
+static void g_reset(void) {
+  g_n = 0;
+  memset(g_end, 0, sizeof(g_end));
 }
 
 /* ---- encoded traces batches ---------------------------------------------------------- */
@@ -201,12 +256,12 @@ static enc_t encode_batch(const g_span_t *const *spans, size_t n, int proc) {
     kv_s(&kv[3], &v[3], "server.address", "items.internal");
     kv_i(&kv[4], &v[4], "server.port", 8080);
     kv_s(&kv[5], &v[5], "thread.name", "worker");
-    kv_i(&kv[6], &v[6], "thread.id", g->thread);
-    kv_s(&kv[7], &v[7], "code.function", "handle");
+    kv_s(&kv[6], &v[6], "code.function", "handle");
+    kv_i(&kv[7], &v[7], "thread.id", g->thread); /* last: left out for spans without a thread */
     for (int k = 0; k < 8; k++)
       kvp[k] = &kv[k];
     s->attributes = kvp;
-    s->n_attributes = 8;
+    s->n_attributes = g->thread >= 0 ? 8 : 7;
     sp[i] = s;
   }
   Opentelemetry__Proto__Trace__V1__ScopeSpans ss;
@@ -253,6 +308,14 @@ static void encode_all(void) {
     if (k > 0) g_batches[g_n_batches++] = encode_batch(buf, k, p);
   }
   free(buf);
+}
+
+static void free_batches(void) {
+  for (size_t i = 0; i < g_n_batches; i++)
+    free(g_batches[i].buf);
+  free(g_batches);
+  g_batches = NULL;
+  g_n_batches = 0;
 }
 
 static sp_traces_t **wrap_traces(void) {
@@ -479,9 +542,11 @@ static uint64_t proc_metric(proc_t *p, const char *name, const char *extra) {
 static void proc_done(void *arg) { ((proc_t *)arg)->done = true; }
 
 static uint64_t last_window_joined; /* of the last instance stopped */
+static size_t last_heap_freed;     /* heap bytes the last instance held until it stopped */
 
 /* Shuts down (resolving and emitting everything held); returns the seconds it took. */
 static double proc_stop(proc_t *p) {
+  size_t heap0 = heap_inuse();
   double t0 = now_s();
   p->host.drain_deadline = uv_now(&p->loop) + 1000;
   p->def->shutdown(p->comp, proc_done, p);
@@ -496,6 +561,8 @@ static double proc_stop(proc_t *p) {
   uv_run(&p->loop, UV_RUN_DEFAULT);
   uv_loop_close(&p->loop);
   sp_telemetry_destroy(p->tel);
+  size_t heap1 = heap_inuse();
+  last_heap_freed = heap0 > heap1 ? heap0 - heap1 : 0;
   return dt;
 }
 
@@ -506,14 +573,16 @@ typedef struct row_s {
   const char *what;
   size_t items;
   double secs;
-  double bytes_per_span; /* < 0: not applicable */
+  double bytes_per_span; /* held_bytes / held spans; < 0: not applicable */
+  double heap_per_span;  /* heap the instance gave back at shutdown / held spans; < 0: n/a */
 } row_t;
 
-static row_t rows[16];
+static row_t rows[32];
 static size_t n_rows;
 
-static void row(const char *what, size_t items, double secs, double bps) {
-  rows[n_rows++] = (row_t){what, items, secs, bps};
+static row_t *row(const char *what, size_t items, double secs, double bps) {
+  rows[n_rows] = (row_t){what, items, secs, bps, -1};
+  return &rows[n_rows++];
 }
 
 static double feed_traces(sp_consumer_t *c, sp_traces_t **b) {
@@ -557,9 +626,10 @@ int main(int argc, char **argv) {
   double dt = feed_traces(p.in_t, tb);
   uint64_t held = proc_metric(&p, "spanprof_processor_spanprofile_held_spans", NULL);
   uint64_t bytes = proc_metric(&p, "spanprof_processor_spanprofile_held_bytes", NULL);
-  row("traces: join, index only (profile_id_attribute: none)", g_n, dt,
-      held ? (double)bytes / (double)held : 0);
+  row_t *r = row("traces: join, index only (profile_id_attribute: none)", g_n, dt,
+                 held ? (double)bytes / (double)held : 0);
   double teardown = proc_stop(&p);
+  r->heap_per_span = held ? (double)last_heap_freed / (double)held : 0;
   row("  index teardown at shutdown", g_n, teardown, -1);
   free(tb);
 
@@ -569,9 +639,10 @@ int main(int argc, char **argv) {
   dt = feed_traces(p.in_t, tb);
   held = proc_metric(&p, "spanprof_processor_spanprofile_held_spans", NULL);
   bytes = proc_metric(&p, "spanprof_processor_spanprofile_held_bytes", NULL);
-  row("traces: join, batches held (span_cpu_attributes: true)", g_n, dt,
-      held ? (double)bytes / (double)held : 0);
+  r = row("traces: join, batches held (span_cpu_attributes: true)", g_n, dt,
+          held ? (double)bytes / (double)held : 0);
   dt = proc_stop(&p);
+  r->heap_per_span = held ? (double)last_heap_freed / (double)held : 0;
   row("  flush at shutdown (no samples joined)", g_n, dt, -1);
   free(tb);
 
@@ -634,26 +705,80 @@ int main(int argc, char **argv) {
   free(pb);
   free_profiles();
 
+  size_t thr_n = g_n, thr_batches = g_n_batches;
+  free_batches();
+
+  /*
+   * Spans without thread.id, U_PROCS processes: index everything, then keep
+   * the span bound full (every batch evicts the oldest), then hold batches
+   * under a byte bound and compare held_bytes with the heap.
+   */
+  g_reset();
+  g_generate_unthreaded(n_spans, U_PROCS);
+  encode_all();
+  snprintf(yaml, sizeof(yaml), "%sprofile_id_attribute: none\n", big);
+  proc_make(&p, yaml);
+  tb = wrap_traces();
+  dt = feed_traces(p.in_t, tb);
+  held = proc_metric(&p, "spanprof_processor_spanprofile_held_spans", NULL);
+  bytes = proc_metric(&p, "spanprof_processor_spanprofile_held_bytes", NULL);
+  r = row("no thread.id: join, index only (profile_id_attribute: none)", g_n, dt,
+          held ? (double)bytes / (double)held : 0);
+  dt = proc_stop(&p);
+  r->heap_per_span = held ? (double)last_heap_freed / (double)held : 0;
+  row("  index teardown at shutdown", g_n, dt, -1);
+  free(tb);
+
+  snprintf(yaml, sizeof(yaml), "wait: 1h\nmax_held_spans: %zu\nmax_held_bytes: 1000GiB\n",
+           n_spans / 10);
+  proc_make(&p, yaml);
+  tb = wrap_traces();
+  dt = feed_traces(p.in_t, tb);
+  uint64_t evicted = proc_metric(&p, "spanprof_processor_spanprofile_evicted_spans_total", NULL);
+  row("no thread.id: join, span bound full (max_held_spans: spans/10, local_roots)", g_n, dt, -1);
+  proc_stop(&p);
+  free(tb);
+
+  const size_t bound = 16u << 20;
+  snprintf(yaml, sizeof(yaml), "wait: 1h\nmax_held_spans: 100000000\nmax_held_bytes: %zu\n",
+           bound);
+  proc_make(&p, yaml);
+  tb = wrap_traces();
+  dt = feed_traces(p.in_t, tb);
+  held = proc_metric(&p, "spanprof_processor_spanprofile_held_spans", NULL);
+  uint64_t bound_bytes = proc_metric(&p, "spanprof_processor_spanprofile_held_bytes", NULL);
+  r = row("no thread.id: join, byte bound full (max_held_bytes: 16MiB, local_roots)", g_n, dt,
+          held ? (double)bound_bytes / (double)held : 0);
+  proc_stop(&p);
+  size_t bound_heap = last_heap_freed;
+  r->heap_per_span = held ? (double)bound_heap / (double)held : 0;
+  free(tb);
+
   printf("\n%zu spans in %zu batches (%.0f bytes/span encoded), %zu processes x %d threads; "
          "%zu samples in profiles of %d\n\n",
-         g_n, g_n_batches, (double)raw / (double)g_n, (size_t)PROCS, THREADS, ns,
+         thr_n, thr_batches, (double)raw / (double)thr_n, (size_t)PROCS, THREADS, ns,
          SAMPLES_PER_PROFILE);
-  printf("| run | items | seconds | items/s | bytes held per span |\n");
-  printf("|---|---:|---:|---:|---:|\n");
+  printf("then %zu spans in %zu batches without thread.id, %d processes (rows \"no thread.id\")\n\n",
+         g_n, g_n_batches, U_PROCS);
+  printf("| run | items | seconds | items/s | held_bytes per span | heap per span |\n");
+  printf("|---|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < n_rows; i++) {
-    char bps[32] = "";
+    char bps[32] = "", hps[32] = "";
     if (rows[i].bytes_per_span >= 0) snprintf(bps, sizeof(bps), "%.0f", rows[i].bytes_per_span);
-    printf("| %s | %zu | %.3f | %.0f | %s |\n", rows[i].what, rows[i].items, rows[i].secs,
-           rows[i].secs > 0 ? (double)rows[i].items / rows[i].secs : 0, bps);
+    if (rows[i].heap_per_span >= 0) snprintf(hps, sizeof(hps), "%.0f", rows[i].heap_per_span);
+    printf("| %s | %zu | %.3f | %.0f | %s | %s |\n", rows[i].what, rows[i].items, rows[i].secs,
+           rows[i].secs > 0 ? (double)rows[i].items / rows[i].secs : 0, bps, hps);
   }
   printf("\nchecks: %llu samples joined by span ID of %zu; %llu samples held before the final "
          "resolution; %zu spans and %zu profiles reached the next stage\n",
          (unsigned long long)by_id, ns, (unsigned long long)held_samples, drained_spans,
          drained_profiles);
   printf("checks: %llu samples joined by thread+time of %zu\n", (unsigned long long)by_window, ns);
-  for (size_t i = 0; i < g_n_batches; i++)
-    free(g_batches[i].buf);
-  free(g_batches);
+  printf("checks: no thread.id: %llu spans evicted by the span bound; under max_held_bytes %zu "
+         "the gauge said %llu and the instance gave back %zu heap bytes at shutdown (%.2fx)\n",
+         (unsigned long long)evicted, bound, (unsigned long long)bound_bytes, bound_heap,
+         bound_bytes ? (double)bound_heap / (double)bound_bytes : 0);
+  free_batches();
   free(g_spans);
   return 0;
 }
