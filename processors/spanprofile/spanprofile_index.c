@@ -239,6 +239,7 @@ struct sp_spj_index_s {
     const sp_spj_cell_t *c;
   } memo[SP_SPJ_LEVELS];
   size_t vec_bytes; /* heap held by the item vectors */
+  size_t searches;  /* removals whose position note was stale (none unless there is a bug) */
   /* recently removed span keys */
   uint64_t *gone;
   size_t gone_mask;
@@ -273,6 +274,8 @@ sp_spj_span_t *sp__spj_deref(sp_spj_index_t *ix, sp_spj_ref_t r) {
 }
 
 size_t sp__spj_live(const sp_spj_index_t *ix) { return ix->live; }
+
+size_t sp__spj_searches(const sp_spj_index_t *ix) { return ix->searches; }
 
 /*
  * What the index has allocated, at the size it was allocated: pool chunks,
@@ -952,10 +955,15 @@ static int sp__place(sp_spj_index_t *ix, sp_spj_vec_t *vec, sp_spj_item_t it, ui
 static void sp__unplace(sp_spj_index_t *ix, sp_spj_vec_t *vec, uint32_t idx, uint32_t pos,
                         uint64_t cell, unsigned sh) {
   bool small = vec->cap <= SP_SPJ_VEC_SMALL;
+  if (!small && (pos >= vec->n || vec->v[pos].idx != idx)) {
+    assert(!"stale position note");
+    ix->searches++; /* a bug; the answer stays right, only slower */
+    small = true;
+  }
   if (small)
     for (pos = 0; pos < vec->n && vec->v[pos].idx != idx; pos++)
       ;
-  assert(pos < vec->n && vec->v[pos].idx == idx);
+  assert(pos < vec->n);
   if (pos >= vec->n) return; /* cannot happen: every filed item is in its vector */
   uint32_t moved = sp__vec_take(&ix->vec_bytes, vec, pos);
   if (moved != SP_SPJ_NONE && !small) {

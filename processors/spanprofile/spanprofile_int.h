@@ -207,6 +207,8 @@ void sp__spj_set_now(sp_spj_index_t *ix, uint64_t now_ms);
 
 /** Live spans in the index. */
 size_t sp__spj_live(const sp_spj_index_t *ix);
+/** Removals that found a span's position note stale and searched (for tests: 0 unless a bug). */
+size_t sp__spj_searches(const sp_spj_index_t *ix);
 /**
  * Heap bytes the index holds for its content: pool chunks, tables and
  * vectors at the size they were allocated (not what they use), which all

@@ -20,6 +20,7 @@
 #include "pipeline/hex.h"
 #include "pipeline/log.h"
 #include "pipeline/telemetry.h"
+#include "processors/spanprofile/spanprofile_int.h"
 #include "support/loop_util.h"
 #include "support/sink.h"
 
@@ -1505,6 +1506,163 @@ static void test_lifecycle_and_config(void **state) {
   fx_free(&f);
 }
 
+/* ---- the index alone: many spans in one cell, removed in random order ----------------------- */
+
+typedef struct ix_span_s {
+  int64_t s, e;
+  int64_t thread;
+  bool late; /* never removed before the checks */
+  bool live;
+  sp_spj_ref_t ref;
+} ix_span_t;
+
+/* The innermost live span of @p thread containing @p t by brute force (spans nest), or -1. */
+static int ix_expect(const ix_span_t *sp, int n, int64_t thread, int64_t t) {
+  int best = -1;
+  for (int i = 0; i < n; i++)
+    if (sp[i].live && sp[i].thread == thread && sp[i].s <= t && t <= sp[i].e &&
+        (best < 0 || sp[i].s > sp[best].s))
+      best = i;
+  return best;
+}
+
+static void ix_check(sp_spj_index_t *ix, uint32_t proc, const ix_span_t *sp, int n, int64_t base) {
+  for (int j = 1; j <= 50; j++) {
+    int64_t t = base + (300 + j) * 1000 * MS + 500 * MS;
+    uint32_t idx = SP_SPJ_NONE;
+    int r = sp__spj_resolve_window(ix, proc, 7, t, &idx);
+    int want = ix_expect(sp, n, 7, t);
+    if (want < 0) {
+      assert_int_equal(r, SP_SPJ_R_NO_SPAN);
+    } else {
+      assert_int_equal(r, SP_SPJ_JOINED_WINDOW);
+      assert_int_equal(sp__spj_at(ix, idx)->span_id, (uint64_t)want + 1);
+    }
+  }
+}
+
+static void ix_remove(sp_spj_index_t *ix, ix_span_t *sp, int i) {
+  assert_true(sp__spj_deref(ix, sp[i].ref) != NULL);
+  sp__spj_remove(ix, sp[i].ref.idx);
+  assert_null(sp__spj_deref(ix, sp[i].ref));
+  sp[i].live = false;
+}
+
+/*
+ * Thousands of spans of one thread (and of no thread) in one level-9 cell
+ * and in the list of spans too long for the grid, added and removed in
+ * random order: removal moves items around inside the vectors, and every
+ * span must still be found where it is. The spans removed early all end
+ * before the checked times (a removal raises the process's watermark); the
+ * nested late spans are checked by brute force along the way. At the end
+ * everything leaves and the index gives back all it took.
+ */
+static void test_index_shared_cell_churn(void **state) {
+  (void)state;
+  enum { EARLY = 1500, UNTHREADED = 1500, HUGE = 100, LATE = 50, LATE_HUGE = 3 };
+  enum { N = EARLY + UNTHREADED + HUGE + LATE + LATE_HUGE };
+  const int64_t S = 1000 * MS;
+  const int64_t base = ((T0 >> 40) << 40) + 60 * S; /* one level-9 cell: 2^40 ns, ~18 min */
+  ix_span_t *sp = calloc(N, sizeof(*sp));
+  assert_non_null(sp);
+  int k = 0;
+  for (int i = 0; i < EARLY + UNTHREADED; i++, k++) {
+    sp[k].s = base + S + (int64_t)(rnd() % (uint64_t)(50 * S));
+    sp[k].e = sp[k].s + 150 * S + (int64_t)(rnd() % (uint64_t)(49 * S));
+    sp[k].thread = i < EARLY ? 7 : SP_SPJ_NO_THREAD;
+  }
+  for (int i = 0; i < HUGE; i++, k++) { /* longer than the grid's top level */
+    sp[k].s = base - 2000 * S + (int64_t)(rnd() % (uint64_t)(100 * S));
+    sp[k].e = base + 100 * S + (int64_t)(rnd() % (uint64_t)(100 * S));
+    sp[k].thread = 7;
+  }
+  for (int i = 1; i <= LATE; i++, k++) /* nested: the i-th contains the checked times j >= i */
+    sp[k] = (ix_span_t){.s = base + (300 + i) * S, .e = base + (900 - i) * S, .thread = 7,
+                        .late = true};
+  for (int i = 0; i < LATE_HUGE; i++, k++)
+    sp[k] = (ix_span_t){.s = base - (3000 + i) * S, .e = base + (2000 + i) * S, .thread = 7,
+                        .late = true};
+  assert_int_equal(k, N);
+  int *order = calloc(N, sizeof(int));
+  assert_non_null(order);
+  for (int i = 0; i < N; i++)
+    order[i] = i;
+  for (int i = N - 1; i > 0; i--) {
+    int j = (int)(rnd() % (uint64_t)(i + 1)), t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+
+  sp_spj_index_t *ix = sp__spj_index_create(N);
+  assert_non_null(ix);
+  char key[] = "proc-a";
+  char *keys[1] = {key};
+  uint32_t proc = sp__spj_process(ix, keys, 1, true);
+  assert_int_not_equal(proc, SP_SPJ_NONE);
+  sp_spj_str_t *svc = sp__spj_intern(ix, "svc", 3);
+  assert_non_null(svc);
+  size_t empty_bytes = sp__spj_bytes(ix);
+
+  for (int n = 0; n < N; n++) {
+    int i = order[n];
+    sp_spj_span_t t = {.span_id = (uint64_t)i + 1, .start_ns = sp[i].s, .end_ns = sp[i].e};
+    t.name = sp__spj_intern(ix, "op", 2);
+    t.svc = svc;
+    svc->refs++;
+    assert_int_equal(sp__spj_add(ix, &t, proc, sp[i].thread, &sp[i].ref), 0);
+    sp[i].live = true;
+    if (rnd() % 2 == 0) { /* and one of the early ones leaves */
+      int v = (int)(rnd() % N);
+      if (sp[v].live && !sp[v].late) ix_remove(ix, sp, v);
+    }
+    if (n % 97 == 0) ix_check(ix, proc, sp, N, base);
+  }
+  for (int n = 0; n < N; n++)
+    if (sp[order[n]].live && !sp[order[n]].late) ix_remove(ix, sp, order[n]);
+  ix_check(ix, proc, sp, N, base);
+  for (int j = 1; j <= LATE; j++) /* all late spans are there: the j-th check found the j-th */
+    assert_int_equal(ix_expect(sp, N, 7, base + (300 + j) * S + 500 * MS),
+                     EARLY + UNTHREADED + HUGE + j - 1);
+
+  /* A cell that shrinks back to a few items (searched, notes not kept), then grows again. */
+  ix_span_t sm[40];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 40; i++) {
+      sm[i] = (ix_span_t){.s = base + (1 + i) * S, .e = base + (200 + i) * S, .thread = 8};
+      sp_spj_span_t t = {.span_id = 100000 + (uint64_t)i, .start_ns = sm[i].s, .end_ns = sm[i].e};
+      t.name = sp__spj_intern(ix, "op", 2);
+      t.svc = svc;
+      svc->refs++;
+      assert_int_equal(sp__spj_add(ix, &t, proc, 8, &sm[i].ref), 0);
+      sm[i].live = true;
+      if (i == 7) { /* the oldest leave first: the newest move into their places */
+        static const int gone[6] = {0, 2, 4, 6, 1, 3};
+        for (int v = 0; v < 6; v++)
+          ix_remove(ix, sm, gone[v]);
+      }
+    }
+    for (int v = 0; v < 40; v++) {
+      int i = (v * 17 + round * 5) % 40; /* 17 is prime to 40: each once */
+      if (sm[i].live) ix_remove(ix, sm, i);
+    }
+  }
+  assert_int_equal(sp__spj_searches(ix), 0);
+  size_t full_bytes = sp__spj_bytes(ix);
+  assert_true(full_bytes > 128 * 1024);
+  for (int n = N - 1; n >= 0; n--)
+    if (sp[order[n]].live) ix_remove(ix, sp, order[n]);
+  assert_int_equal(sp__spj_live(ix), 0);
+  assert_int_equal(sp__spj_searches(ix), 0); /* every removal went straight to its item */
+  sp__spj_trim(ix);
+  /* Vectors, cells, pool chunks and tables all went back; what stays is bookkeeping (the
+   * process's thread table, the chunk and bucket arrays). */
+  assert_true(sp__spj_bytes(ix) < empty_bytes + 1024);
+  sp__spj_unintern(ix, svc);
+  sp__spj_index_destroy(ix);
+  free(order);
+  free(sp);
+}
+
 int main(void) {
   sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
@@ -1518,7 +1676,7 @@ int main(void) {
       cmocka_unit_test(test_late_inner_span),      cmocka_unit_test(test_late_samples_window),
       cmocka_unit_test(test_reload_stash),         cmocka_unit_test(test_out_of_memory),
       cmocka_unit_test(test_malformed_traces),     cmocka_unit_test(test_tenants_never_mix),
-      cmocka_unit_test(test_lifecycle_and_config),
+      cmocka_unit_test(test_lifecycle_and_config), cmocka_unit_test(test_index_shared_cell_churn),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
