@@ -172,8 +172,11 @@ void lg_engine_report(const lg_engine_t *eng, bool json, FILE *out);
 
 /* ---- modes ---------------------------------------------------------------- */
 
+/** The modes' entry points: @p argv holds the flags after the mode name; the exit status. */
 int lg_traces_main(int argc, char **argv);
+/** See lg_traces_main. */
 int lg_profiles_main(int argc, char **argv);
+/** See lg_traces_main. */
 int lg_sink_main(int argc, char **argv);
 
 /* ---- traces.c: the span pool, shared with profiles.c ---------------------- */
@@ -189,11 +192,13 @@ typedef struct lg_span_pool_opts_s {
   uint64_t seed;
 } lg_span_pool_opts_t;
 
-/** Builds the pool. 0 or SP_ENOMEM. */
+/** Builds the pool (the caller owns it). 0 or SP_ENOMEM. */
 int lg_span_pool_create(const lg_span_pool_opts_t *o, lg_span_pool_t **out);
+/** Frees the pool; accepts NULL. */
 void lg_span_pool_destroy(lg_span_pool_t *p);
 /** Largest encoded batch, for sizing per-slot buffers. */
 size_t lg_span_pool_max_len(const lg_span_pool_t *p);
+/** Number of distinct batches in the pool. */
 size_t lg_span_pool_size(const lg_span_pool_t *p);
 /** Spans in entry @p i. */
 size_t lg_span_pool_spans(const lg_span_pool_t *p, size_t i);

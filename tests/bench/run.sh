@@ -115,7 +115,7 @@ for _ in $(seq 1 50); do
   taken=0
   for i in 1 2 3 4 5 6; do port_open $((PORT + i)) && taken=1; done
   [ $taken = 0 ] && break
-  PORT=$((20000 + RANDOM % 40000))
+  PORT=$((20000 + RANDOM % 12000)) # below the ephemeral range: client sockets never hold them
 done
 SINK_HTTP=$((PORT + 1)) SINK_GRPC=$((PORT + 2)) D_HTTP=$((PORT + 3)) D_GRPC=$((PORT + 4))
 D_PYRO=$((PORT + 5)) D_METRICS=$((PORT + 6))

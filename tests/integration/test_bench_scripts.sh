@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 [ -x "$BUILD/spanprof-loadgen" ] || fail "spanprof-loadgen not built in $BUILD"
 out="$WORK/results.md"
 bfail() { echo "--- run.sh stderr (last 30 lines) ---" >&2; tail -30 "$WORK/bench.err" >&2; fail "$@"; }
-BENCH_REBUILD=0 BENCH_PORT_BASE=$((30000 + RANDOM % 20000)) TMPDIR="$WORK" \
+BENCH_REBUILD=0 BENCH_PORT_BASE=$((20000 + RANDOM % 12000)) TMPDIR="$WORK" \
   bash "$SRC/tests/bench/run.sh" --build "$BUILD" --smoke --no-write >"$out" 2>"$WORK/bench.err" ||
   bfail "run.sh exited non-zero"
 for row in "ceiling: loadgen → sink, OTLP/HTTP" "ceiling: loadgen → sink, OTLP/gRPC" \
