@@ -282,9 +282,9 @@ size_t sp__spj_searches(const sp_spj_index_t *ix) { return ix->searches; }
  * hash tables and item vectors as they are, not what their content would
  * need at best (which undercounted the memory bound about twofold). That a
  * burst which grew them must not keep the bound tripping afterwards is
- * handled by giving the room back instead: empty pool chunks are freed,
- * vectors halve below 1/4 load, and sp__spj_trim shrinks tables below 1/8
- * load and frees empty ones. The fixed cost of an empty index is not counted.
+ * handled by giving the room back instead: vectors halve below 1/4 load,
+ * and sp__spj_trim frees empty pool chunks and empty tables and shrinks
+ * tables below 1/8 load. The fixed cost of an empty index is not counted.
  */
 size_t sp__spj_bytes(const sp_spj_index_t *ix) {
   return ix->pool_alloc * sp__heap(SP_SPJ_POOL_CHUNK * sizeof(sp_spj_span_t)) +
@@ -1109,8 +1109,7 @@ static size_t sp__trim_cap(size_t n, size_t cap) {
 bool sp__spj_trim(sp_spj_index_t *ix) {
   bool done = false;
   size_t c;
-  if ((c = sp__trim_cap(ix->ids_n, ix->ids_cap)) != ix->ids_cap)
-    done |= sp__ids_resize(ix, c) == 0;
+  if ((c = sp__trim_cap(ix->ids_n, ix->ids_cap)) != ix->ids_cap) done |= sp__ids_resize(ix, c) == 0;
   if ((c = sp__trim_cap(ix->cells_n, ix->cells_cap)) != ix->cells_cap)
     done |= sp__cells_resize(ix, c) == 0;
   if ((c = sp__trim_cap(ix->strs_n, ix->strs_cap)) != ix->strs_cap)
@@ -1301,8 +1300,8 @@ int sp__spj_resolve_window(sp_spj_index_t *ix, uint32_t proc, int64_t thread, in
     *idx = c[0].idx;
     return SP_SPJ_JOINED_WINDOW;
   }
-  size_t nt = sp__collect(ix, sp__bucket_find(ix, proc, thread), t_ns, false, c, 0,
-                          SP_SPJ_MAX_CAND, SP_SPJ_MAX_CAND + 1);
+  size_t nt = sp__collect(ix, sp__bucket_find(ix, proc, thread), t_ns, false, c, 0, SP_SPJ_MAX_CAND,
+                          SP_SPJ_MAX_CAND + 1);
   /* With no span of the thread, a second span without a thread already decides (no_thread). */
   size_t n = sp__collect(ix, p->none_bucket, t_ns, true, c, nt, SP_SPJ_MAX_CAND,
                          nt == 0 ? 2 : SP_SPJ_MAX_CAND + 1);

@@ -565,7 +565,7 @@ static uint64_t proc_metric(proc_t *p, const char *name, const char *extra) {
 static void proc_done(void *arg) { ((proc_t *)arg)->done = true; }
 
 static uint64_t last_window_joined; /* of the last instance stopped */
-static size_t last_heap_freed;     /* heap bytes the last instance held until it stopped */
+static size_t last_heap_freed;      /* heap bytes the last instance held until it stopped */
 
 /* Shuts down (resolving and emitting everything held); returns the seconds it took. */
 static double proc_stop(proc_t *p) {
@@ -763,8 +763,7 @@ int main(int argc, char **argv) {
   free(tb);
 
   const size_t bound = 16u << 20;
-  snprintf(yaml, sizeof(yaml), "wait: 1h\nmax_held_spans: 100000000\nmax_held_bytes: %zu\n",
-           bound);
+  snprintf(yaml, sizeof(yaml), "wait: 1h\nmax_held_spans: 100000000\nmax_held_bytes: %zu\n", bound);
   proc_make(&p, yaml);
   tb = wrap_traces_grown();
   dt = feed_traces(p.in_t, tb);
@@ -782,8 +781,9 @@ int main(int argc, char **argv) {
          "%zu samples in profiles of %d\n\n",
          thr_n, thr_batches, (double)raw / (double)thr_n, (size_t)PROCS, THREADS, ns,
          SAMPLES_PER_PROFILE);
-  printf("then %zu spans in %zu batches without thread.id, %d processes (rows \"no thread.id\")\n\n",
-         g_n, g_n_batches, U_PROCS);
+  printf(
+      "then %zu spans in %zu batches without thread.id, %d processes (rows \"no thread.id\")\n\n",
+      g_n, g_n_batches, U_PROCS);
   printf("| run | items | seconds | items/s | held_bytes per span | heap per span |\n");
   printf("|---|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < n_rows; i++) {

@@ -1577,11 +1577,11 @@ static void test_index_shared_cell_churn(void **state) {
     sp[k].thread = 7;
   }
   for (int i = 1; i <= LATE; i++, k++) /* nested: the i-th contains the checked times j >= i */
-    sp[k] = (ix_span_t){.s = base + (300 + i) * S, .e = base + (900 - i) * S, .thread = 7,
-                        .late = true};
+    sp[k] = (ix_span_t){
+        .s = base + (300 + i) * S, .e = base + (900 - i) * S, .thread = 7, .late = true};
   for (int i = 0; i < LATE_HUGE; i++, k++)
-    sp[k] = (ix_span_t){.s = base - (3000 + i) * S, .e = base + (2000 + i) * S, .thread = 7,
-                        .late = true};
+    sp[k] = (ix_span_t){
+        .s = base - (3000 + i) * S, .e = base + (2000 + i) * S, .thread = 7, .late = true};
   assert_int_equal(k, N);
   int *order = calloc(N, sizeof(int));
   assert_non_null(order);
