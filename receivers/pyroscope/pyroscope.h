@@ -14,14 +14,15 @@
  * it, validating, normalising labels — is stateless and was most of the
  * loop's time on the profiles path, so for bodies of at least
  * SP_PYRO_POOL_MIN bytes it runs on libuv's thread pool (uv_queue_work):
- * the handler parses nothing but the method there, the work builds a
- * private batch from the request (which the HTTP server keeps unchanged
- * until it is answered) and reads only the immutable config, and the
- * after_work callback, on the loop, hands the batch to the pipeline,
- * counts and answers. The HTTP server answers one request per connection at
- * a time, so responses (and batches) of one connection keep their order,
- * and its shutdown waits for requests not answered yet, so the receiver's
- * shutdown waits for work on the pool without anything more.
+ * the handler checks only the method (and Push its content type) on the
+ * loop, the work builds a private batch from the request (which the HTTP
+ * server keeps unchanged until it is answered) and reads only the
+ * immutable config, and the after_work callback, on the loop, hands the
+ * batch to the pipeline, counts and answers. The HTTP server answers one
+ * request per connection at a time, so responses (and batches) of one
+ * connection keep their order, and its shutdown waits for requests not
+ * answered yet, so the receiver's shutdown waits for work on the pool
+ * without anything more.
  */
 #ifndef SP_RECEIVER_PYROSCOPE_H
 #define SP_RECEIVER_PYROSCOPE_H
