@@ -495,6 +495,11 @@ static int sp__ids_resize(sp_spj_index_t *ix, size_t cap) {
   return 0;
 }
 
+void sp__spj_prefetch_id(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t span_id) {
+  if (ix->ids_cap == 0 || svc == NULL) return;
+  __builtin_prefetch(&ix->ids[sp__id_home(span_id, (uint32_t)svc->hash, ix->ids_cap - 1)]);
+}
+
 uint32_t sp__spj_lookup(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t span_id) {
   if (ix->ids_cap == 0 || svc == NULL) return SP_SPJ_NONE;
   uint32_t svch = (uint32_t)svc->hash;
@@ -538,6 +543,40 @@ static void sp__ids_delete(sp_spj_index_t *ix, uint64_t id, uint32_t svch, uint3
 
 static inline uint64_t sp__gone_key(const sp_spj_str_t *svc, uint64_t span_id) {
   return sp__mix(span_id ^ (svc != NULL ? svc->hash : 0)) | 1u;
+}
+
+static inline unsigned sp__shift(unsigned level);
+static inline uint32_t sp__cell_key(uint32_t bucket, unsigned level);
+static sp_spj_cell_t *sp__cell_find(sp_spj_index_t *ix, uint64_t cell, uint32_t key);
+
+/*
+ * Removing a span costs a cache miss on its record and one on its span-ID
+ * slot (a table of millions of slots) and on its item in a cell, one after
+ * the other. A caller that knows which spans go next asks for the record a
+ * few spans ahead and for the rest, found from the record fetched
+ * meanwhile, a little later.
+ */
+void sp__spj_prefetch(sp_spj_index_t *ix, uint32_t idx, bool slots) {
+  size_t c = idx >> SP_SPJ_POOL_SHIFT;
+  if (idx == SP_SPJ_NONE || c >= ix->pool_n || ix->pool[c].spans == NULL) return;
+  const sp_spj_span_t *e = &ix->pool[c].spans[idx & (SP_SPJ_POOL_CHUNK - 1)];
+  if (!slots) {
+    __builtin_prefetch(e);
+    __builtin_prefetch((const char *)e + sizeof(*e) - 1);
+    return;
+  }
+  if (!(e->gen & 1u) || ix->ids_cap == 0) return;
+  __builtin_prefetch(&ix->ids[sp__id_home(e->span_id, (uint32_t)e->svc->hash, ix->ids_cap - 1)], 1);
+  __builtin_prefetch(&ix->gone[sp__gone_key(e->svc, e->span_id) & ix->gone_mask], 1);
+  /* and its items in their cells, where the position notes say */
+  if (e->bucket == SP_SPJ_NONE || e->level == SP_SPJ_HUGE) return;
+  unsigned sh = sp__shift(e->level);
+  uint64_t cs[2] = {(uint64_t)e->start_ns >> sh, (uint64_t)e->end_ns >> sh};
+  uint32_t key = sp__cell_key(e->bucket, e->level);
+  for (int i = 0; i < (cs[1] != cs[0] ? 2 : 1); i++) {
+    const sp_spj_cell_t *c = sp__cell_find(ix, cs[i], key);
+    if (c != NULL && e->pos[i] < c->vec.n) __builtin_prefetch(&c->vec.v[e->pos[i]], 1);
+  }
 }
 
 bool sp__spj_recently_removed(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t span_id) {
@@ -927,9 +966,13 @@ static void sp__bucket_release(sp_spj_index_t *ix, uint32_t b) {
  */
 #define SP_SPJ_VEC_SMALL 8
 
-/* Which of its two positions a span's item in cell @p cell at shift @p sh is (sh 0: huge). */
-static inline unsigned sp__slot(const sp_spj_span_t *m, uint64_t cell, unsigned sh) {
-  return sh != 0 && ((uint64_t)m->start_ns >> sh) != cell;
+/*
+ * Which of its span's two positions item @p it in cell @p cell at shift
+ * @p sh is (sh 0: huge), told by the item alone: the span's record is then
+ * only written, not read (a cache miss the removal does not wait for).
+ */
+static inline unsigned sp__slot(const sp_spj_item_t *it, uint64_t cell, unsigned sh) {
+  return sh != 0 && ((uint64_t)it->s >> sh) != cell;
 }
 
 /* Appends @p it to @p vec (cell @p cell at shift @p sh), its position into *@p pos. */
@@ -940,10 +983,8 @@ static int sp__place(sp_spj_index_t *ix, sp_spj_vec_t *vec, sp_spj_item_t it, ui
     if (old > UINT32_MAX / 4) return SP_ENOMEM;
     if (sp__vec_resize(&ix->vec_bytes, vec, old ? old * 2 : 1) != 0) return SP_ENOMEM;
     if (old <= SP_SPJ_VEC_SMALL && vec->cap > SP_SPJ_VEC_SMALL) {
-      for (uint32_t i = 0; i < vec->n; i++) {
-        sp_spj_span_t *m = sp__spj_at(ix, vec->v[i].idx);
-        m->pos[sp__slot(m, cell, sh)] = i;
-      }
+      for (uint32_t i = 0; i < vec->n; i++)
+        sp__spj_at(ix, vec->v[i].idx)->pos[sp__slot(&vec->v[i], cell, sh)] = i;
     }
   }
   *pos = vec->n;
@@ -966,10 +1007,8 @@ static void sp__unplace(sp_spj_index_t *ix, sp_spj_vec_t *vec, uint32_t idx, uin
   assert(pos < vec->n);
   if (pos >= vec->n) return; /* cannot happen: every filed item is in its vector */
   uint32_t moved = sp__vec_take(&ix->vec_bytes, vec, pos);
-  if (moved != SP_SPJ_NONE && !small) {
-    sp_spj_span_t *m = sp__spj_at(ix, moved);
-    m->pos[sp__slot(m, cell, sh)] = pos;
-  }
+  if (moved != SP_SPJ_NONE && !small)
+    sp__spj_at(ix, moved)->pos[sp__slot(&vec->v[pos], cell, sh)] = pos;
 }
 
 /* Takes span @p idx's item out of cell @p c and deletes the cell when it is empty. */

@@ -166,6 +166,8 @@ sp_spj_span_t *sp__spj_deref(sp_spj_index_t *ix, sp_spj_ref_t r);
 /** The span at pool index @p idx (must be live). */
 sp_spj_span_t *sp__spj_at(sp_spj_index_t *ix, uint32_t idx);
 
+/** A hint that span ID @p span_id of @p svc is looked up soon: fetches its slot. */
+void sp__spj_prefetch_id(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t span_id);
 /** The live span with ID @p span_id of service @p svc, or SP_SPJ_NONE. */
 uint32_t sp__spj_lookup(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t span_id);
 
@@ -178,6 +180,12 @@ uint32_t sp__spj_lookup(sp_spj_index_t *ix, const sp_spj_str_t *svc, uint64_t sp
 int sp__spj_add(sp_spj_index_t *ix, const sp_spj_span_t *tmpl, uint32_t proc, int64_t thread,
                 sp_spj_ref_t *out);
 
+/**
+ * A hint that span @p idx (any index: freed ones are ignored) leaves soon:
+ * fetches its record, or with @p slots, the table slots its removal touches
+ * (ask for the record some spans earlier). Changes nothing.
+ */
+void sp__spj_prefetch(sp_spj_index_t *ix, uint32_t idx, bool slots);
 /** Removes a live span from the index (raising its process's watermark). */
 void sp__spj_remove(sp_spj_index_t *ix, uint32_t idx);
 

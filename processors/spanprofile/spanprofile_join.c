@@ -362,6 +362,8 @@ static size_t sp__unindex(sp_spj_t *j, sp_spj_unit_t *u) {
   size_t removed = 0;
   sp__index_unlink(j, u);
   for (size_t i = 0; i < u->n_refs; i++) {
+    if (i + 16 < u->n_refs) sp__spj_prefetch(j->ix, u->refs[i + 16].idx, false);
+    if (i + 8 < u->n_refs) sp__spj_prefetch(j->ix, u->refs[i + 8].idx, true);
     sp_spj_span_t *e = sp__spj_deref(j->ix, u->refs[i]);
     if (e != NULL && e->owner == u) {
       sp__spj_remove(j->ix, u->refs[i].idx);
@@ -516,6 +518,13 @@ static void sp__enforce(sp_spj_t *j) {
   }
 }
 
+/*
+ * Spans are read this many ahead of indexing them: looking a span's ID up
+ * is a cache miss in a table of millions of slots, so its slot is asked for
+ * when the span is read and is there when the span is indexed.
+ */
+#define SP_SPJ_AHEAD 8
+
 /* Indexing one traces batch: the unit being filled and the current resource. */
 typedef struct sp_spj_tctx_s {
   sp_spj_t *j;
@@ -525,6 +534,8 @@ typedef struct sp_spj_tctx_s {
   sp_spj_str_t *svc;
   uint32_t proc;
   const char *tenant;
+  sp_spj_wspan_t ahead[SP_SPJ_AHEAD]; /* read, not yet indexed (pointers into the request) */
+  size_t ahead_first, ahead_n;
 } sp_spj_tctx_t;
 
 static void sp__t_resource(sp_spj_tctx_t *c, const char *svc, char *keys[2]) {
@@ -582,9 +593,30 @@ static int sp__t_span(sp_spj_tctx_t *c, const sp_spj_wspan_t *w) {
   return 0;
 }
 
+/* Indexes the spans read ahead until at most @p keep wait; 0 or SP_ENOMEM. */
+static int sp__t_drain(sp_spj_tctx_t *c, size_t keep) {
+  while (c->ahead_n > keep) {
+    int rc = sp__t_span(c, &c->ahead[c->ahead_first]);
+    c->ahead_first = (c->ahead_first + 1) % SP_SPJ_AHEAD;
+    c->ahead_n--;
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+/* Reads a span ahead (its span-ID slot on its way into the cache), indexing the oldest one. */
+static int sp__t_queue(sp_spj_tctx_t *c, const sp_spj_wspan_t *w) {
+  if (w->span_id_len == 8) sp__spj_prefetch_id(c->j->ix, c->svc, sp__be64(w->span_id));
+  c->ahead[(c->ahead_first + c->ahead_n) % SP_SPJ_AHEAD] = *w;
+  c->ahead_n++;
+  return sp__t_drain(c, SP_SPJ_AHEAD - 1);
+}
+
 static int sp__w_resource(void *ctx, const uint8_t *res, size_t len) {
   sp_spj_tctx_t *c = ctx;
   sp_spj_t *j = c->j;
+  int rc = sp__t_drain(c, 0); /* the spans read ahead belong to the previous resource */
+  if (rc != 0) return rc;
   char svc[SP_SPJ_VAL_MAX] = "";
   if (res != NULL && sp__spj_wire_attr(res, len, "service.name", svc, sizeof(svc)) < 0)
     return SP_EPROTO;
@@ -598,7 +630,7 @@ static int sp__w_resource(void *ctx, const uint8_t *res, size_t len) {
   return 0;
 }
 
-static int sp__w_span(void *ctx, const sp_spj_wspan_t *s) { return sp__t_span(ctx, s); }
+static int sp__w_span(void *ctx, const sp_spj_wspan_t *s) { return sp__t_queue(ctx, s); }
 
 /* Indexes from the decoded request. */
 static int sp__t_decoded(sp_spj_tctx_t *c, const sp_otlp_traces_req_t *req) {
@@ -616,6 +648,8 @@ static int sp__t_decoded(sp_spj_tctx_t *c, const sp_otlp_traces_req_t *req) {
     for (size_t s = 0; s < j->n_sets; s++)
       if (sp__build_key(j, c->tenant, s, sp__res_get, rs, keybuf[s], SP_SPJ_KEY_MAX))
         keys[s] = keybuf[s];
+    int rc = sp__t_drain(c, 0);
+    if (rc != 0) return rc;
     sp__t_resource(c, svc != NULL ? svc : "", keys);
     for (size_t s = 0; s < rs->n_scope_spans; s++) {
       const sp_otlp_scope_spans_t *ss = rs->scope_spans[s];
@@ -639,12 +673,12 @@ static int sp__t_decoded(sp_spj_tctx_t *c, const sp_otlp_traces_req_t *req) {
             !sp__spj_any_int(sp__attr(span->attributes, span->n_attributes, j->thread_attr),
                              &w.thread))
           w.thread = SP_SPJ_NO_THREAD;
-        int rc = sp__t_span(c, &w);
+        rc = sp__t_queue(c, &w);
         if (rc != 0) return rc;
       }
     }
   }
-  return 0;
+  return sp__t_drain(c, 0);
 }
 
 /* Forgets what a failed walk indexed so the unit can start over. */
@@ -656,6 +690,7 @@ static void sp__t_rollback(sp_spj_tctx_t *c) {
   }
   u->n_refs = u->owned = u->undecided = 0;
   c->dups = 0;
+  c->ahead_first = c->ahead_n = 0;
 }
 
 void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms) {
@@ -680,6 +715,7 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
    */
   if (b->req == NULL && b->raw != NULL) {
     rc = sp__spj_wire_walk(b->raw, b->raw_len, j->thread_attr, sp__w_resource, sp__w_span, &c);
+    if (rc == 0) rc = sp__t_drain(&c, 0);
     if (rc != 0) sp__t_rollback(&c);
   }
   if (rc != 0) {
