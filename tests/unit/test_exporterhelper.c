@@ -40,6 +40,9 @@
  */
 #define SLACK_MS 700
 
+/* How long to wait for something that should happen at once (an upper bound only). */
+#define WAIT_MS 10000
+
 #define MAX_ATTEMPTS 64
 
 typedef struct pending_s {
@@ -171,8 +174,21 @@ static int setup(void **state) {
   return 0;
 }
 
+static void on_shut(void *arg);
+static int shut_done(void *arg);
+
 static int teardown(void **state) {
   fx_t *fx = *state;
+  /*
+   * A test that failed part way left the helper running: shut it down
+   * properly so the failure is reported instead of an abort in destroy.
+   */
+  if (fx->eh != NULL && fx->shut_done == 0) {
+    uv_update_time(&fx->loop);
+    fx->host.drain_deadline = uv_now(&fx->loop);
+    sp_exporterhelper_shutdown(fx->eh, on_shut, fx);
+    sp_test_run_until(&fx->loop, shut_done, fx, WAIT_MS);
+  }
   sp_exporterhelper_destroy(fx->eh);
   assert_int_equal(sp_test_loop_finish(&fx->loop, 2000), 0);
   sp_telemetry_destroy(fx->host.telemetry);
@@ -243,7 +259,7 @@ static void test_send_and_count(void **state) {
   make_started(fx);
   for (int i = 0; i < 5; i++)
     assert_int_equal(consume(fx, 3), 0);
-  run_until_done(fx, 15, 2000);
+  run_until_done(fx, 15, WAIT_MS);
   assert_int_equal(SENT(fx), 15);
   assert_int_equal(FAILED(fx), 0);
   assert_int_equal(fx->sc.n_attempts, 5);
@@ -272,11 +288,11 @@ static void test_queue_full(void **state) {
   /* Let the held sends go one after another. */
   fx->sc.hold = false;
   release_all(&fx->sc, 0);
-  run_until_done(fx, 3, 2000);
+  run_until_done(fx, 3, WAIT_MS);
   assert_int_equal(SENT(fx), 3);
   assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 0);
   assert_int_equal(consume(fx, 2), 0); /* room again */
-  run_until_done(fx, 5, 2000);
+  run_until_done(fx, 5, WAIT_MS);
   shutdown_and_wait(fx, 1000);
 }
 
@@ -292,10 +308,10 @@ static void test_queue_items_sizer(void **state) {
   assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 10);
   assert_int_equal(ENQ_FAILED(fx), 1);
   assert_int_equal(sp_exporterhelper_start(fx->eh), 0);
-  run_until_done(fx, 10, 2000);
+  run_until_done(fx, 10, WAIT_MS);
   /* A request larger than the whole queue is taken into an empty queue. */
   assert_int_equal(consume(fx, 25), 0);
-  run_until_done(fx, 35, 2000);
+  run_until_done(fx, 35, WAIT_MS);
   assert_int_equal(SENT(fx), 35);
   shutdown_and_wait(fx, 1000);
 }
@@ -316,9 +332,9 @@ static void test_queue_disabled(void **state) {
   assert_int_equal(metric(fx, "spanprof_exporter_queue_capacity"), 0);
   fx->sc.hold = false;
   release_all(&fx->sc, 0);
-  run_until_done(fx, 2, 2000);
+  run_until_done(fx, 2, WAIT_MS);
   assert_int_equal(consume(fx, 1), 0);
-  run_until_done(fx, 3, 2000);
+  run_until_done(fx, 3, WAIT_MS);
   assert_int_equal(SENT(fx), 3);
   shutdown_and_wait(fx, 1000);
 }
@@ -332,7 +348,7 @@ static void test_retry_backoff_timing(void **state) {
   fx->sc.n_results = 3;
   make_started(fx);
   assert_int_equal(consume(fx, 7), 0);
-  run_until_done(fx, 7, 3000);
+  run_until_done(fx, 7, WAIT_MS);
   assert_int_equal(SENT(fx), 7);
   assert_int_equal(fx->sc.n_attempts, 4);
   uint64_t want[] = {40, 80, 160};
@@ -359,7 +375,7 @@ static void test_retry_max_interval_and_jitter(void **state) {
   fx->sc.n_results = 4;
   make_started(fx);
   assert_int_equal(consume(fx, 1), 0);
-  run_until_done(fx, 1, 3000);
+  run_until_done(fx, 1, WAIT_MS);
   assert_int_equal(fx->sc.n_attempts, 5);
   uint64_t base[] = {20, 40, 40, 40};
   for (int i = 0; i < 4; i++) {
@@ -378,7 +394,7 @@ static void test_retry_after_honoured(void **state) {
   fx->sc.n_results = 1;
   make_started(fx);
   assert_int_equal(consume(fx, 2), 0);
-  run_until_done(fx, 2, 3000);
+  run_until_done(fx, 2, WAIT_MS);
   assert_int_equal(fx->sc.n_attempts, 2);
   uint64_t gap = fx->sc.attempt_ms[1] - fx->sc.attempt_ms[0];
   assert_true(gap >= 300);
@@ -397,7 +413,7 @@ static void test_max_elapsed_give_up(void **state) {
   uv_update_time(&fx->loop);
   uint64_t t0 = uv_now(&fx->loop);
   assert_int_equal(consume(fx, 9), 0);
-  run_until_done(fx, 9, 3000);
+  run_until_done(fx, 9, WAIT_MS);
   uv_update_time(&fx->loop);
   assert_int_equal(FAILED(fx), 9);
   assert_int_equal(SENT(fx), 0);
@@ -408,7 +424,7 @@ static void test_max_elapsed_give_up(void **state) {
   fx->sc.fallback.retry_after_ms = 10000;
   size_t before = fx->sc.n_attempts;
   assert_int_equal(consume(fx, 1), 0);
-  run_until_done(fx, 10, 1000);
+  run_until_done(fx, 10, WAIT_MS);
   assert_int_equal(fx->sc.n_attempts, before + 1);
   assert_int_equal(FAILED(fx), 10);
   shutdown_and_wait(fx, 1000);
@@ -419,7 +435,7 @@ static void test_permanent_not_retried(void **state) {
   fx->sc.fallback = (sp_exporterhelper_result_t){.err = SP_EREJECTED, .message = "HTTP 400"};
   make_started(fx);
   assert_int_equal(consume(fx, 4), 0);
-  run_until_done(fx, 4, 1000);
+  run_until_done(fx, 4, WAIT_MS);
   assert_int_equal(fx->sc.n_attempts, 1);
   assert_int_equal(FAILED(fx), 4);
   assert_int_equal(metric(fx, "spanprof_exporter_retries_total"), 0);
@@ -432,7 +448,7 @@ static void test_retry_disabled(void **state) {
   fx->sc.fallback = (sp_exporterhelper_result_t){.err = SP_EAGAIN};
   make_started(fx);
   assert_int_equal(consume(fx, 2), 0);
-  run_until_done(fx, 2, 1000);
+  run_until_done(fx, 2, WAIT_MS);
   assert_int_equal(fx->sc.n_attempts, 1);
   assert_int_equal(FAILED(fx), 2);
   shutdown_and_wait(fx, 1000);
@@ -444,7 +460,7 @@ static void test_partial_success(void **state) {
       (sp_exporterhelper_result_t){.err = 0, .rejected = 2, .message = "2 spans too old"};
   make_started(fx);
   assert_int_equal(consume(fx, 5), 0);
-  run_until_done(fx, 5, 1000);
+  run_until_done(fx, 5, WAIT_MS);
   assert_int_equal(SENT(fx), 3);
   assert_int_equal(FAILED(fx), 2);
   assert_int_equal(fx->sc.n_attempts, 1);
@@ -466,7 +482,7 @@ static void test_sync_send_failure(void **state) {
   assert_int_equal(consume(fx, 1), 0);
   assert_int_equal(fx->sc.n_attempts, 5);
   fx->sc.sync_err = 0;
-  run_until_done(fx, 5, 1000);
+  run_until_done(fx, 5, WAIT_MS);
   assert_int_equal(SENT(fx), 1);
   shutdown_and_wait(fx, 1000);
 }
@@ -538,7 +554,7 @@ static void test_drain_gives_up_late_retry(void **state) {
   make_started(fx);
   assert_int_equal(consume(fx, 3), 0);
   assert_int_equal(consume(fx, 1), 0);
-  run_until_done(fx, 1, 1000); /* the second succeeds, the first waits */
+  run_until_done(fx, 1, WAIT_MS); /* the second succeeds, the first waits */
   sp_exporterhelper_stats_t st;
   sp_exporterhelper_stats(fx->eh, &st);
   assert_int_equal(st.busy, 1);
@@ -693,14 +709,14 @@ static void test_retry_after_saturated_gives_up(void **state) {
   fx->sc.n_results = 1;
   make_started(fx);
   assert_int_equal(consume(fx, 2), 0);
-  run_until_done(fx, 2, 1000);
+  run_until_done(fx, 2, WAIT_MS);
   assert_int_equal(FAILED(fx), 2);
   assert_int_equal(fx->sc.n_attempts, 1);
   sp_exporterhelper_stats_t st;
   sp_exporterhelper_stats(fx->eh, &st);
   assert_int_equal(st.busy, 0);
   assert_int_equal(consume(fx, 3), 0); /* the only slot takes new work */
-  run_until_done(fx, 5, 1000);
+  run_until_done(fx, 5, WAIT_MS);
   assert_int_equal(SENT(fx), 3);
   shutdown_and_wait(fx, 1000);
 }
