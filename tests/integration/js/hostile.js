@@ -21,8 +21,17 @@ const traces = field(1, field(2, spans)); // resource_spans { scope_spans { span
 fs.writeFileSync(`${dir}/empty_spans.pb.gz`, zlib.gzipSync(traces, { level: 9 }));
 
 // 2. ExportProfilesServiceRequest whose resource attribute nests AnyValue arrays 200k deep.
-let v = Buffer.alloc(0);
-for (let i = 0; i < 200000; i++) v = field(5, field(1, v)); // AnyValue{array_value: ArrayValue{values: AnyValue}}
+// Built outside-in from length prefixes (concatenating level by level would be quadratic).
+const prefixes = [];
+let innerLen = 0;
+for (let i = 0; i < 200000; i++) { // AnyValue{array_value: ArrayValue{values: AnyValue}}
+  const values = Buffer.concat([varint((1 << 3) | 2), varint(innerLen)]);
+  const arrLen = values.length + innerLen;
+  const arr = Buffer.concat([varint((5 << 3) | 2), varint(arrLen)]);
+  prefixes.push(Buffer.concat([arr, values]));
+  innerLen = arr.length + arrLen;
+}
+const v = Buffer.concat(prefixes.reverse());
 const kv = Buffer.concat([field(1, Buffer.from('k')), field(2, v)]);
 const profiles = field(1, field(1, field(1, kv))); // resource_profiles { resource { attributes } }
 fs.writeFileSync(`${dir}/deep_profiles.pb`, profiles);
