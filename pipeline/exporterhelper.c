@@ -563,6 +563,27 @@ int sp_exporterhelper_start(sp_exporterhelper_t *self) {
   return 0;
 }
 
+int sp_exporterhelper_start_http(sp_exporterhelper_t *self, const sp_component_t *base,
+                                 const sp_tls_config_t *tls, unsigned max_conns_per_host,
+                                 const sp_http_header_t *headers, size_t n_headers,
+                                 sp_http_client_t **client) {
+  sp_http_client_options_t o = {.component = base->id,
+                                .tls = tls != NULL && tls->present ? tls : NULL,
+                                .max_conns_per_host = max_conns_per_host,
+                                .headers = headers,
+                                .n_headers = n_headers};
+  int rc = sp_http_client_create(base->host->loop, &o, client);
+  if (rc != 0) {
+    sp_log_error(base->id, "cannot create the HTTP client: %s", sp_strerror(rc));
+    *client = NULL;
+    return rc;
+  }
+  rc = sp_exporterhelper_start(self);
+  if (rc != 0)
+    sp_log_error(base->id, "cannot start the sending queue: %s", sp_strerror(rc));
+  return rc;
+}
+
 static void sp__report_shutdown(void *arg) {
   sp_exporterhelper_t *self = arg;
   if (self->shutdown_cb != NULL) self->shutdown_cb(self->shutdown_arg);

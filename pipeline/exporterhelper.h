@@ -55,6 +55,7 @@
 #define SP_EXPORTERHELPER_H
 
 #include "pipeline/component.h"
+#include "pipeline/transport/http_client.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -210,6 +211,18 @@ int sp_exporterhelper_create(const sp_exporterhelper_options_t *opts, sp_exporte
  * (SP_EAGAIN).
  */
 sp_consumer_t *sp_exporterhelper_consumer(sp_exporterhelper_t *self);
+
+/**
+ * For exporters that send over HTTP: creates the shared HTTP client
+ * (pipeline/transport/http_client.h) in *@p client with the exporter's TLS
+ * settings (@p tls NULL or !present: system CAs), connection cap and default
+ * headers, then starts @p self. Logs why either fails. 0 or an SP_E* code;
+ * *@p client stays NULL when it could not be created. Loop thread.
+ */
+int sp_exporterhelper_start_http(sp_exporterhelper_t *self, const sp_component_t *base,
+                                 const sp_tls_config_t *tls, unsigned max_conns_per_host,
+                                 const sp_http_header_t *headers, size_t n_headers,
+                                 sp_http_client_t **client);
 
 /** Opens the timers and starts sending. Never blocks. 0, SP_ESTATE (twice / after shutdown). */
 int sp_exporterhelper_start(sp_exporterhelper_t *self);

@@ -578,20 +578,9 @@ static int sp__otlphttp_start(sp_component_t *base) {
   sp_otlphttp_t *self = (sp_otlphttp_t *)base;
   if (self->client != NULL || self->shut) return SP_ESTATE;
   const sp_otlphttp_cfg_t *cfg = self->cfg;
-  sp_http_client_options_t o = {.component = base->id,
-                                .tls = cfg->tls.present ? &cfg->tls : NULL,
-                                .max_conns_per_host = (unsigned)cfg->max_conns_per_host,
-                                .headers = self->headers,
-                                .n_headers = self->n_headers};
-  int rc = sp_http_client_create(base->host->loop, &o, &self->client);
-  if (rc != 0) {
-    sp_log_error(base->id, "cannot create the HTTP client: %s", sp_strerror(rc));
-    self->client = NULL;
-    return rc;
-  }
-  rc = sp_exporterhelper_start(self->helper);
-  if (rc != 0) sp_log_error(base->id, "cannot start the sending queue: %s", sp_strerror(rc));
-  return rc;
+  return sp_exporterhelper_start_http(self->helper, base, &cfg->tls,
+                                      (unsigned)cfg->max_conns_per_host, self->headers,
+                                      self->n_headers, &self->client);
 }
 
 static void sp__otlphttp_shutdown(sp_component_t *base, sp_done_cb cb, void *arg) {
