@@ -5,6 +5,7 @@
 
 #include "pipeline/alloc.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -21,8 +22,18 @@ struct sp_arena_s {
   chunk_t *head;
   size_t next_size;
   size_t total;
+  size_t limit;  /* 0: none; see sp_arena_set_limit */
+  bool limited;  /* an allocation was refused because of the limit */
   ProtobufCAllocator pbc;
 };
+
+/* Whether a new chunk of @p size bytes stays within the limit. */
+static bool fits(sp_arena_t *self, size_t size) {
+  if (self->limit == 0 || self->total + HDR + size <= self->limit)
+    return true;
+  self->limited = true;
+  return false;
+}
 
 static void *pbc_alloc(void *data, size_t size) { return sp_arena_alloc(data, size); }
 static void pbc_free(void *data, void *ptr) { (void)data, (void)ptr; }
@@ -66,7 +77,7 @@ void *sp_arena_alloc(sp_arena_t *self, size_t n) {
     if (n > self->next_size / 2) {
       /* A large request gets a chunk of its own, linked behind the current
        * one so the current chunk's free space is not wasted. */
-      chunk_t *big = chunk_new(n);
+      chunk_t *big = fits(self, n) ? chunk_new(n) : NULL;
       if (!big) return NULL;
       big->used = n;
       self->total += HDR + n;
@@ -78,7 +89,7 @@ void *sp_arena_alloc(sp_arena_t *self, size_t n) {
       }
       return (char *)big + HDR;
     }
-    chunk_t *fresh = chunk_new(self->next_size);
+    chunk_t *fresh = fits(self, self->next_size) ? chunk_new(self->next_size) : NULL;
     if (!fresh) return NULL;
     self->total += HDR + self->next_size;
     if (self->next_size < (1u << 20)) self->next_size *= 2;
@@ -111,6 +122,15 @@ char *sp_arena_strndup(sp_arena_t *self, const char *s, size_t n) {
 }
 
 char *sp_arena_strdup(sp_arena_t *self, const char *s) { return sp_arena_strndup(self, s, strlen(s)); }
+
+void sp_arena_set_limit(sp_arena_t *self, size_t bytes) {
+  self->limit = bytes;
+  self->limited = false;
+}
+
+bool sp_arena_limited(const sp_arena_t *self) { return self->limited; }
+
+size_t sp_arena_get_limit(const sp_arena_t *self) { return self->limit; }
 
 size_t sp_arena_bytes(const sp_arena_t *self) { return self ? self->total + sizeof(*self) : 0; }
 

@@ -13,6 +13,7 @@
 #define SP_ARENA_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct sp_arena_s sp_arena_t;
@@ -32,6 +33,18 @@ char *sp_arena_strdup(sp_arena_t *self, const char *s);
 /** Copies @p n bytes into the arena. */
 void *sp_arena_memdup(sp_arena_t *self, const void *p, size_t n);
 /** Bytes handed out so far plus chunk overhead: what the arena holds. */
+/**
+ * Caps the arena at @p bytes in all (0: no cap) and clears the "limited"
+ * flag. Past the cap allocations return NULL, as on out-of-memory, and
+ * sp_arena_limited() tells the two apart — so decoding untrusted input can be
+ * bounded and answered "too large" rather than "retry later".
+ */
+void sp_arena_set_limit(sp_arena_t *self, size_t bytes);
+/** True when an allocation was refused because of the cap. */
+bool sp_arena_limited(const sp_arena_t *self);
+/** The cap set by sp_arena_set_limit (0: none). */
+size_t sp_arena_get_limit(const sp_arena_t *self);
+
 size_t sp_arena_bytes(const sp_arena_t *self);
 /** A protobuf-c allocator drawing from this arena; valid while the arena lives. */
 ProtobufCAllocator *sp_arena_pbc(sp_arena_t *self);

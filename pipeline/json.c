@@ -55,7 +55,12 @@ static int fail(parser_t *P, const uint8_t *at, int rc, const char *fmt, ...) {
   return rc;
 }
 
-static int fail_oom(parser_t *P) { return fail(P, P->p, SP_ENOMEM, "out of memory"); }
+/* Out of memory, or past the arena's cap (sp_arena_set_limit): "too large". */
+static int fail_oom(parser_t *P) {
+  if (sp_arena_limited(P->arena))
+    return fail(P, P->p, SP_ETOOBIG, "the document needs more memory than allowed");
+  return fail(P, P->p, SP_ENOMEM, "out of memory");
+}
 
 static void skip_ws(parser_t *P) {
   const uint8_t *p = P->p, *end = P->end;
@@ -74,6 +79,12 @@ static int fail_unexpected(parser_t *P, const uint8_t *at, const char *what) {
 static int push(parser_t *P, const sp_json_member_t *m) {
   if (P->top == P->cap) {
     size_t cap = P->cap ? P->cap * 2 : 64;
+    /* The scratch stack counts against the arena's cap like the tree does. */
+    size_t limit = sp_arena_get_limit(P->arena);
+    if (limit != 0 && cap * sizeof(*P->stack) > limit) {
+      sp_arena_set_limit(P->arena, limit); /* keeps the cap */
+      return fail(P, P->p, SP_ETOOBIG, "the document needs more memory than allowed");
+    }
     sp_json_member_t *s = sp_realloc(P->stack, cap * sizeof(*s));
     if (!s) return fail_oom(P);
     P->stack = s;

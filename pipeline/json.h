@@ -96,7 +96,9 @@ typedef struct sp_json_error_s {
  * hold partial allocations (freed with it) and *out is NULL.
  *
  * Returns 0; SP_EPROTO for malformed input, with @p err filled (err may be
- * NULL); SP_ENOMEM when the arena or the scratch stack cannot grow (err's
+ * NULL); SP_ETOOBIG when the arena has a cap (sp_arena_set_limit) and the
+ * tree or its scratch stack would pass it; SP_ENOMEM when the arena or the
+ * scratch stack cannot grow (err's
  * reason says so).
  */
 int sp_json_parse(const char *text, size_t len, sp_arena_t *arena, unsigned max_depth,

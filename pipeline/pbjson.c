@@ -820,7 +820,15 @@ int sp_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *json, s
     if (err && errlen) snprintf(err, errlen, "out of memory");
     goto fail;
   }
+  /* The tree of a hostile text ("{},{},...") can be many times its size: bound it. */
+  sp_arena_set_limit(arena, sp_pbjson_budget(len));
   rc = sp_json_parse(json, len, arena, SP_JSON_DEFAULT_DEPTH, &root, &jerr);
+  if (rc == SP_ETOOBIG) {
+    if (err && errlen)
+      snprintf(err, errlen, "decoding would need more than %d times the request size; send "
+                            "smaller requests", SP_PBJSON_COST_FACTOR);
+    goto fail;
+  }
   if (rc == SP_ENOMEM) {
     if (err && errlen) snprintf(err, errlen, "out of memory");
     goto fail;

@@ -55,6 +55,18 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
+/**
+ * JSON bytes allowed per request byte, for the parse tree and again for the
+ * decoded message (JSON is wordier than protobuf, so a lower factor than the
+ * wire scan's). Past it decoding stops with SP_ETOOBIG.
+ */
+#define SP_PBJSON_COST_FACTOR 8
+
+/** The decode budget for @p len bytes of JSON, in bytes. */
+static inline size_t sp_pbjson_budget(size_t len) {
+  return len * SP_PBJSON_COST_FACTOR + ((size_t)1 << 20);
+}
+
 /** Flag: OTLP/JSON rules (hex IDs, integer enums on encode). */
 #define SP_PBJSON_OTLP 0x1u
 

@@ -52,13 +52,22 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
       snprintf(res->message, sizeof(res->message), "out of memory");
       return;
     }
+    /* The decoded message is bounded like the wire scan bounds protobuf. */
+    sp_arena_set_limit(arena, sp_pbjson_budget(len));
     int rc = sp_pbjson_decode(
         &opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
         (const char *)body, len, SP_PBJSON_OTLP, sp_arena_pbc(arena), &msg, res->message,
         sizeof(res->message));
+    if (rc == SP_ENOMEM && sp_arena_limited(arena)) {
+      rc = SP_ETOOBIG;
+      snprintf(res->message, sizeof(res->message),
+               "decoding would need more than %d times the request size; send smaller requests",
+               SP_PBJSON_COST_FACTOR);
+    }
+    sp_arena_set_limit(arena, 0); /* the batch may grow later (enrichment) */
     if (rc != 0) {
       sp_arena_destroy(arena);
-      res->rc = rc == SP_ENOMEM ? SP_EAGAIN : SP_EPROTO;
+      res->rc = rc == SP_ENOMEM ? SP_EAGAIN : rc == SP_ETOOBIG ? SP_ETOOBIG : SP_EPROTO;
       sp_metric_add(m->spans.bad_requests, 1);
       return;
     }
@@ -134,10 +143,17 @@ void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
     goto done;
   if (json) {
     ProtobufCMessage *msg = NULL;
+    sp_arena_set_limit(scratch, sp_pbjson_budget(len));
     rc = sp_pbjson_decode(
         &opentelemetry__proto__collector__profiles__v1development__export_profiles_service_request__descriptor,
         (const char *)body, len, SP_PBJSON_OTLP, sp_arena_pbc(scratch), &msg, res->message,
         sizeof(res->message));
+    if (rc == SP_ENOMEM && sp_arena_limited(scratch)) {
+      rc = SP_ETOOBIG;
+      snprintf(res->message, sizeof(res->message),
+               "decoding would need more than %d times the request size; send smaller requests",
+               SP_PBJSON_COST_FACTOR);
+    }
     req = (sp_otlp_profiles_req_t *)msg;
   } else {
     /*

@@ -40,4 +40,7 @@ fs.writeFileSync(`${dir}/deep_profiles.pb`, profiles);
 const samples = Buffer.alloc(8e6 * 2);
 for (let i = 0; i < samples.length; i += 2) { samples[i] = 0x12; samples[i + 1] = 0; }
 fs.writeFileSync(`${dir}/empty_samples.pprof.gz`, zlib.gzipSync(samples, { level: 9 }));
+// 4. OTLP/JSON with 6M empty spans: 18 MB of "{}," that would parse into gigabytes.
+const json = `{"resourceSpans":[{"scopeSpans":[{"spans":[${'{},'.repeat(6e6 - 1)}{}]}]}]}`;
+fs.writeFileSync(`${dir}/empty_spans.json.gz`, zlib.gzipSync(Buffer.from(json), { level: 9 }));
 console.log('written');
