@@ -192,13 +192,11 @@ void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
     snprintf(res->message, sizeof(res->message), "the pipeline rejected the data: %s",
              sp_strerror(rc));
 done:
-  if (rc == SP_ETOOBIG) {
-    sp_metric_add(m->profiles.bad_requests, 1);
-  } else if (rc == SP_ENOMEM) {
+  if (rc == SP_ENOMEM) {
     rc = SP_EAGAIN;
     snprintf(res->message, sizeof(res->message), "out of memory");
-  } else if (rc == SP_EPROTO) {
-    sp_metric_add(m->spans.bad_requests, 1);
+  } else if (rc == SP_EPROTO || rc == SP_ETOOBIG) {
+    sp_metric_add(m->profiles.bad_requests, 1);
   }
   res->rc = rc;
   sp_profiles_unref(batch);
