@@ -549,6 +549,10 @@ static void test_drain_deadline(void **state) {
 static void test_drain_gives_up_late_retry(void **state) {
   fx_t *fx = *state;
   fx->r.initial_interval_ms = 5000; /* far past the drain deadline */
+  /* Room for that delay: the fixture's 1 s interval cap and 5 s elapsed budget would
+   * otherwise make it a near tie with the drain deadline or an immediate give-up. */
+  fx->r.max_interval_ms = 10000;
+  fx->r.max_elapsed_time_ms = 60000;
   fx->sc.results[0] = (sp_exporterhelper_result_t){.err = SP_EAGAIN};
   fx->sc.n_results = 1;
   make_started(fx);
