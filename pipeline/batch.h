@@ -147,6 +147,12 @@ typedef struct sp_profile_s {
   int64_t *sample_thread;
   size_t n_ext;
   bool modified;
+  /*
+   * Wire index of `raw` (pipeline/pprofwire.h) in the batch arena, built on
+   * first use by sp_profile_wire() (or by a receiver that validated the
+   * bytes on the wire); NULL until then and whenever `raw` changes.
+   */
+  const struct sp_pprof_wire_s *wire;
 } sp_profile_t;
 
 typedef struct sp_profiles_s {
@@ -184,6 +190,21 @@ sp_profile_t *sp_profiles_add_decoded(sp_profiles_t *self, const sp_label_t *lab
 
 /** The decoded profile, decoding on first use into the batch arena; NULL on corrupt bytes or OOM. */
 sp_pprof_t *sp_profile_decode(sp_profiles_t *batch, sp_profile_t *p);
+
+/**
+ * The wire index of @p p's pprof bytes, built on first use into the batch
+ * arena (a modified decoded profile is encoded first). Lets readers that
+ * only look at sample labels and values skip decoding. NULL on OOM or
+ * corrupt bytes.
+ */
+const struct sp_pprof_wire_s *sp_profile_wire(sp_profiles_t *batch, sp_profile_t *p);
+
+/**
+ * Replaces @p p's pprof bytes with @p raw (@p len bytes in the batch arena,
+ * a valid profile, e.g. the result of a splice): drops the decoded form and
+ * the wire index, and clears `modified`. The batch must be writable.
+ */
+void sp_profile_set_raw(sp_profile_t *p, const uint8_t *raw, size_t len);
 
 /** Series label value or NULL. */
 const char *sp_profile_label(const sp_profile_t *p, const char *name);
