@@ -1201,6 +1201,25 @@ static char *put_header(char *p, const char *name, const char *value) {
   return PUTS(p, "\r\n");
 }
 
+uint8_t *sp_http_request_take_body(sp_http_request_t *req, size_t *len) {
+  conn_t *c = (conn_t *)((char *)req - offsetof(conn_t, req));
+  assert(c->req_out);
+  *len = 0;
+  if (req->body == NULL || c->body.len == 0) return NULL;
+  size_t n;
+  size_t cap = c->body.cap;
+  uint8_t *d = sp_buf_steal(&c->body, &n);
+  /* Reading in place grows the buffer geometrically: give back a large tail. */
+  if (cap - n > 4096 && cap - n > n / 8) {
+    uint8_t *fit = sp_realloc(d, n);
+    if (fit != NULL) d = fit;
+  }
+  req->body = NULL;
+  req->body_len = 0;
+  *len = n;
+  return d;
+}
+
 void sp_http_respond(sp_http_request_t *req, int status, const char *content_type, const void *body,
                      size_t len, const sp_http_header_t *extra, size_t n_extra) {
   conn_t *c = (conn_t *)((char *)req - offsetof(conn_t, req));

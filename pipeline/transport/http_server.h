@@ -169,6 +169,16 @@ void sp_http_server_stats(const sp_http_server_t *self, sp_http_server_stats_t *
 const char *sp_http_request_header(const sp_http_request_t *req, const char *name);
 
 /**
+ * Hands the storage of @p req's decoded body to the caller (free with
+ * sp_free), so a handler that keeps the bytes (a receiver wrapping them in a
+ * batch) does not copy them. Storage with much unused capacity is shrunk to
+ * the body's length first. Afterwards req->body is NULL and the connection
+ * reads its next request into fresh storage. *@p len gets the length.
+ * NULL when the body is empty. Call before sp_http_respond(); loop thread.
+ */
+uint8_t *sp_http_request_take_body(sp_http_request_t *req, size_t *len);
+
+/**
  * Answers @p req. @p body is copied. `Content-Length`, `Date`-less minimal
  * headers and keep-alive handling are added by the server; @p extra adds
  * headers such as `Retry-After`. After this call @p req is invalid.

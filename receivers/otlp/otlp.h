@@ -94,6 +94,15 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
                             size_t len, bool json, const char *tenant,
                             const char *authorization, sp_otlp_result_t *res);
 
+/**
+ * sp__otlp_ingest_traces() for a body the caller owns (sp_malloc'd, e.g.
+ * from sp_http_request_take_body()): the call takes it over whatever the
+ * outcome, and a protobuf body becomes the batch's bytes without a copy.
+ */
+void sp__otlp_ingest_traces_owned(sp_otlp_t *self, const sp_otlp_metrics_t *m, uint8_t *body,
+                                  size_t len, bool json, const char *tenant,
+                                  const char *authorization, sp_otlp_result_t *res);
+
 /** Same for an ExportProfilesServiceRequest. */
 void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,
                               size_t len, bool json, const char *tenant,

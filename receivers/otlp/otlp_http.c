@@ -149,10 +149,13 @@ static void sp__otlp_http_handler(sp_http_request_t *req, void *ctx) {
   sp_otlp_result_t res;
   const char *tenant = sp_http_request_header(req, "x-scope-orgid");
   const char *auth = sp_http_request_header(req, "authorization");
-  if (traces)
-    sp__otlp_ingest_traces(self, m, req->body, req->body_len, json, tenant, auth, &res);
-  else
+  if (traces) {
+    size_t len;
+    uint8_t *body = sp_http_request_take_body(req, &len);
+    sp__otlp_ingest_traces_owned(self, m, body, len, json, tenant, auth, &res);
+  } else {
     sp__otlp_ingest_profiles(self, m, req->body, req->body_len, json, tenant, auth, &res);
+  }
   if (res.rc == 0) {
     sp__respond_ok(req, json, traces, &res);
   } else if (res.rc == SP_ETOOBIG) {

@@ -33,9 +33,10 @@ static void sp__set_meta(sp_arena_t *arena, sp_meta_t *meta, const char *tenant,
                             : NULL;
 }
 
-void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,
-                            size_t len, bool json, const char *tenant,
-                            const char *authorization, sp_otlp_result_t *res) {
+/* *@p owned (may be NULL): the body's storage, taken over by the batch when it wraps the bytes. */
+static void sp__ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,
+                              size_t len, bool json, const char *tenant,
+                              const char *authorization, sp_otlp_result_t *res, uint8_t **owned) {
   memset(res, 0, sizeof(*res));
   sp_traces_t *batch = NULL;
   if (self->next_traces == NULL) {
@@ -73,8 +74,11 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
     }
     batch = sp_traces_from_request(arena, (sp_otlp_traces_req_t *)msg);
   } else {
-    int rc = sp_traces_from_proto((uint8_t *)body, len, true, &batch, res->message,
-                                  sizeof(res->message));
+    /* Without a copy the batch takes the storage, and frees it on failure too. */
+    bool take = owned != NULL && *owned != NULL;
+    int rc = sp_traces_from_proto(take ? *owned : (uint8_t *)body, len, !take, &batch,
+                                  res->message, sizeof(res->message));
+    if (take) *owned = NULL;
     if (rc != 0) {
       /* Out of memory is retryable; a request over the decode budget is too large. */
       res->rc = rc == SP_ENOMEM ? SP_EAGAIN : rc == SP_ETOOBIG ? SP_ETOOBIG : SP_EPROTO;
@@ -122,6 +126,20 @@ void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const u
     snprintf(res->message, sizeof(res->message), "the pipeline rejected the data: %s",
              sp_strerror(res->rc));
   }
+}
+
+void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,
+                            size_t len, bool json, const char *tenant,
+                            const char *authorization, sp_otlp_result_t *res) {
+  sp__ingest_traces(self, m, body, len, json, tenant, authorization, res, NULL);
+}
+
+void sp__otlp_ingest_traces_owned(sp_otlp_t *self, const sp_otlp_metrics_t *m, uint8_t *body,
+                                  size_t len, bool json, const char *tenant,
+                                  const char *authorization, sp_otlp_result_t *res) {
+  uint8_t *owned = body;
+  sp__ingest_traces(self, m, body, len, json, tenant, authorization, res, &owned);
+  sp_free(owned);
 }
 
 void sp__otlp_ingest_profiles(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,

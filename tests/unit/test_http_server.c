@@ -8,6 +8,7 @@
  * inside the loop-condition callback. Every test ends with uv_loop_close()
  * returning 0: no handle may leak.
  */
+#include "pipeline/alloc.h"
 #include "pipeline/compress.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
@@ -39,7 +40,7 @@
 
 /* --- fixture ------------------------------------------------------------- */
 
-typedef enum { MODE_ECHO, MODE_ASYNC, MODE_HOLD } handler_mode_t;
+typedef enum { MODE_ECHO, MODE_ASYNC, MODE_HOLD, MODE_TAKE } handler_mode_t;
 
 typedef struct fixture_s {
   uv_loop_t loop;
@@ -68,17 +69,31 @@ static uint32_t fnv1a(const void *p, size_t n) {
   return h;
 }
 
-/* The echo body: what the server decoded, so the client can check it. */
-static void answer(sp_http_request_t *req) {
+/* The echo body: what the server decoded (@p data, @p len), so the client can check it. */
+static void answer_body(sp_http_request_t *req, const uint8_t *data, size_t len) {
   char body[512];
   const char *echo = sp_http_request_header(req, "x-echo");
   int n = snprintf(body, sizeof body, "%s %s q=%s len=%zu wire=%zu sum=%08x err=%d echo=%s%s%s",
-                   req->method, req->path, req->query, req->body_len, req->wire_len,
-                   fnv1a(req->body, req->body_len), req->error_status, echo ? echo : "-",
+                   req->method, req->path, req->query, len, req->wire_len,
+                   fnv1a(data, len), req->error_status, echo ? echo : "-",
                    req->error_message ? " msg=" : "", req->error_message ? req->error_message : "");
   int status = req->error_status ? req->error_status : 200;
   sp_http_header_t extra[] = {{"X-Test", "yes"}};
   sp_http_respond(req, status, "text/plain", body, (size_t)n, extra, 1);
+}
+
+static void answer(sp_http_request_t *req) { answer_body(req, req->body, req->body_len); }
+
+/* MODE_TAKE: the handler owns the body's storage, as a receiver keeping the bytes does. */
+static void answer_taken(sp_http_request_t *req) {
+  size_t want = req->body_len, n = 12345;
+  uint8_t *b = sp_http_request_take_body(req, &n);
+  assert_int_equal(n, want);
+  assert_true((b == NULL) == (want == 0));
+  assert_null(req->body);
+  assert_int_equal(req->body_len, 0);
+  answer_body(req, b, n);
+  sp_free(b);
 }
 
 typedef struct delayed_s {
@@ -112,6 +127,7 @@ static void handler(sp_http_request_t *req, void *ctx) {
   assert_non_null(req->query);
   switch (fx.mode) {
   case MODE_ECHO: answer(req); break;
+  case MODE_TAKE: answer_taken(req); break;
   case MODE_ASYNC: {
     delayed_t *d = calloc(1, sizeof *d);
     d->req = req;
@@ -586,6 +602,49 @@ static void test_pipelined_requests_in_order(void **state) {
   assert_true(one < two && two < three && three < four);
   assert_int_equal(fx.handled, 4);
   raw_close(&r);
+}
+
+/* A handler taking the body's storage leaves the connection able to read the next ones. */
+static void test_take_body(void **state) {
+  (void)state;
+  sp_http_server_options_t o = default_opts();
+  start_server(&o);
+  fx.mode = MODE_TAKE;
+  raw_t r;
+  raw_connect(&r);
+  const char reqs[] = "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+                      "GET /two?x HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "2\r\nhi\r\n0\r\n\r\n"
+                      "POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+                      "hello";
+  raw_send(&r, reqs, sizeof reqs - 1);
+  assert_int_equal(sp_test_run_until(&fx.loop, raw_eof, &r, 3000), 0);
+  assert_int_equal(count_substr(r.buf, "HTTP/1.1 200 OK"), 4);
+  char want[64];
+  snprintf(want, sizeof want, "POST /one q= len=3 wire=3 sum=%08x", fnv1a("abc", 3));
+  assert_non_null(strstr(r.buf, want));
+  assert_non_null(strstr(r.buf, "GET /two q=x len=0"));
+  snprintf(want, sizeof want, "POST /three q= len=2 wire=2 sum=%08x", fnv1a("hi", 2));
+  assert_non_null(strstr(r.buf, want));
+  snprintf(want, sizeof want, "POST /four q= len=5 wire=5 sum=%08x", fnv1a("hello", 5));
+  assert_non_null(strstr(r.buf, want));
+  raw_close(&r);
+  /* Large and compressed bodies (read in place / inflated) on one kept-alive connection. */
+  size_t n = 1 * MB;
+  uint8_t *body = make_text(n);
+  sp_buf_t z;
+  sp_buf_init(&z, 0);
+  assert_int_equal(sp_compress(body, n, SP_ENC_GZIP, 6, &z), 0);
+  for (int i = 0; i < 2; i++) {
+    job_t j = {.q = {.path = "/z", .body = i ? body : z.data, .len = i ? n : z.len,
+                     .headers = {i ? "X-Plain: 1" : "Content-Encoding: gzip"}}};
+    run_client(job_fn, &j);
+    assert_int_equal(j.r.status, 200);
+    expect_echo(&j.r, body, n);
+  }
+  sp_buf_free(&z);
+  free(body);
 }
 
 static void test_request_target_and_headers(void **state) {
@@ -1511,6 +1570,7 @@ int main(void) {
       T(test_connection_close_honoured),
       T(test_http10),
       T(test_pipelined_requests_in_order),
+      T(test_take_body),
       T(test_request_target_and_headers),
       T(test_expect_100_continue),
       T(test_chunked_body),
