@@ -1,5 +1,9 @@
 /*
  * test_compress.c — limited inflating, format detection, gzip encoding.
+ *
+ * Encoding and decoding run on ISA-L (levels 1-3) and zlib (0, 4-9), so the
+ * cross-compatibility tests use zlib's own API directly as the reference:
+ * what we write, zlib reads; what zlib writes at any level, we read.
  */
 #include "pipeline/alloc.h"
 #include "pipeline/compress.h"
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 /* Compressible but not trivial test data. */
 static uint8_t *make_text(size_t n) {
@@ -21,6 +26,25 @@ static uint8_t *make_text(size_t n) {
   for (size_t i = 0; i < n; i++) {
     x = x * 1103515245u + 12345u;
     p[i] = (uint8_t)("spanprof profiles and traces "[(x >> 16) % 29]);
+  }
+  return p;
+}
+
+/* Text with repeats (words, like labels and attribute keys): LZ77 has matches to find. */
+static uint8_t *make_words(size_t n) {
+  static const char *const w[] = {"service.name", "span_id", "GET /api/v1/orders", "db.system",
+                                  "net/http.(*conn).serve", "runtime.mallocgc", "process_cpu",
+                                  "nanoseconds", "samples", "shop-api", "main.handler", "42"};
+  uint8_t *p = malloc(n + 64);
+  uint32_t x = 777;
+  size_t i = 0;
+  while (i < n) {
+    x = x * 1103515245u + 12345u;
+    const char *s = w[(x >> 16) % 12];
+    size_t k = strlen(s);
+    memcpy(p + i, s, k);
+    p[i + k] = (uint8_t)((x >> 8) & 1 ? ' ' : '\n');
+    i += k + 1;
   }
   return p;
 }
@@ -278,6 +302,458 @@ static void test_out_of_memory(void **state) {
   free(text);
 }
 
+
+/* ---- cross-compatibility with zlib, used directly -------------------------- */
+
+static const sp_encoding_t k_encs[3] = {SP_ENC_GZIP, SP_ENC_DEFLATE, SP_ENC_RAW_DEFLATE};
+static int wbits_of(sp_encoding_t e) { return e == SP_ENC_GZIP ? 31 : e == SP_ENC_DEFLATE ? 15 : -15; }
+
+static uint32_t g_rng = 1;
+static uint32_t rnd(void) {
+  g_rng = g_rng * 1103515245u + 12345u;
+  return g_rng >> 8;
+}
+
+/* Pseudo-random bytes: incompressible, so ISA-L and zlib fall back to stored blocks. */
+static uint8_t *make_noise(size_t n) {
+  uint8_t *p = malloc(n ? n : 1);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (uint8_t)rnd();
+  return p;
+}
+
+/* zlib's inflate over all of @p z as format @p e; returns the size or -1 (and checks it ended). */
+static long zlib_inflate(const uint8_t *z, size_t zlen, sp_encoding_t e, uint8_t *dst, size_t cap) {
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  if (inflateInit2(&zs, wbits_of(e)) != Z_OK) return -1;
+  zs.next_in = (Bytef *)z;
+  zs.avail_in = (uInt)zlen;
+  zs.next_out = dst;
+  zs.avail_out = (uInt)cap;
+  int rc = inflate(&zs, Z_FINISH);
+  long n = rc == Z_STREAM_END && zs.avail_in == 0 ? (long)zs.total_out : -1;
+  inflateEnd(&zs);
+  return n;
+}
+
+/* zlib's deflate of @p in as format @p e at @p level into @p out. */
+static void zlib_deflate(const uint8_t *in, size_t n, sp_encoding_t e, int level, sp_buf_t *out) {
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  assert_int_equal(deflateInit2(&zs, level, Z_DEFLATED, wbits_of(e), 8, Z_DEFAULT_STRATEGY), Z_OK);
+  size_t bound = deflateBound(&zs, (uLong)n);
+  assert_int_equal(sp_buf_reserve(out, bound), 0);
+  zs.next_in = (Bytef *)in;
+  zs.avail_in = (uInt)n;
+  zs.next_out = out->data + out->len;
+  zs.avail_out = (uInt)bound;
+  assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out->len += bound - zs.avail_out;
+  deflateEnd(&zs);
+}
+
+/* Feeds @p z to a streaming inflater in pieces: 1 byte (step 0) or random sizes up to @p step. */
+static int stream_inflate(sp_inflater_t *inf, const uint8_t *z, size_t zlen, size_t step, sp_buf_t *out) {
+  size_t off = 0;
+  int rc = 0;
+  while (off < zlen && rc == 0) {
+    size_t k = step ? 1 + rnd() % step : 1;
+    if (k > zlen - off) k = zlen - off;
+    rc = sp_inflater_feed(inf, z + off, k, out);
+    off += k;
+  }
+  if (rc == 0) rc = sp_inflater_finish(inf, out);
+  return rc;
+}
+
+/* Our output, every ISA-L level and the zlib ones around them, is read by zlib itself. */
+static void test_ours_read_by_zlib(void **state) {
+  (void)state;
+  static const int levels[] = {-1, 0, 1, 2, 3, 4, 9};
+  static const size_t sizes[] = {0, 1, 100, 70000, 300000};
+  for (int data = 0; data < 2; data++) {
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+      size_t n = sizes[si];
+      uint8_t *in = data ? make_noise(n) : make_words(n ? n : 1);
+      uint8_t *back = malloc(n + 16);
+      for (size_t li = 0; li < sizeof(levels) / sizeof(levels[0]); li++) {
+        for (int e = 0; e < 3; e++) {
+          sp_buf_t z;
+          sp_buf_init(&z, 0);
+          assert_int_equal(sp_compress(in, n, k_encs[e], levels[li], &z), 0);
+          long got = zlib_inflate(z.data, z.len, k_encs[e], back, n + 16);
+          assert_int_equal(got, (long)n);
+          if (n) assert_memory_equal(back, in, n);
+          if (k_encs[e] == SP_ENC_DEFLATE) { /* zlib's one-call API too */
+            uLongf dl = (uLongf)(n + 16);
+            assert_int_equal(uncompress(back, &dl, z.data, (uLong)z.len), Z_OK);
+            assert_int_equal(dl, n);
+          }
+          if (data == 0 && n >= 70000 && levels[li] != 0) assert_true(z.len < n / 2);
+          sp_buf_free(&z);
+        }
+      }
+      free(back);
+      free(in);
+    }
+  }
+}
+
+/* zlib's output at every level and format is read by ours, one-shot and streamed. */
+static void test_zlib_read_by_ours(void **state) {
+  (void)state;
+  size_t n = 150000;
+  uint8_t *text = make_text(n);
+  sp_inflater_t *inf;
+  assert_int_equal(sp_inflater_create(SP_ENC_AUTO, 0, &inf), 0);
+  for (int level = 0; level <= 9; level++) {
+    for (int e = 0; e < 3; e++) {
+      sp_buf_t z, out;
+      sp_buf_init(&z, 0);
+      sp_buf_init(&out, 0);
+      zlib_deflate(text, n, k_encs[e], level, &z);
+      sp_encoding_t as[2] = {k_encs[e], SP_ENC_AUTO};
+      for (int a = 0; a < 2; a++) {
+        out.len = 0;
+        assert_int_equal(sp_inflate(z.data, z.len, as[a], 0, &out), 0);
+        assert_int_equal(out.len, n);
+        assert_memory_equal(out.data, text, n);
+        /* streamed: one byte at a time (only for a few levels: it is slow), and random pieces */
+        for (int pass = (level % 3 == 0) ? 0 : 1; pass < 2; pass++) {
+          out.len = 0;
+          sp_inflater_reset(inf, as[a], n);
+          assert_int_equal(stream_inflate(inf, z.data, z.len, pass ? 5000 : 0, &out), 0);
+          assert_int_equal(out.len, n);
+          assert_memory_equal(out.data, text, n);
+        }
+      }
+      sp_buf_free(&z);
+      sp_buf_free(&out);
+    }
+  }
+  sp_inflater_destroy(inf);
+  free(text);
+}
+
+/* gzip headers with every optional field, split anywhere, and a wrong header CRC. */
+static void test_gzip_header_fields(void **state) {
+  (void)state;
+  size_t n = 5000;
+  uint8_t *text = make_text(n);
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  static unsigned char extra[300];
+  memset(extra, 'x', sizeof extra);
+  gz_header h;
+  memset(&h, 0, sizeof h);
+  h.extra = extra;
+  h.extra_len = sizeof extra;
+  h.name = (Bytef *)"profile.pb";
+  h.comment = (Bytef *)"a comment";
+  h.hcrc = 1;
+  assert_int_equal(deflateSetHeader(&zs, &h), Z_OK);
+  uint8_t z[8000];
+  zs.next_in = text;
+  zs.avail_in = (uInt)n;
+  zs.next_out = z;
+  zs.avail_out = sizeof z;
+  assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  size_t zlen = sizeof z - zs.avail_out;
+  deflateEnd(&zs);
+
+  sp_buf_t out;
+  sp_buf_init(&out, 0);
+  assert_int_equal(sp_inflate(z, zlen, SP_ENC_GZIP, 0, &out), 0);
+  assert_int_equal(out.len, n);
+  assert_memory_equal(out.data, text, n);
+  sp_inflater_t *inf;
+  assert_int_equal(sp_inflater_create(SP_ENC_GZIP, 0, &inf), 0);
+  for (size_t step = 0; step < 40; step += 7) {
+    out.len = 0;
+    sp_inflater_reset(inf, step % 2 ? SP_ENC_AUTO : SP_ENC_GZIP, 0);
+    assert_int_equal(stream_inflate(inf, z, zlen, step, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_memory_equal(out.data, text, n);
+  }
+  /* The header CRC sits right before the deflate data: 10 + 2 + 300 + 11 + 10 bytes in. */
+  size_t hcrc_at = 10 + 2 + sizeof extra + 11 + 10;
+  z[hcrc_at] ^= 1;
+  out.len = 0;
+  assert_int_equal(sp_inflate(z, zlen, SP_ENC_GZIP, 0, &out), SP_EPROTO);
+  z[hcrc_at] ^= 1;
+  /* reserved flag bits, and a method other than deflate */
+  z[3] |= 0x80;
+  assert_int_equal(sp_inflate(z, zlen, SP_ENC_GZIP, 0, &out), SP_EPROTO);
+  z[3] &= 0x7f;
+  z[2] = 7;
+  assert_int_equal(sp_inflate(z, zlen, SP_ENC_GZIP, 0, &out), SP_EPROTO);
+  sp_inflater_destroy(inf);
+  sp_buf_free(&out);
+  free(text);
+}
+
+/* Members from both compressors back to back, streamed; garbage of every length after the end. */
+static void test_members_and_trailing_garbage(void **state) {
+  (void)state;
+  size_t n = 40000;
+  uint8_t *text = make_text(n);
+  sp_buf_t z, out;
+  sp_buf_init(&z, 0);
+  sp_buf_init(&out, 0);
+  static const int levels[] = {1, 6, 2, 0, 3, 9, -1};
+  size_t parts = sizeof(levels) / sizeof(levels[0]);
+  for (size_t i = 0; i < parts; i++)
+    assert_int_equal(sp_gzip_compress(text + i * 5000, 5000, levels[i], &z), 0);
+  assert_int_equal(sp_inflate(z.data, z.len, SP_ENC_GZIP, 0, &out), 0);
+  assert_int_equal(out.len, parts * 5000);
+  assert_memory_equal(out.data, text, parts * 5000);
+  sp_inflater_t *inf;
+  assert_int_equal(sp_inflater_create(SP_ENC_AUTO, 0, &inf), 0);
+  for (size_t step = 0; step <= 3000; step += 1000) {
+    out.len = 0;
+    sp_inflater_reset(inf, SP_ENC_AUTO, 0);
+    assert_int_equal(stream_inflate(inf, z.data, z.len, step, &out), 0);
+    assert_int_equal(out.len, parts * 5000);
+    assert_memory_equal(out.data, text, parts * 5000);
+  }
+  sp_buf_free(&z);
+
+  /* 1..12 bytes after a complete stream: ISA-L may hold some in its bit buffer. */
+  static const int enc_levels[] = {1, 3, 6};
+  for (int e = 0; e < 3; e++) {
+    for (int li = 0; li < 3; li++) {
+      sp_buf_init(&z, 0);
+      assert_int_equal(sp_compress(text, n, k_encs[e], enc_levels[li], &z), 0);
+      size_t base = z.len;
+      for (size_t g = 1; g <= 12; g++) {
+        z.len = base;
+        for (size_t k = 0; k < g; k++)
+          assert_int_equal(sp_buf_putc(&z, k == 0 ? 0x1f : (int)(0x30 + k)), 0);
+        out.len = 0;
+        assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), SP_EPROTO);
+        out.len = 0;
+        sp_inflater_reset(inf, k_encs[e], 0);
+        assert_int_equal(stream_inflate(inf, z.data, z.len, g % 2 ? 0 : 777, &out), SP_EPROTO);
+      }
+      /* trailing zeros are garbage too */
+      z.len = base;
+      assert_int_equal(sp_buf_append(&z, "\0\0\0\0", 4), 0);
+      out.len = 0;
+      assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), SP_EPROTO);
+      sp_buf_free(&z);
+    }
+  }
+  sp_inflater_destroy(inf);
+  sp_buf_free(&out);
+  free(text);
+}
+
+/* The trailer is checked: CRC-32 and ISIZE for gzip, Adler-32 for zlib; truncation anywhere. */
+static void test_trailer_and_truncation(void **state) {
+  (void)state;
+  size_t n = 30000;
+  uint8_t *text = make_text(n);
+  sp_buf_t out;
+  sp_buf_init(&out, 0);
+  sp_inflater_t *inf;
+  assert_int_equal(sp_inflater_create(SP_ENC_AUTO, 0, &inf), 0);
+  for (int src = 0; src < 2; src++) { /* ours at level 1 (ISA-L), zlib's at 6 */
+    for (int e = 0; e < 3; e++) {
+      sp_buf_t z;
+      sp_buf_init(&z, 0);
+      if (src == 0)
+        assert_int_equal(sp_compress(text, n, k_encs[e], 1, &z), 0);
+      else
+        zlib_deflate(text, n, k_encs[e], 6, &z);
+      size_t trailer = k_encs[e] == SP_ENC_GZIP ? 8 : k_encs[e] == SP_ENC_DEFLATE ? 4 : 0;
+      for (size_t t = 0; t < trailer; t++) { /* every trailer byte: CRC (0-3), then ISIZE (4-7) */
+        z.data[z.len - trailer + t] ^= 0x40;
+        out.len = 0;
+        assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), SP_EPROTO);
+        out.len = 0;
+        sp_inflater_reset(inf, k_encs[e], 0);
+        assert_int_equal(stream_inflate(inf, z.data, z.len, 0, &out), SP_EPROTO);
+        z.data[z.len - trailer + t] ^= 0x40;
+      }
+      /* cut at many points, including inside the trailer */
+      for (size_t cut = 1; cut < z.len; cut += cut < 16 || cut + 16 > z.len ? 1 : 997) {
+        out.len = 0;
+        assert_int_equal(sp_inflate(z.data, cut, k_encs[e], 0, &out), SP_EPROTO);
+      }
+      out.len = 0;
+      assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), 0);
+      assert_int_equal(out.len, n);
+      sp_buf_free(&z);
+    }
+  }
+  sp_inflater_destroy(inf);
+  sp_buf_free(&out);
+  free(text);
+}
+
+/* Empty input compresses to a valid empty stream at every level; empty bodies decode to nothing. */
+static void test_empty(void **state) {
+  (void)state;
+  for (int level = -1; level <= 9; level++) {
+    for (int e = 0; e < 3; e++) {
+      sp_buf_t z, out;
+      sp_buf_init(&z, 0);
+      sp_buf_init(&out, 0);
+      assert_int_equal(sp_compress(NULL, 0, k_encs[e], level, &z), 0);
+      assert_true(z.len > 0);
+      uint8_t dummy[4];
+      assert_int_equal(zlib_inflate(z.data, z.len, k_encs[e], dummy, sizeof dummy), 0);
+      assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), 0);
+      assert_int_equal(out.len, 0);
+      sp_buf_free(&z);
+      sp_buf_free(&out);
+    }
+  }
+  sp_inflater_t *inf;
+  assert_int_equal(sp_inflater_create(SP_ENC_GZIP, 10, &inf), 0);
+  sp_buf_t out;
+  sp_buf_init(&out, 0);
+  assert_int_equal(sp_inflater_feed(inf, "", 0, &out), 0);
+  assert_int_equal(sp_inflater_finish(inf, &out), 0);
+  assert_int_equal(out.len, 0);
+  sp_inflater_reset(inf, SP_ENC_DEFLATE, 10);
+  assert_int_equal(sp_inflater_finish(inf, &out), 0);
+  sp_inflater_destroy(inf);
+  sp_buf_free(&out);
+}
+
+/* A bomb from ISA-L's compressor, fed one byte at a time, also stops at the limit. */
+static void test_bomb_streamed_bytewise(void **state) {
+  (void)state;
+  size_t n = 4 * 1024 * 1024, limit = 300000;
+  uint8_t *zeros = calloc(1, n);
+  sp_inflater_t *inf;
+  assert_int_equal(sp_inflater_create(SP_ENC_AUTO, limit, &inf), 0);
+  for (int e = 0; e < 3; e++) {
+    sp_buf_t z, out;
+    sp_buf_init(&z, 0);
+    sp_buf_init(&out, 0);
+    assert_int_equal(sp_compress(zeros, n, k_encs[e], 1, &z), 0);
+    sp_inflater_reset(inf, SP_ENC_AUTO, limit);
+    assert_int_equal(stream_inflate(inf, z.data, z.len, 0, &out), SP_ETOOBIG);
+    assert_true(out.cap <= limit + 1);
+    assert_true(sp_inflater_total_out(inf) <= limit + 1);
+    assert_int_equal(sp_inflater_finish(inf, &out), SP_ETOOBIG); /* sticky */
+    sp_buf_free(&out);
+    /* exactly at the limit passes */
+    sp_buf_free(&z);
+    sp_buf_init(&z, 0);
+    assert_int_equal(sp_compress(zeros, limit, k_encs[e], 2, &z), 0);
+    sp_inflater_reset(inf, k_encs[e], limit);
+    assert_int_equal(stream_inflate(inf, z.data, z.len, 50, &out), 0);
+    assert_int_equal(out.len, limit);
+    assert_true(out.cap <= limit + 1);
+    sp_buf_free(&out);
+    sp_buf_free(&z);
+  }
+  sp_inflater_destroy(inf);
+  free(zeros);
+}
+
+/* Every allocation of inflating (one-shot and streamed) and compressing (each path) can fail. */
+static void test_out_of_memory_everywhere(void **state) {
+  (void)state;
+  size_t n = 200000;
+  uint8_t *text = make_text(n);
+  sp_buf_t z;
+  sp_buf_init(&z, 0);
+  assert_int_equal(sp_gzip_compress(text, n, 1, &z), 0);
+  for (int mode = 0; mode < 2; mode++) {
+    int ok = 0;
+    for (long k = 0; k < 200 && !ok; k++) {
+      sp_buf_t out;
+      sp_buf_init(&out, 0);
+      sp_inflater_t *inf = NULL;
+      sp_alloc_set_fail_after(k);
+      int rc;
+      if (mode == 0) {
+        rc = sp_inflate(z.data, z.len, SP_ENC_AUTO, 0, &out);
+      } else {
+        rc = sp_inflater_create(SP_ENC_GZIP, 0, &inf);
+        if (rc == 0) rc = stream_inflate(inf, z.data, z.len, 4000, &out);
+      }
+      sp_alloc_set_fail_after(-1);
+      if (rc == 0) {
+        assert_int_equal(out.len, n);
+        assert_memory_equal(out.data, text, n);
+        ok = 1;
+      } else {
+        assert_int_equal(rc, SP_ENOMEM);
+        if (inf) assert_int_equal(sp_inflater_feed(inf, "x", 1, &out), SP_ENOMEM); /* sticky */
+      }
+      sp_inflater_destroy(inf);
+      sp_buf_free(&out);
+    }
+    assert_true(ok);
+  }
+  static const int levels[] = {-1, 0, 1, 2, 3, 6};
+  for (size_t li = 0; li < sizeof(levels) / sizeof(levels[0]); li++) {
+    for (int e = 0; e < 3; e++) {
+      int ok = 0;
+      for (long k = 0; k < 200 && !ok; k++) {
+        sp_buf_t out;
+        sp_buf_init(&out, 0);
+        sp_alloc_set_fail_after(k);
+        int rc = sp_compress(text, n, k_encs[e], levels[li], &out);
+        sp_alloc_set_fail_after(-1);
+        if (rc == 0) {
+          uint8_t *back = malloc(n);
+          assert_int_equal(zlib_inflate(out.data, out.len, k_encs[e], back, n), (long)n);
+          assert_memory_equal(back, text, n);
+          free(back);
+          ok = 1;
+        } else {
+          assert_int_equal(rc, SP_ENOMEM);
+        }
+        sp_buf_free(&out);
+      }
+      assert_true(ok);
+    }
+  }
+  sp_buf_free(&z);
+  free(text);
+}
+
+/* Levels: ISA-L's 1-3 are close to zlib's 1; 9 is smaller; 0 stores; -1 is the documented default. */
+static void test_levels(void **state) {
+  (void)state;
+  size_t n = 200000;
+  uint8_t *text = make_words(n);
+  size_t sz[11];
+  for (int level = -1; level <= 9; level++) {
+    sp_buf_t z;
+    sp_buf_init(&z, 0);
+    assert_int_equal(sp_gzip_compress(text, n, level, &z), 0);
+    sz[level + 1] = z.len;
+    sp_buf_free(&z);
+  }
+  assert_int_equal(sz[0], sz[SP_COMPRESS_DEFAULT_LEVEL + 1]);
+  assert_true(sz[1] > n);        /* 0: stored */
+  assert_true(sz[10] < sz[2]);   /* 9 beats ISA-L's 1 */
+  assert_true(sz[2] < n * 3 / 4); /* and 1 compresses */
+  sp_buf_t z;
+  sp_buf_init(&z, 0);
+  assert_int_equal(sp_compress("x", 1, SP_ENC_GZIP, -2, &z), SP_EINVAL);
+  assert_int_equal(sp_compress("x", 1, SP_ENC_AUTO, 1, &z), SP_EINVAL);
+  assert_int_equal(sp_compress(NULL, 1, SP_ENC_GZIP, 1, &z), SP_EINVAL);
+  sp_buf_free(&z);
+  /* A buffer limit too small for the output is SP_ETOOBIG, from ISA-L's path as from zlib's. */
+  for (int level = 0; level <= 9; level += 3) {
+    sp_buf_t small;
+    sp_buf_init(&small, 1000);
+    assert_int_equal(sp_gzip_compress(text, n, level == 9 ? 1 : level, &small), SP_ETOOBIG);
+    sp_buf_free(&small);
+  }
+  free(text);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_all_formats),
@@ -288,6 +764,15 @@ int main(void) {
       cmocka_unit_test(test_bomb_is_cut_at_the_limit),
       cmocka_unit_test(test_streaming_matches_one_shot),
       cmocka_unit_test(test_out_of_memory),
+      cmocka_unit_test(test_ours_read_by_zlib),
+      cmocka_unit_test(test_zlib_read_by_ours),
+      cmocka_unit_test(test_gzip_header_fields),
+      cmocka_unit_test(test_members_and_trailing_garbage),
+      cmocka_unit_test(test_trailer_and_truncation),
+      cmocka_unit_test(test_empty),
+      cmocka_unit_test(test_bomb_streamed_bytewise),
+      cmocka_unit_test(test_out_of_memory_everywhere),
+      cmocka_unit_test(test_levels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
