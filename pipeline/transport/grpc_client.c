@@ -34,6 +34,8 @@
 #include <grpc/support/time.h>
 #include <string.h>
 
+#include "pipeline/transport/grpc_dl.h" /* last: grpc calls go through the table */
+
 enum { CL_RUNNING, CL_STOPPING, CL_CLOSING, CL_CLOSED };
 
 typedef struct ccall_s ccall_t;
@@ -353,6 +355,7 @@ int sp_grpc_client_create(uv_loop_t *loop, const sp_grpc_client_options_t *opts,
   self->component = sp_strdup(opts->component ? opts->component : "grpc");
   self->target = sp_strdup(opts->target);
   if (!self->component || !self->target) goto fail;
+  if ((rc = sp__grpc_load(self->component)) < 0) goto fail;
   sp__grpc_init();
   self->grpc_ref = true;
 

@@ -65,7 +65,8 @@ typedef void (*sp_grpc_client_cb)(const sp_grpc_client_result_t *res, void *arg)
  * the completion-queue thread and the async handle. Loop thread. Takes a
  * grpc_init() reference (released by destroy). @p opts is copied.
  * Returns 0, SP_EINVAL (no target), SP_ECONFIG (TLS files unreadable or an
- * unsupported TLS setting; logged), SP_ENOMEM or SP_EIO.
+ * unsupported TLS setting; logged), SP_ENOTSUP (grpc core could not be
+ * loaded, see grpc_dl.h; logged), SP_ENOMEM or SP_EIO.
  */
 int sp_grpc_client_create(uv_loop_t *loop, const sp_grpc_client_options_t *opts,
                           sp_grpc_client_t **out);

@@ -59,6 +59,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/transport/grpc_dl.h" /* last: grpc calls go through the table */
+
 #define REQUESTS_OUTSTANDING 64 /* grpc_server_request_call kept pending */
 #define SPARE_SLOTS_MAX 128     /* finished slots the CQ thread keeps for reuse */
 #define DEFAULT_MAX_RECV (4u << 20)
@@ -553,6 +555,7 @@ int sp_grpc_server_create(uv_loop_t *loop, const sp_grpc_server_options_t *opts,
     goto fail;
   }
   self->mu_init = true;
+  if ((rc = sp__grpc_load(self->component)) < 0) goto fail;
   sp__grpc_init();
   self->grpc_ref = true;
   *out = self;

@@ -58,7 +58,8 @@ typedef struct sp_grpc_server_options_s {
  * Creates the server (not listening yet); the options and methods are copied,
  * TLS files are read now. Loop thread. 0, SP_EINVAL (bad endpoint, a method
  * without a "/..." path or a handler), SP_ECONFIG (TLS files unreadable or an
- * unsupported TLS setting such as min_version "1.3", logged), SP_ENOMEM.
+ * unsupported TLS setting such as min_version "1.3", logged), SP_ENOTSUP
+ * (grpc core could not be loaded, see grpc_dl.h; logged), SP_ENOMEM.
  * Takes a grpc_init() reference, released by destroy.
  */
 int sp_grpc_server_create(uv_loop_t *loop, const sp_grpc_server_options_t *opts,

@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "pipeline/transport/grpc_dl.h" /* last: grpc calls go through the table */
+
 /* ---- grpc core's logs ---------------------------------------------------------- */
 
 static void route_log(gpr_log_func_args *a) {
@@ -37,6 +39,13 @@ static void route_log(gpr_log_func_args *a) {
 static uv_once_t log_once = UV_ONCE_INIT;
 
 static void install_log(void) { gpr_set_log_function(route_log); }
+
+int sp__grpc_load(const char *component) {
+  char err[512];
+  int rc = sp_grpc_dl_load(err, sizeof err);
+  if (rc != 0) sp_log_error(component ? component : "grpc", "%s", err);
+  return rc;
+}
 
 void sp__grpc_init(void) {
   uv_once(&log_once, install_log);

@@ -21,10 +21,19 @@
 #include <stdint.h>
 
 /**
+ * Loads grpc core if it is not loaded yet (grpc_dl.h: spanprof is not linked
+ * against it). 0, or SP_ENOTSUP after logging why (library missing) under
+ * @p component. Call before anything else here; servers and clients do so
+ * when they are created. Any thread.
+ */
+int sp__grpc_load(const char *component);
+
+/**
  * grpc_init(), and on first use routes grpc core's own log lines (gpr_log)
  * into sp_log under the component "grpc": errors as warnings (they are
  * mostly a peer's fault, e.g. a failed handshake), the rest as debug.
- * Pair with grpc_shutdown(). Any thread.
+ * Pair with grpc_shutdown(). Only after sp__grpc_load() returned 0. Any
+ * thread.
  */
 void sp__grpc_init(void);
 

@@ -54,6 +54,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "pipeline/transport/curl_dl.h" /* last: curl calls go through the table */
+
 /* Idle easy handles kept for reuse; more are freed when they finish. */
 #define POOL_MAX 64
 /* A response buffer grown past this is released after its request rather
@@ -245,8 +247,8 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
   if (x->body.len == 0) {
     /* Size the buffer once when the length is announced. */
     curl_off_t cl = -1;
-    if (curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK && cl > 0 &&
-        (uint64_t)cl <= x->max_body)
+    if (sp_curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+        cl > 0 && (uint64_t)cl <= x->max_body)
       (void)sp_buf_reserve(&x->body, (size_t)cl);
   }
   if (sp_buf_append(&x->body, p, n) != 0) {
@@ -271,7 +273,7 @@ static int xfer_static_options(sp_http_client_t *self, xfer_t *x) {
   CURLcode rc = CURLE_OK;
 #define SET(opt, val)                                                                              \
   do {                                                                                             \
-    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                                        \
+    if (rc == CURLE_OK) rc = sp_curl_easy_setopt(e, opt, val);                                     \
   } while (0)
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_PRIVATE, (void *)x);
@@ -334,8 +336,8 @@ static xfer_t *xfer_get(sp_http_client_t *self) {
 static void xfer_recycle(sp_http_client_t *self, xfer_t *x) {
   if (x->easy) {
     /* Drop pointers into memory that is about to go away. */
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(x->easy, CURLOPT_CONNECT_TO, NULL);
+    sp_curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
+    sp_curl_easy_setopt(x->easy, CURLOPT_CONNECT_TO, NULL);
   }
   sp_free(x->hdr_block);
   x->hdr_block = NULL;
@@ -395,7 +397,7 @@ static int map_curl_error(const xfer_t *x, CURLcode rc) {
 static void xfer_done(sp_http_client_t *self, xfer_t *x, CURLcode rc) {
   sp_http_client_result_t res = {.impl_ = x};
   long code = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  sp_curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
   res.status = (int)code;
   res.err = map_curl_error(x, rc);
   if (res.err == SP_ETOOBIG) {
@@ -426,7 +428,7 @@ static void process_done(sp_http_client_t *self) {
     CURL *easy = m->easy_handle;
     CURLcode rc = m->data.result;
     xfer_t *x = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+    sp_curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
     curl_multi_remove_handle(self->multi, easy); /* invalidates m */
     active_unlink(self, x);
     xfer_done(self, x, rc);
@@ -722,7 +724,7 @@ static int xfer_setup(sp_http_client_t *self, xfer_t *x, const sp_http_client_re
   CURLcode cc = CURLE_OK;
 #define SET(opt, val)                                                                              \
   do {                                                                                             \
-    if (cc == CURLE_OK) cc = curl_easy_setopt(e, opt, val);                                        \
+    if (cc == CURLE_OK) cc = sp_curl_easy_setopt(e, opt, val);                                     \
   } while (0)
   SET(CURLOPT_URL, url_override ? url_override : req->url);
   SET(CURLOPT_CONNECT_TO, x->connect_to);
@@ -910,6 +912,12 @@ int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
   if (!loop || !out) goto fail;
   *out = NULL;
   if (!opts) opts = &defaults;
+  /* libcurl is loaded on the first client (curl_dl.h), not linked. */
+  char dl_err[512];
+  if ((rc = sp_curl_dl_load(dl_err, sizeof dl_err)) < 0) {
+    sp_log_error(opts->component ? opts->component : "http_client", "%s", dl_err);
+    goto fail;
+  }
   pthread_once(&g_curl_once, curl_init_once);
   rc = SP_EIO;
   if (g_curl_init_rc != CURLE_OK) {
@@ -946,12 +954,12 @@ int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
   self->multi = curl_multi_init();
   if (!self->share || !self->multi) goto fail;
   rc = SP_EIO;
-  if (curl_share_setopt(self->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+  if (sp_curl_share_setopt(self->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
     goto fail;
   CURLMcode mc = CURLM_OK;
 #define MSET(opt, val)                                                                             \
   do {                                                                                             \
-    if (mc == CURLM_OK) mc = curl_multi_setopt(self->multi, opt, val);                             \
+    if (mc == CURLM_OK) mc = sp_curl_multi_setopt(self->multi, opt, val);                          \
   } while (0)
   MSET(CURLMOPT_SOCKETFUNCTION, on_curl_socket);
   MSET(CURLMOPT_SOCKETDATA, (void *)self);

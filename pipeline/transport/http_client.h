@@ -141,10 +141,12 @@ typedef void (*sp_http_client_cb)(const sp_http_client_result_t *res, void *arg)
 
 /**
  * Creates a client on @p loop. @p opts is copied (NULL: all defaults).
- * Initialises libcurl once per process (thread-safe). Returns 0 and sets
- * *@p out, or SP_EINVAL (NULL loop/out), SP_ECONFIG (unreadable TLS file,
- * unknown min_version, key_file without cert_file or the reverse — with a
- * log line naming it), SP_ENOTSUP (HTTP/2 asked for but curl lacks it) or
+ * Loads (curl_dl.h: spanprof is not linked against it) and initialises
+ * libcurl once per process (thread-safe). Returns 0 and sets *@p out, or
+ * SP_EINVAL (NULL loop/out), SP_ECONFIG (unreadable TLS file, unknown
+ * min_version, key_file without cert_file or the reverse — with a log line
+ * naming it), SP_ENOTSUP (libcurl could not be loaded, or HTTP/2 asked for
+ * but curl lacks it; logged) or
  * SP_ENOMEM/SP_EIO (curl could not be set up). On failure nothing is left
  * on the loop.
  */
