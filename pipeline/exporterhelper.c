@@ -29,7 +29,7 @@
 
 /* ---- configuration ---------------------------------------------------------- */
 
-static const char *const sp__sizers[] = {"requests", "items", NULL};
+static const char *const sp__sizers[] = {"requests", "items", "bytes", NULL};
 
 static const sp_cfg_field_t sp__queue_fields[] = {
     {.key = "enabled",
@@ -53,6 +53,10 @@ static const sp_cfg_field_t sp__queue_fields[] = {
      .offset = offsetof(sp_exporterhelper_queue_cfg_t, sizer),
      .def = "requests",
      .enum_values = sp__sizers},
+    {.key = "max_queued_bytes",
+     .type = SP_CFG_SIZE,
+     .offset = offsetof(sp_exporterhelper_queue_cfg_t, max_queued_bytes),
+     .def = "64MiB"},
 };
 
 const sp_cfg_schema_t sp_exporterhelper_queue_schema = {
@@ -113,8 +117,8 @@ const sp_cfg_schema_t sp_exporterhelper_retry_schema = {
     .validate = sp__retry_validate,
 };
 
-static const sp_exporterhelper_queue_cfg_t sp__queue_defaults = {true, 10, 1000,
-                                                                 SP_EXPORTERHELPER_SIZER_REQUESTS};
+static const sp_exporterhelper_queue_cfg_t sp__queue_defaults = {
+    true, 10, 1000, SP_EXPORTERHELPER_SIZER_REQUESTS, SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES};
 static const sp_exporterhelper_retry_cfg_t sp__retry_defaults = {true,   5000, 30000,
                                                                  300000, 1.5,  0.5};
 
@@ -157,7 +161,7 @@ struct sp_exporterhelper_s {
   sp__eh_slot_t *slots;
   size_t n_slots;
   sp__eh_entry_t *head, *tail;
-  size_t queued_requests, queued_items;
+  size_t queued_requests, queued_items, queued_bytes;
 
   uv_timer_t drain_timer;
   uint64_t deadline;
@@ -176,6 +180,8 @@ struct sp_exporterhelper_s {
   sp_metric_t *retries;
   sp_metric_t *queue_size;
   sp_metric_t *queue_capacity;
+  sp_metric_t *queue_bytes;
+  sp_metric_t *queue_bytes_capacity;
 };
 
 #define SP__EH_FROM_INPUT(c)                                                                       \
@@ -186,14 +192,44 @@ static const char *sp__unit(unsigned signal) {
   return signal == SP_SIGNAL_PROFILES ? "profiles" : "spans";
 }
 
-static size_t sp__units(const sp_exporterhelper_t *self, size_t count) {
-  return self->qcfg.sizer == SP_EXPORTERHELPER_SIZER_ITEMS ? count : 1;
+/* What one request weighs in the queue's sizer unit. */
+static size_t sp__units(const sp_exporterhelper_t *self, const sp_exporterhelper_item_t *item) {
+  switch (self->qcfg.sizer) {
+  case SP_EXPORTERHELPER_SIZER_ITEMS: return item->count;
+  case SP_EXPORTERHELPER_SIZER_BYTES: return item->bytes;
+  default: return 1;
+  }
+}
+
+/* The queue's occupancy in its sizer unit. */
+static size_t sp__used(const sp_exporterhelper_t *self) {
+  switch (self->qcfg.sizer) {
+  case SP_EXPORTERHELPER_SIZER_ITEMS: return self->queued_items;
+  case SP_EXPORTERHELPER_SIZER_BYTES: return self->queued_bytes;
+  default: return self->queued_requests;
+  }
 }
 
 static void sp__update_gauge(sp_exporterhelper_t *self) {
-  sp_metric_set(self->queue_size, self->qcfg.sizer == SP_EXPORTERHELPER_SIZER_ITEMS
-                                      ? self->queued_items
-                                      : self->queued_requests);
+  sp_metric_set(self->queue_size, sp__used(self));
+  sp_metric_set(self->queue_bytes, self->queued_bytes);
+}
+
+size_t sp_exporterhelper_traces_bytes(const sp_traces_t *batch) {
+  if (batch->raw != NULL) return batch->raw_len;
+  if (batch->enc != NULL) return batch->enc_len;
+  return sp_arena_bytes(batch->arena); /* decoded and changed: what it holds */
+}
+
+size_t sp_exporterhelper_profiles_bytes(const sp_profiles_t *batch) {
+  size_t n = 0;
+  for (size_t i = 0; i < batch->n; i++) {
+    /* A profile held only decoded: the arena (which also holds every raw
+     * profile) is the honest measure of the whole batch. */
+    if (batch->items[i].raw == NULL) return sp_arena_bytes(batch->arena);
+    n += batch->items[i].raw_len;
+  }
+  return n;
 }
 
 /* xorshift64*: jitter only, no need for quality beyond "not in lockstep". */
@@ -229,6 +265,7 @@ static sp__eh_entry_t *sp__pop(sp_exporterhelper_t *self) {
   e->next = NULL;
   self->queued_requests--;
   self->queued_items -= e->item.count;
+  self->queued_bytes -= e->item.bytes;
   return e;
 }
 
@@ -436,18 +473,21 @@ static void sp__refused(sp_exporterhelper_t *self, unsigned signal, size_t count
   }
 }
 
-static int sp__consume(sp_exporterhelper_t *self, unsigned signal, void *batch, size_t count) {
+static int sp__consume(sp_exporterhelper_t *self, unsigned signal, void *batch, size_t count,
+                       size_t bytes) {
   const char *why = NULL;
   if (self->shutting) {
     why = "the exporter is shutting down";
   } else if (self->qcfg.enabled) {
-    uint64_t used = self->qcfg.sizer == SP_EXPORTERHELPER_SIZER_ITEMS ? self->queued_items
-                                                                      : self->queued_requests;
-    /* A request larger than the whole queue is still taken into an empty
-     * queue; refusing it would refuse it forever. */
+    sp_exporterhelper_item_t probe = {.count = count, .bytes = bytes};
+    /* A request larger than the whole queue (or its byte cap) is still taken
+     * into an empty queue; refusing it would refuse it forever. */
     if (self->queued_requests > 0 &&
-        used + sp__units(self, count) > (uint64_t)self->qcfg.queue_size)
+        sp_sat_add_u64(sp__used(self), sp__units(self, &probe)) > (uint64_t)self->qcfg.queue_size)
       why = "sending queue is full";
+    else if (self->queued_requests > 0 && self->qcfg.max_queued_bytes > 0 &&
+             sp_sat_add_u64(self->queued_bytes, bytes) > self->qcfg.max_queued_bytes)
+      why = "sending queue is full (max_queued_bytes)";
   } else if (!self->started || sp__free_slot(self) == NULL) {
     why = "all senders are busy and the sending queue is disabled";
   }
@@ -467,6 +507,7 @@ static int sp__consume(sp_exporterhelper_t *self, unsigned signal, void *batch, 
   else
     e->item.traces = batch;
   e->item.count = count;
+  e->item.bytes = bytes;
   if (self->tail != NULL)
     self->tail->next = e;
   else
@@ -474,17 +515,20 @@ static int sp__consume(sp_exporterhelper_t *self, unsigned signal, void *batch, 
   self->tail = e;
   self->queued_requests++;
   self->queued_items += count;
+  self->queued_bytes += bytes;
   sp__update_gauge(self);
   sp__pump(self);
   return 0;
 }
 
 static int sp__consume_traces(sp_consumer_t *c, sp_traces_t *batch) {
-  return sp__consume(SP__EH_FROM_INPUT(c), SP_SIGNAL_TRACES, batch, batch->span_count);
+  return sp__consume(SP__EH_FROM_INPUT(c), SP_SIGNAL_TRACES, batch, batch->span_count,
+                     sp_exporterhelper_traces_bytes(batch));
 }
 
 static int sp__consume_profiles(sp_consumer_t *c, sp_profiles_t *batch) {
-  return sp__consume(SP__EH_FROM_INPUT(c), SP_SIGNAL_PROFILES, batch, batch->n);
+  return sp__consume(SP__EH_FROM_INPUT(c), SP_SIGNAL_PROFILES, batch, batch->n,
+                     sp_exporterhelper_profiles_bytes(batch));
 }
 
 /* ---- lifecycle -------------------------------------------------------------- */
@@ -540,8 +584,16 @@ int sp_exporterhelper_create(const sp_exporterhelper_options_t *opts, sp_exporte
                                         "Current size of the sending queue.", labels);
   self->queue_capacity = sp_telemetry_gauge(t, "spanprof_exporter_queue_capacity",
                                             "Capacity of the sending queue.", labels);
+  self->queue_bytes =
+      sp_telemetry_gauge(t, "spanprof_exporter_queue_bytes",
+                         "Encoded bytes of the requests waiting in the sending queue.", labels);
+  self->queue_bytes_capacity = sp_telemetry_gauge(
+      t, "spanprof_exporter_queue_bytes_capacity",
+      "The sending queue's byte cap (sending_queue.max_queued_bytes; 0: none).", labels);
   sp_metric_set(self->queue_size, 0);
+  sp_metric_set(self->queue_bytes, 0);
   sp_metric_set(self->queue_capacity, q->enabled ? (uint64_t)q->queue_size : 0);
+  sp_metric_set(self->queue_bytes_capacity, q->enabled ? q->max_queued_bytes : 0);
   *out = self;
   return 0;
 }
@@ -693,6 +745,7 @@ void sp_exporterhelper_stats(const sp_exporterhelper_t *self, sp_exporterhelper_
   memset(out, 0, sizeof(*out));
   out->queued_requests = self->queued_requests;
   out->queued_items = self->queued_items;
+  out->queued_bytes = self->queued_bytes;
   for (size_t i = 0; i < self->n_slots; i++) {
     out->busy += self->slots[i].cur != NULL;
     out->sending += self->slots[i].sending;

@@ -17,9 +17,19 @@
  * - The helper *is* the exporter's consumer (sp_exporterhelper_consumer()):
  *   a batch is accepted into the queue (0) or refused retryably (SP_EAGAIN,
  *   counted in spanprof_exporter_enqueue_failed_*), never dropped silently.
- *   The queue bounds requests or items (spans / profiles) that wait; with
+ *   The queue bounds what waits in `queue_size` units of its `sizer`, as
+ *   the Collector's does: requests, items (spans / profiles) or bytes (each
+ *   request's encoded size: see sp_exporterhelper_traces_bytes /
+ *   _profiles_bytes). Whatever the sizer, it also holds at most
+ *   `max_queued_bytes` (default 64 MiB, 0: no cap; our addition, not the
+ *   Collector's), so the default queue bounds memory for any request size:
+ *   1,000 requests of 4 MiB would otherwise be 4 GiB. A request that alone
+ *   exceeds either bound is still taken when the queue is empty (whole,
+ *   never split), so nothing is refused forever. With
  *   `sending_queue.enabled: false` nothing waits: a batch is sent at once
  *   when fewer than num_consumers are in flight, and refused otherwise.
+ *   Requests taken from the queue by a consumer (sending or waiting to
+ *   retry) no longer count: at most num_consumers of them exist.
  * - A slot holds its item until it is done, through every retry (as the
  *   Collector's queue consumers do), so a failing backend fills the queue
  *   and the pipeline pushes back.
@@ -46,7 +56,9 @@
  * spanprof_exporter_enqueue_failed_{spans,profiles}_total,
  * spanprof_exporter_retries_total (retry attempts),
  * spanprof_exporter_queue_size and spanprof_exporter_queue_capacity (gauges,
- * in the queue's sizer unit).
+ * in the queue's sizer unit), spanprof_exporter_queue_bytes and
+ * spanprof_exporter_queue_bytes_capacity (gauges: the queued requests'
+ * bytes whatever the sizer, and max_queued_bytes).
  *
  * Everything runs on the loop thread. The helper opens its libuv handles
  * (one retry timer per slot, one drain timer) in sp_exporterhelper_start().
@@ -63,15 +75,37 @@
 
 /* ---- configuration ---------------------------------------------------------- */
 
-enum { SP_EXPORTERHELPER_SIZER_REQUESTS = 0, SP_EXPORTERHELPER_SIZER_ITEMS = 1 };
+enum {
+  SP_EXPORTERHELPER_SIZER_REQUESTS = 0,
+  SP_EXPORTERHELPER_SIZER_ITEMS = 1,
+  SP_EXPORTERHELPER_SIZER_BYTES = 2
+};
 
-/** `sending_queue`: enabled (true), num_consumers (10), queue_size (1000), sizer (requests|items).
+/*
+ * The default byte cap of the queue. Why 64 MiB: issue #8 allows 256 MiB of
+ * RSS under overload with the default config; the heaviest default pipeline
+ * (batch + spanprofile, whose join holds up to 128 MiB) leaves room for
+ * 64 MiB queued plus num_consumers requests in flight (10 x ~2.4 MB
+ * 8,192-span batches and their encoded bodies) and the daemon's own ~16 MiB.
+ * 64 MiB is still ~440 scenario-1 requests (512 spans, ~150 KB) or ~27
+ * full batch-processor batches: a burst buffer; an outage pushes back
+ * (503 / UNAVAILABLE) to senders that retry.
+ */
+#define SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES ((uint64_t)64 << 20)
+
+/**
+ * `sending_queue`: enabled (true), num_consumers (10), queue_size (1000, in
+ * sizer units), sizer (requests|items|bytes) and max_queued_bytes (64MiB; a
+ * byte cap applied whatever the sizer, 0: none). A struct built in code
+ * with max_queued_bytes 0 has no byte cap; the schema and the NULL
+ * defaults have SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES.
  */
 typedef struct sp_exporterhelper_queue_cfg_s {
   bool enabled;
   int64_t num_consumers;
   int64_t queue_size;
   int sizer; /* SP_EXPORTERHELPER_SIZER_* */
+  uint64_t max_queued_bytes;
 } sp_exporterhelper_queue_cfg_t;
 
 /**
@@ -133,6 +167,7 @@ typedef struct sp_exporterhelper_item_s {
   sp_traces_t *traces;     /* signal == SP_SIGNAL_TRACES (the helper holds the reference) */
   sp_profiles_t *profiles; /* signal == SP_SIGNAL_PROFILES (likewise) */
   size_t count;            /* spans or profiles in the batch */
+  size_t bytes;            /* its size as the queue counted it (sp_exporterhelper_*_bytes) */
   unsigned attempt;        /* 0 for the first send, 1 for the first retry, ... */
   /*
    * The sender's own per-item state kept across attempts (e.g. the encoded
@@ -243,10 +278,26 @@ void sp_exporterhelper_shutdown(sp_exporterhelper_t *self, void (*cb)(void *arg)
  */
 void sp_exporterhelper_destroy(sp_exporterhelper_t *self);
 
+/**
+ * The bytes a traces batch weighs in the queue: its encoded size (raw_len
+ * as received, or enc_len once re-encoded), which is what the exporter
+ * sends uncompressed; a batch held only decoded (changed, not re-encoded
+ * yet) counts its arena instead, what it actually holds. Loop thread.
+ */
+size_t sp_exporterhelper_traces_bytes(const sp_traces_t *batch);
+
+/**
+ * The bytes a profiles batch weighs in the queue: the sum of its profiles'
+ * pprof bytes (uncompressed raw_len); when one is held only decoded, the
+ * batch arena's size (which holds every profile). Loop thread.
+ */
+size_t sp_exporterhelper_profiles_bytes(const sp_profiles_t *batch);
+
 /** Occupancy, for tests and diagnostics. */
 typedef struct sp_exporterhelper_stats_s {
   size_t queued_requests; /* waiting in the queue */
   size_t queued_items;
+  size_t queued_bytes; /* sum of the queued items' `bytes` */
   size_t busy;    /* slots holding an item (sending or waiting to retry) */
   size_t sending; /* sends in flight */
 } sp_exporterhelper_stats_t;

@@ -316,6 +316,105 @@ static void test_queue_items_sizer(void **state) {
   shutdown_and_wait(fx, 1000);
 }
 
+/* A traces batch whose encoded request is @p bytes long (zeros: the scripted sender never parses). */
+static int consume_bytes(fx_t *fx, size_t spans_n, size_t bytes) {
+  uint8_t *buf = sp_calloc(1, bytes ? bytes : 1);
+  assert_non_null(buf);
+  sp_traces_t *b = sp_traces_wrap(buf, bytes, spans_n);
+  assert_non_null(b);
+  assert_int_equal(sp_exporterhelper_traces_bytes(b), bytes);
+  return sp_consume_traces(sp_exporterhelper_consumer(fx->eh), b);
+}
+#define QBYTES(fx) metric(fx, "spanprof_exporter_queue_bytes")
+
+/* sizer: bytes counts each request's encoded size against queue_size. */
+static void test_queue_bytes_sizer(void **state) {
+  fx_t *fx = *state;
+  fx->q.num_consumers = 1;
+  fx->q.queue_size = 1000;
+  fx->q.sizer = SP_EXPORTERHELPER_SIZER_BYTES;
+  make(fx); /* not started: everything waits in the queue */
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_capacity"), 1000);
+  assert_int_equal(consume_bytes(fx, 5, 600), 0);
+  assert_int_equal(consume_bytes(fx, 1, 400), 0);
+  assert_int_equal(consume_bytes(fx, 1, 1), SP_EAGAIN); /* 1001 > 1000 */
+  assert_int_equal(ENQ_FAILED(fx), 1);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 1000);
+  assert_int_equal(QBYTES(fx), 1000);
+  sp_exporterhelper_stats_t st;
+  sp_exporterhelper_stats(fx->eh, &st);
+  assert_int_equal(st.queued_requests, 2);
+  assert_int_equal(st.queued_items, 6);
+  assert_int_equal(st.queued_bytes, 1000);
+  assert_int_equal(sp_exporterhelper_start(fx->eh), 0);
+  run_until_done(fx, 6, WAIT_MS);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 0);
+  assert_int_equal(QBYTES(fx), 0);
+  sp_exporterhelper_stats(fx->eh, &st);
+  assert_int_equal(st.queued_bytes, 0);
+  shutdown_and_wait(fx, 1000);
+}
+
+/*
+ * max_queued_bytes caps a queue sized in requests: refusal (retryable) at
+ * the byte bound, room again once the queue drains, and a lone request
+ * larger than the cap taken into an empty queue (whole, not split).
+ */
+static void test_queue_max_bytes(void **state) {
+  fx_t *fx = *state;
+  fx->q.num_consumers = 1;
+  fx->q.queue_size = 100; /* requests: never the limit here */
+  fx->q.max_queued_bytes = 1000;
+  fx->sc.hold = true;
+  make(fx);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_bytes_capacity"), 1000);
+  /* A lone oversize request: the queue is empty, so it is taken. */
+  assert_int_equal(consume_bytes(fx, 3, 5000), 0);
+  assert_int_equal(QBYTES(fx), 5000);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 1);
+  assert_int_equal(consume_bytes(fx, 1, 1), SP_EAGAIN); /* behind it: full */
+  assert_int_equal(ENQ_FAILED(fx), 1);
+  assert_int_equal(sp_exporterhelper_start(fx->eh), 0); /* it goes to the slot... */
+  assert_int_equal(QBYTES(fx), 0);                      /* ...and no longer counts */
+  assert_int_equal(fx->sc.n_attempts, 1);
+  assert_int_equal(consume_bytes(fx, 1, 700), 0);
+  assert_int_equal(consume_bytes(fx, 1, 300), 0);       /* exactly at the cap */
+  assert_int_equal(consume_bytes(fx, 2, 1), SP_EAGAIN); /* one byte past it */
+  assert_int_equal(ENQ_FAILED(fx), 3);
+  assert_int_equal(QBYTES(fx), 1000);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 2); /* still in requests */
+  fx->sc.hold = false;
+  release_all(&fx->sc, 0);
+  run_until_done(fx, 5, WAIT_MS);
+  assert_int_equal(SENT(fx), 5);
+  assert_int_equal(QBYTES(fx), 0);
+  assert_int_equal(consume_bytes(fx, 1, 900), 0); /* room again */
+  run_until_done(fx, 6, WAIT_MS);
+  shutdown_and_wait(fx, 1000);
+}
+
+/* The defaults (no queue config) cap the queue at 64 MiB whatever the request size. */
+static void test_queue_default_byte_cap(void **state) {
+  fx_t *fx = *state;
+  sp_exporterhelper_options_t o = {.id = "exporter/test",
+                                   .host = &fx->host,
+                                   .sender = &g_sender,
+                                   .sender_ctx = &fx->sc};
+  assert_int_equal(sp_exporterhelper_create(&o, &fx->eh), 0);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_bytes_capacity"),
+                   SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_capacity"), 1000);
+  /* Not started: 4 MiB requests wait; the 17th would pass 64 MiB, long before 1,000. */
+  for (int i = 0; i < 16; i++)
+    assert_int_equal(consume_bytes(fx, 1, 4u << 20), 0);
+  assert_int_equal(consume_bytes(fx, 1, 4u << 20), SP_EAGAIN);
+  assert_int_equal(QBYTES(fx), 64u << 20);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 16);
+  sp_exporterhelper_destroy(fx->eh); /* never started: dropped and counted */
+  fx->eh = NULL;
+  assert_int_equal(FAILED(fx), 16);
+}
+
 static void test_queue_disabled(void **state) {
   fx_t *fx = *state;
   fx->q.enabled = false;
@@ -609,6 +708,44 @@ static void test_profiles(void **state) {
   shutdown_and_wait(fx, 1000);
 }
 
+/* A profiles batch weighs its pprof bytes; the sender sees the size the queue counted. */
+static size_t g_seen_bytes;
+static int bytes_send(void *ctx, sp_exporterhelper_item_t *item, sp_exporterhelper_done_cb done,
+                      void *token) {
+  g_seen_bytes = item->bytes;
+  return scripted_send(ctx, item, done, token);
+}
+static const sp_exporterhelper_sender_t g_bytes_sender = {
+    .send = bytes_send, .cancel = scripted_cancel, .release = scripted_release};
+
+static void test_profiles_bytes(void **state) {
+  fx_t *fx = *state;
+  fx->q.sizer = SP_EXPORTERHELPER_SIZER_BYTES;
+  fx->q.queue_size = 10000;
+  g_use_sender = &g_bytes_sender;
+  make(fx);
+  g_use_sender = &g_sender;
+  sp_profiles_t *b = sp_profiles_create();
+  assert_non_null(b);
+  static const uint8_t pprof[150] = {0};
+  sp_label_t l = {"service_name", "svc"};
+  assert_non_null(sp_profiles_add(b, &l, 1, 0, 0, pprof, 100));
+  assert_non_null(sp_profiles_add(b, &l, 1, 0, 0, pprof, 50));
+  assert_int_equal(sp_exporterhelper_profiles_bytes(b), 150);
+  assert_int_equal(sp_consume_profiles(sp_exporterhelper_consumer(fx->eh), b), 0);
+  assert_int_equal(metric(fx, "spanprof_exporter_queue_size"), 150);
+  assert_int_equal(QBYTES(fx), 150);
+  g_seen_bytes = 0;
+  assert_int_equal(sp_exporterhelper_start(fx->eh), 0);
+  assert_int_equal(g_seen_bytes, 150);
+  uv_update_time(&fx->loop);
+  for (int i = 0; i < 100 && metric(fx, "spanprof_exporter_sent_profiles_total") < 2; i++)
+    uv_run(&fx->loop, UV_RUN_ONCE);
+  assert_int_equal(metric(fx, "spanprof_exporter_sent_profiles_total"), 2);
+  assert_int_equal(QBYTES(fx), 0);
+  shutdown_and_wait(fx, 1000);
+}
+
 static void test_bad_options(void **state) {
   fx_t *fx = *state;
   sp_exporterhelper_t *eh = NULL;
@@ -667,6 +804,7 @@ static void test_schema(void **state) {
   assert_int_equal(h.q.num_consumers, 10);
   assert_int_equal(h.q.queue_size, 1000);
   assert_int_equal(h.q.sizer, SP_EXPORTERHELPER_SIZER_REQUESTS);
+  assert_int_equal(h.q.max_queued_bytes, SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES);
   assert_true(h.r.enabled);
   assert_int_equal(h.r.initial_interval_ms, 5000);
   assert_int_equal(h.r.max_interval_ms, 30000);
@@ -683,7 +821,19 @@ static void test_schema(void **state) {
   assert_int_equal(h.r.max_elapsed_time_ms, 0);
   assert_int_equal(errs.n, 0);
 
-  assert_int_equal(decode("sending_queue: {num_consumers: 0, sizer: bytes}\n", &h, &errs),
+  assert_int_equal(h.q.max_queued_bytes, 64u << 20);
+  assert_int_equal(decode("sending_queue: {sizer: bytes, queue_size: 5000000, "
+                          "max_queued_bytes: 1MiB}\n",
+                          &h, &errs),
+                   0);
+  assert_int_equal(h.q.sizer, SP_EXPORTERHELPER_SIZER_BYTES);
+  assert_int_equal(h.q.queue_size, 5000000);
+  assert_int_equal(h.q.max_queued_bytes, 1u << 20);
+  assert_int_equal(decode("sending_queue: {max_queued_bytes: 0}\n", &h, &errs), 0);
+  assert_int_equal(h.q.max_queued_bytes, 0);
+  assert_int_equal(errs.n, 0);
+
+  assert_int_equal(decode("sending_queue: {num_consumers: 0, sizer: pages}\n", &h, &errs),
                    SP_ECONFIG);
   assert_int_equal(errs.n, 2);
   sp_errors_free(&errs);
@@ -773,6 +923,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_send_and_count, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_items_sizer, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_queue_bytes_sizer, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_queue_max_bytes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_queue_default_byte_cap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_disabled, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retry_backoff_timing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retry_max_interval_and_jitter, setup, teardown),
@@ -789,6 +942,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_shutdown_without_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_destroy_without_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_profiles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_profiles_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test(test_schema),
       cmocka_unit_test_setup_teardown(test_retry_after_saturated_gives_up, setup, teardown),
