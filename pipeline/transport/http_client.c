@@ -106,6 +106,7 @@ struct sp_http_client_s {
   bool keep_alive;
   bool http2;
   long connect_timeout_ms;
+  long per_host; /* CURLMOPT_MAX_HOST_CONNECTIONS */
 
   /* Default headers: names (for override checks), formatted lines, and the
    * list curl reads when a request adds nothing. */
@@ -312,7 +313,7 @@ static int xfer_static_options(sp_http_client_t *self, xfer_t *x) {
 /* A pooled xfer, or a new one. NULL only when the xfer itself could not be
  * allocated; a failed curl_easy_init() leaves x->easy NULL and is reported
  * through the callback. */
-static xfer_t *xfer_get(sp_http_client_t *self) {
+static xfer_t *xfer_get(sp_http_client_t *self, bool with_easy) {
   xfer_t *x = self->pool;
   if (x) {
     self->pool = x->next;
@@ -324,7 +325,7 @@ static xfer_t *xfer_get(sp_http_client_t *self) {
   if (!x) return NULL;
   x->client = self;
   sp_buf_init(&x->body, 0);
-  x->easy = curl_easy_init();
+  x->easy = with_easy ? curl_easy_init() : NULL;
   if (x->easy && xfer_static_options(self, x) != 0) {
     curl_easy_cleanup(x->easy);
     x->easy = NULL;
@@ -562,9 +563,9 @@ static void teardown(sp_http_client_t *self) {
   }
   self->n_pool = 0;
   /* Closes the cached connections; curl reports their sockets removed. */
-  curl_multi_cleanup(self->multi);
+  if (self->multi) curl_multi_cleanup(self->multi);
   self->multi = NULL;
-  curl_share_cleanup(self->share);
+  if (self->share) curl_share_cleanup(self->share);
   self->share = NULL;
   while (self->socks)
     sock_close(self, self->socks);
@@ -760,18 +761,72 @@ fail:
   return rc;
 }
 
+/*
+ * Sets up curl for this client on its first request rather than at create:
+ * curl_global_init() initialises OpenSSL, which touches about 2 MiB of
+ * libcrypto, and a daemon whose exporter has sent nothing yet (idle) should
+ * not pay for it. 0, SP_EIO or SP_ENOMEM (logged; the next request tries
+ * again). Loop thread.
+ */
+static int curl_start(sp_http_client_t *self) {
+  int rc = SP_EIO;
+  pthread_once(&g_curl_once, curl_init_once);
+  if (g_curl_init_rc != CURLE_OK) {
+    sp_log_error(self->component, "curl_global_init: %s", curl_easy_strerror(g_curl_init_rc));
+    return rc;
+  }
+  rc = SP_ENOMEM;
+  self->share = curl_share_init();
+  self->multi = curl_multi_init();
+  if (!self->share || !self->multi) goto fail;
+  rc = SP_EIO;
+  if (sp_curl_share_setopt(self->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+    goto fail;
+  CURLMcode mc = CURLM_OK;
+#define MSET(opt, val)                                                                             \
+  do {                                                                                             \
+    if (mc == CURLM_OK) mc = sp_curl_multi_setopt(self->multi, opt, val);                          \
+  } while (0)
+  MSET(CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+  MSET(CURLMOPT_SOCKETDATA, (void *)self);
+  MSET(CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  MSET(CURLMOPT_TIMERDATA, (void *)self);
+  MSET(CURLMOPT_MAX_HOST_CONNECTIONS, self->per_host);
+  /* Idle connections kept open: enough for every host slot twice over, so a
+   * burst does not close what the next burst needs. */
+  MSET(CURLMOPT_MAXCONNECTS, self->per_host * 2 > 16 ? self->per_host * 2 : 16L);
+  MSET(CURLMOPT_PIPELINING, self->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
+#undef MSET
+  if (mc != CURLM_OK) {
+    sp_log_error(self->component, "curl_multi_setopt: %s", curl_multi_strerror(mc));
+    goto fail;
+  }
+  return 0;
+fail:
+  if (rc == SP_ENOMEM) sp_log_error(self->component, "cannot set up curl: out of memory");
+  if (self->multi) curl_multi_cleanup(self->multi);
+  if (self->share) curl_share_cleanup(self->share);
+  self->multi = NULL;
+  self->share = NULL;
+  return rc;
+}
+
 int sp_http_client_request(sp_http_client_t *self, const sp_http_client_request_t *req,
                            sp_http_client_cb cb, void *arg) {
   if (!self || !req || !req->url || !cb) return SP_EINVAL;
   if (self->shutting_down) return SP_ESHUTDOWN;
-  xfer_t *x = xfer_get(self);
+  int rc = self->multi ? 0 : curl_start(self);
+  xfer_t *x = xfer_get(self, rc == 0);
   if (!x) return SP_ENOMEM;
   x->cb = cb;
   x->arg = arg;
   x->start_ns = uv_hrtime();
   x->errbuf[0] = '\0';
   self->n_pending++;
-  int rc = xfer_setup(self, x, req);
+  if (rc != 0)
+    snprintf(x->errbuf, sizeof x->errbuf, "libcurl could not be initialised");
+  else
+    rc = xfer_setup(self, x, req);
   if (rc == 0) {
     CURLMcode mc = curl_multi_add_handle(self->multi, x->easy);
     if (mc == CURLM_OK) {
@@ -918,12 +973,6 @@ int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
     sp_log_error(opts->component ? opts->component : "http_client", "%s", dl_err);
     goto fail;
   }
-  pthread_once(&g_curl_once, curl_init_once);
-  rc = SP_EIO;
-  if (g_curl_init_rc != CURLE_OK) {
-    sp_log_error(opts->component, "curl_global_init: %s", curl_easy_strerror(g_curl_init_rc));
-    goto fail;
-  }
   rc = SP_ENOMEM;
   self = sp_calloc(1, sizeof *self);
   if (!self) goto fail;
@@ -946,35 +995,8 @@ int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
   uint64_t cto = opts->connect_timeout_ms ? opts->connect_timeout_ms
                                           : SP_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
   self->connect_timeout_ms = cto > LONG_MAX ? LONG_MAX : (long)cto;
-  long per_host = opts->max_conns_per_host ? (long)opts->max_conns_per_host
-                                           : SP_HTTP_CLIENT_DEFAULT_CONNS_PER_HOST;
-
-  rc = SP_ENOMEM;
-  self->share = curl_share_init();
-  self->multi = curl_multi_init();
-  if (!self->share || !self->multi) goto fail;
-  rc = SP_EIO;
-  if (sp_curl_share_setopt(self->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
-    goto fail;
-  CURLMcode mc = CURLM_OK;
-#define MSET(opt, val)                                                                             \
-  do {                                                                                             \
-    if (mc == CURLM_OK) mc = sp_curl_multi_setopt(self->multi, opt, val);                          \
-  } while (0)
-  MSET(CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  MSET(CURLMOPT_SOCKETDATA, (void *)self);
-  MSET(CURLMOPT_TIMERFUNCTION, on_curl_timer);
-  MSET(CURLMOPT_TIMERDATA, (void *)self);
-  MSET(CURLMOPT_MAX_HOST_CONNECTIONS, per_host);
-  /* Idle connections kept open: enough for every host slot twice over, so a
-   * burst does not close what the next burst needs. */
-  MSET(CURLMOPT_MAXCONNECTS, per_host * 2 > 16 ? per_host * 2 : 16L);
-  MSET(CURLMOPT_PIPELINING, self->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
-#undef MSET
-  if (mc != CURLM_OK) {
-    sp_log_error(self->component, "curl_multi_setopt: %s", curl_multi_strerror(mc));
-    goto fail;
-  }
+  self->per_host = opts->max_conns_per_host ? (long)opts->max_conns_per_host
+                                            : SP_HTTP_CLIENT_DEFAULT_CONNS_PER_HOST;
 
   uv_timer_init(loop, &self->timer);
   uv_timer_init(loop, &self->defer);

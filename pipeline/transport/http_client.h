@@ -141,13 +141,15 @@ typedef void (*sp_http_client_cb)(const sp_http_client_result_t *res, void *arg)
 
 /**
  * Creates a client on @p loop. @p opts is copied (NULL: all defaults).
- * Loads (curl_dl.h: spanprof is not linked against it) and initialises
- * libcurl once per process (thread-safe). Returns 0 and sets *@p out, or
+ * Loads libcurl once per process (curl_dl.h: spanprof is not linked against
+ * it; thread-safe); curl itself (curl_global_init, which initialises
+ * OpenSSL, and the client's multi handle) is set up by the first request, so
+ * an idle client costs little. Returns 0 and sets *@p out, or
  * SP_EINVAL (NULL loop/out), SP_ECONFIG (unreadable TLS file, unknown
  * min_version, key_file without cert_file or the reverse — with a log line
  * naming it), SP_ENOTSUP (libcurl could not be loaded, or HTTP/2 asked for
  * but curl lacks it; logged) or
- * SP_ENOMEM/SP_EIO (curl could not be set up). On failure nothing is left
+ * SP_ENOMEM. On failure nothing is left
  * on the loop.
  */
 int sp_http_client_create(uv_loop_t *loop, const sp_http_client_options_t *opts,
