@@ -6,6 +6,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/error.h"
 #include "pipeline/pbscan.h"
+#include "pipeline/pprofwire.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -385,11 +386,38 @@ const char *sp_profile_label(const sp_profile_t *p, const char *name) {
 size_t sp_profiles_count_samples(sp_profiles_t *self) {
   size_t n = 0;
   for (size_t i = 0; i < self->n; i++) {
-    sp_pprof_t *pp = sp_profile_decode(self, &self->items[i]);
-    if (pp != NULL)
-      n += pp->n_sample;
+    sp_profile_t *p = &self->items[i];
+    if (p->pprof != NULL && (p->modified || p->raw == NULL)) {
+      n += p->pprof->n_sample; /* edited: counting must not re-encode */
+      continue;
+    }
+    const sp_pprof_wire_t *w = sp_profile_wire(self, p);
+    if (w != NULL)
+      n += w->n_samples;
   }
   return n;
+}
+
+const sp_pprof_wire_t *sp_profile_wire(sp_profiles_t *batch, sp_profile_t *p) {
+  if (p->wire != NULL && !p->modified && p->raw != NULL)
+    return p->wire;
+  const uint8_t *raw;
+  size_t len;
+  if (sp_profile_encoded(batch, p, &raw, &len) != 0)
+    return NULL;
+  sp_pprof_wire_t *w = sp_arena_alloc(batch->arena, sizeof(*w));
+  if (w == NULL || sp_pprof_wire_index(batch->arena, raw, len, false, w, NULL, 0) != 0)
+    return NULL;
+  p->wire = w;
+  return w;
+}
+
+void sp_profile_set_raw(sp_profile_t *p, const uint8_t *raw, size_t len) {
+  p->raw = raw;
+  p->raw_len = len;
+  p->pprof = NULL;
+  p->wire = NULL;
+  p->modified = false;
 }
 
 int sp_profile_encoded(sp_profiles_t *batch, sp_profile_t *p, const uint8_t **out, size_t *len) {
@@ -406,6 +434,7 @@ int sp_profile_encoded(sp_profiles_t *batch, sp_profile_t *p, const uint8_t **ou
     return SP_ENOMEM;
   p->raw_len = protobuf_c_message_pack(&p->pprof->base, buf);
   p->raw = buf;
+  p->wire = NULL; /* indexed the old bytes */
   p->modified = false; /* the new bytes match the decoded profile again */
   *out = p->raw;
   *len = p->raw_len;

@@ -1,0 +1,970 @@
+/*
+ * pprofwire.c — see pprofwire.h.
+ *
+ * Indexing is two passes over the top-level fields: the first counts the
+ * string_table, sample and sample_type fields (and, when validating, the
+ * location / function / mapping fields) so that every array is allocated
+ * once at its final size — arenas cannot grow an allocation; the second
+ * fills them. Both passes only step over a Sample's payload unless the
+ * caller asked for validation.
+ *
+ * Validation has to accept exactly what sp_pprof_decode() accepts, which is
+ * three things in a row: the schema scan of pbscan.c (including its decode
+ * budget: SP_ETOOBIG past it), protobuf-c's unpack, and sp_pprof_validate().
+ * The framing rules below are the intersection of the first two:
+ *   - a field key is a varint of at most 5 bytes (protobuf-c) whose field
+ *     number is 1..2^29-1 (the scan); wire types 3, 4, 6, 7 are refused;
+ *   - a varint value has at most 10 bytes, the 10th being 0 or 1 (the scan);
+ *   - a length prefix has at most 5 bytes (protobuf-c) and fits the bytes
+ *     left;
+ *   - a known field has its type's wire type, or is a repeated scalar sent
+ *     packed whose payload is a whole number of valid varints;
+ *   - unknown fields of any valid wire type are skipped.
+ * The decode budget is computed the way pbscan.c computes it (message sizes
+ * from the protobuf-c descriptors, a slot per repeated element, string
+ * lengths, 8 bytes per packed byte, a 32-byte record per field occurrence
+ * of the message being decoded) and checked at the same points, so the same
+ * inputs get SP_ETOOBIG. Nesting in pprof is at most three levels, well
+ * under the scan's 64.
+ *
+ * The semantic checks (string indices, value counts, IDs) are made on
+ * aggregates collected in the same pass: the largest string index used, the
+ * smallest and largest value count, and whether location / function /
+ * mapping IDs are 1..n in table order (then a reference is valid iff it lies
+ * in 1..n, checked with a min/max). IDs in any other order are sorted into
+ * a temporary array and the samples and locations are walked a second time.
+ * Only when a check fails is the profile decoded with sp_pprof_decode(),
+ * whose message then names the exact offender in the same words a decode
+ * would use; rejects are rare and the decode stays within the budget just
+ * checked.
+ *
+ * Memory: everything the index allocates is an array with one entry per
+ * top-level field of a kind (16 bytes at most per entry), and every field
+ * takes at least 2 bytes of input, so a hostile profile cannot make the
+ * index allocate more than 8 times its size in the arena, plus at most as
+ * much again in temporary sp_malloc'd ID arrays while validating.
+ */
+#include "pipeline/pprofwire.h"
+
+#include "perftools/profiles/profile.pb-c.h"
+#include "pipeline/alloc.h"
+#include "pipeline/error.h"
+#include "pipeline/pbscan.h"
+#include "pipeline/pprof.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- strict wire reading ------------------------------------------------------ */
+
+/* A varint as both the scan and protobuf-c accept it: <= 10 bytes, the 10th 0 or 1. */
+static inline bool sp__varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+  const uint8_t *p = *pp;
+  if (p < end && *p < 0x80) {
+    *out = *p;
+    *pp = p + 1;
+    return true;
+  }
+  uint64_t v = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    if (p >= end)
+      return false;
+    uint8_t b = *p++;
+    if (shift == 63 && b > 1)
+      return false;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      *pp = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+typedef struct sp__fld_s {
+  uint32_t num;
+  int wt;
+  uint64_t v;          /* wire type 0: the value; 2: the payload length */
+  const uint8_t *data; /* wire type 2: the payload */
+} sp__fld_t;
+
+/* Next field at *pp: 1 read, 0 at the end, -1 malformed. */
+static inline int sp__next(const uint8_t **pp, const uint8_t *end, sp__fld_t *f) {
+  const uint8_t *p = *pp;
+  if (p >= end)
+    return 0;
+  uint64_t key;
+  if (*p < 0x80) {
+    key = *p++;
+  } else {
+    const uint8_t *k0 = p;
+    if (!sp__varint(&p, end, &key) || p - k0 > 5)
+      return -1;
+  }
+  if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
+    return -1;
+  f->num = (uint32_t)(key >> 3);
+  f->wt = (int)(key & 7);
+  f->v = 0;
+  f->data = p;
+  switch (f->wt) {
+  case 0:
+    if (!sp__varint(&p, end, &f->v))
+      return -1;
+    break;
+  case 1:
+    if (end - p < 8)
+      return -1;
+    p += 8;
+    break;
+  case 5:
+    if (end - p < 4)
+      return -1;
+    p += 4;
+    break;
+  case 2: {
+    const uint8_t *l0 = p;
+    if (!sp__varint(&p, end, &f->v) || p - l0 > 5 || f->v > INT_MAX ||
+        f->v > (uint64_t)(end - p))
+      return -1;
+    f->data = p;
+    p += f->v;
+    break;
+  }
+  default:
+    return -1;
+  }
+  *pp = p;
+  return 1;
+}
+
+/* ---- validation context --------------------------------------------------------- */
+
+enum { SP__K_VARINT, SP__K_VARINT_REP, SP__K_STR_REP, SP__K_MSG, SP__K_MSG_REP };
+
+#define SP__FIELD_COST 32 /* pbscan.c's per-occurrence record */
+
+typedef struct sp__val_s {
+  uint64_t cost, max_cost;
+  uint64_t max_str; /* largest string index referenced (negative ones wrap to huge) */
+  size_t min_vals, max_vals;
+  uint64_t loc_ref_min, loc_ref_max; /* over sample location_ids */
+  uint64_t fn_ref_min, fn_ref_max;   /* over line function_ids */
+  uint64_t map_ref_max;              /* over non-zero location mapping_ids */
+  uint64_t *loc_ids, *fn_ids, *map_ids;
+  size_t n_loc, n_fn, n_map;
+  sp_pw_range_t *loc_rng; /* location payloads, for the second walk */
+} sp__val_t;
+
+/*
+ * Accounts for one known field as pbscan.c does and checks its wire type.
+ * Returns 0 (wire type as declared), 1 (a packed repeated scalar: the caller
+ * reads it with sp__varint, failing with SP_EPROTO), SP_ETOOBIG or SP_EPROTO.
+ */
+static inline int sp__known(sp__val_t *c, uint64_t *fields, int kind, const sp__fld_t *f) {
+  (*fields)++;
+  bool msg = kind == SP__K_MSG || kind == SP__K_MSG_REP;
+  if (kind != SP__K_VARINT && kind != SP__K_MSG)
+    c->cost += 8;
+  if (f->wt == 2 && !msg)
+    c->cost += f->v + 1;
+  if (c->cost + *fields * SP__FIELD_COST > c->max_cost)
+    return SP_ETOOBIG;
+  int want = kind == SP__K_VARINT || kind == SP__K_VARINT_REP ? 0 : 2;
+  if (f->wt == want)
+    return 0;
+  if (kind == SP__K_VARINT_REP && f->wt == 2) {
+    c->cost += f->v * 8;
+    return 1;
+  }
+  return SP_EPROTO;
+}
+
+#define SP__STR(c, v) ((c)->max_str = (uint64_t)(v) > (c)->max_str ? (uint64_t)(v) : (c)->max_str)
+
+/* Walks a message whose fields are all non-repeated varints (ValueType, Label, Line,
+ * Function, Mapping, and Location minus its lines), keeping the last value of fields
+ * 1..n_vals in vals[]. */
+static int sp__val_flat(sp__val_t *c, size_t sizeof_message, const uint8_t *p, const uint8_t *end,
+                        int64_t *vals, uint32_t n_vals, uint32_t n_known) {
+  c->cost += sizeof_message;
+  uint64_t fields = 0;
+  sp__fld_t f;
+  int r;
+  while ((r = sp__next(&p, end, &f)) > 0) {
+    if (f.num > n_known)
+      continue;
+    int k = sp__known(c, &fields, SP__K_VARINT, &f);
+    if (k != 0)
+      return k < 0 ? k : SP_EPROTO;
+    if (f.num <= n_vals)
+      vals[f.num - 1] = (int64_t)f.v;
+  }
+  return r < 0 ? SP_EPROTO : 0;
+}
+
+static int sp__val_valuetype(sp__val_t *c, const sp__fld_t *f, int64_t out[2]) {
+  out[0] = out[1] = 0;
+  return sp__val_flat(c, perftools__profiles__value_type__descriptor.sizeof_message, f->data,
+                      f->data + f->v, out, 2, 2);
+}
+
+static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
+  c->cost += perftools__profiles__sample__descriptor.sizeof_message;
+  uint64_t fields = 0;
+  size_t n_vals = 0;
+  const uint8_t *p = sf->data, *end = sf->data + sf->v;
+  sp__fld_t f;
+  int r, k;
+  while ((r = sp__next(&p, end, &f)) > 0) {
+    switch (f.num) {
+    case 1: /* location_id */
+    case 2: /* value */
+      if ((k = sp__known(c, &fields, SP__K_VARINT_REP, &f)) < 0)
+        return k;
+      if (k == 0) {
+        if (f.num == 2) {
+          n_vals++;
+        } else {
+          c->loc_ref_min = f.v < c->loc_ref_min ? f.v : c->loc_ref_min;
+          c->loc_ref_max = f.v > c->loc_ref_max ? f.v : c->loc_ref_max;
+        }
+        break;
+      }
+      {
+        const uint8_t *q = f.data, *qe = f.data + f.v;
+        uint64_t v;
+        if (f.num == 2) {
+          while (q < qe) {
+            if (!sp__varint(&q, qe, &v))
+              return SP_EPROTO;
+            n_vals++;
+          }
+        } else {
+          uint64_t lo = c->loc_ref_min, hi = c->loc_ref_max;
+          while (q < qe) {
+            if (!sp__varint(&q, qe, &v))
+              return SP_EPROTO;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+          }
+          c->loc_ref_min = lo;
+          c->loc_ref_max = hi;
+        }
+      }
+      break;
+    case 3: { /* label */
+      if ((k = sp__known(c, &fields, SP__K_MSG_REP, &f)) != 0)
+        return k < 0 ? k : SP_EPROTO;
+      int64_t l[4] = {0, 0, 0, 0};
+      if ((k = sp__val_flat(c, perftools__profiles__label__descriptor.sizeof_message, f.data,
+                            f.data + f.v, l, 4, 4)) != 0)
+        return k;
+      SP__STR(c, l[0]);
+      SP__STR(c, l[1]);
+      SP__STR(c, l[3]);
+      break;
+    }
+    default:
+      break;
+    }
+  }
+  if (r < 0)
+    return SP_EPROTO;
+  c->min_vals = n_vals < c->min_vals ? n_vals : c->min_vals;
+  c->max_vals = n_vals > c->max_vals ? n_vals : c->max_vals;
+  return 0;
+}
+
+static int sp__val_location(sp__val_t *c, const sp__fld_t *lf) {
+  c->cost += perftools__profiles__location__descriptor.sizeof_message;
+  uint64_t fields = 0;
+  uint64_t id = 0, mapping = 0;
+  const uint8_t *p = lf->data, *end = lf->data + lf->v;
+  sp__fld_t f;
+  int r, k;
+  while ((r = sp__next(&p, end, &f)) > 0) {
+    if (f.num == 4) {
+      if ((k = sp__known(c, &fields, SP__K_MSG_REP, &f)) != 0)
+        return k < 0 ? k : SP_EPROTO;
+      int64_t line[3] = {0, 0, 0};
+      if ((k = sp__val_flat(c, perftools__profiles__line__descriptor.sizeof_message, f.data,
+                            f.data + f.v, line, 1, 3)) != 0)
+        return k;
+      uint64_t fn = (uint64_t)line[0];
+      c->fn_ref_min = fn < c->fn_ref_min ? fn : c->fn_ref_min;
+      c->fn_ref_max = fn > c->fn_ref_max ? fn : c->fn_ref_max;
+    } else if (f.num >= 1 && f.num <= 5) {
+      if ((k = sp__known(c, &fields, SP__K_VARINT, &f)) != 0)
+        return k < 0 ? k : SP_EPROTO;
+      if (f.num == 1)
+        id = f.v;
+      else if (f.num == 2)
+        mapping = f.v;
+    }
+  }
+  if (r < 0)
+    return SP_EPROTO;
+  if (mapping > c->map_ref_max)
+    c->map_ref_max = mapping;
+  c->loc_ids[c->n_loc++] = id;
+  return 0;
+}
+
+/* ---- ID sets (the non-dense case) -------------------------------------------------- */
+
+static int sp__cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static bool sp__dense(const uint64_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] != i + 1)
+      return false;
+  return true;
+}
+
+/* Sorts ids in place; false on a zero or duplicate ID (what sp_pprof_validate refuses). */
+static bool sp__idset_sort(uint64_t *ids, size_t n) {
+  qsort(ids, n, sizeof(uint64_t), sp__cmp_u64);
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] == 0 || (i > 0 && ids[i] == ids[i - 1]))
+      return false;
+  return true;
+}
+
+static bool sp__idset_has(const uint64_t *ids, size_t n, bool dense, uint64_t id) {
+  if (dense)
+    return id >= 1 && id <= n;
+  return bsearch(&id, ids, n, sizeof(uint64_t), sp__cmp_u64) != NULL;
+}
+
+/* The second walk when some ID set is not 1..n: every reference looked up. */
+static bool sp__refs_ok(const sp_pprof_wire_t *w, sp__val_t *c, bool loc_dense, bool fn_dense,
+                        bool map_dense) {
+  for (size_t i = 0; i < w->n_samples; i++) {
+    const uint8_t *p = w->raw + w->samples[i].off, *end = p + w->samples[i].len;
+    sp__fld_t f;
+    while (sp__next(&p, end, &f) > 0) {
+      if (f.num != 1)
+        continue;
+      if (f.wt == 0) {
+        if (!sp__idset_has(c->loc_ids, c->n_loc, loc_dense, f.v))
+          return false;
+      } else {
+        const uint8_t *q = f.data, *qe = f.data + f.v;
+        uint64_t v;
+        while (q < qe && sp__varint(&q, qe, &v))
+          if (!sp__idset_has(c->loc_ids, c->n_loc, loc_dense, v))
+            return false;
+      }
+    }
+  }
+  for (size_t i = 0; i < c->n_loc; i++) {
+    const uint8_t *p = w->raw + c->loc_rng[i].off, *end = p + c->loc_rng[i].len;
+    uint64_t mapping = 0;
+    sp__fld_t f;
+    while (sp__next(&p, end, &f) > 0) {
+      if (f.num == 2 && f.wt == 0) {
+        mapping = f.v;
+      } else if (f.num == 4 && f.wt == 2) {
+        const uint8_t *q = f.data, *qe = f.data + f.v;
+        uint64_t fn = 0;
+        sp__fld_t g;
+        while (sp__next(&q, qe, &g) > 0)
+          if (g.num == 1 && g.wt == 0)
+            fn = g.v;
+        if (!sp__idset_has(c->fn_ids, c->n_fn, fn_dense, fn))
+          return false;
+      }
+    }
+    if (mapping != 0 && !sp__idset_has(c->map_ids, c->n_map, map_dense, mapping))
+      return false;
+  }
+  return true;
+}
+
+/* ---- indexing ---------------------------------------------------------------------- */
+
+/* Reads a ValueType without checks (the bytes were validated before). */
+static void sp__valuetype_lenient(const sp__fld_t *vf, int64_t out[2]) {
+  const uint8_t *p = vf->data, *end = vf->data + vf->v;
+  sp__fld_t f;
+  while (sp__next(&p, end, &f) > 0)
+    if (f.wt == 0 && (f.num == 1 || f.num == 2))
+      out[f.num - 1] = (int64_t)f.v;
+}
+
+static int sp__fail_msg(char *err, size_t errlen, int rc, uint64_t max_cost) {
+  if (err == NULL || errlen == 0)
+    return rc;
+  if (rc == SP_ETOOBIG)
+    snprintf(err, errlen,
+             "decoding would need more than %llu MiB (over %d times the request size); "
+             "send smaller requests",
+             (unsigned long long)(max_cost >> 20), SP_PBSCAN_COST_FACTOR);
+  else if (rc == SP_ENOMEM)
+    snprintf(err, errlen, "out of memory indexing the profile");
+  else
+    snprintf(err, errlen, "not a pprof profile (malformed protobuf)");
+  return rc;
+}
+
+/*
+ * A semantic check failed: let the decoder name the offender, in its words.
+ * Should it accept the profile after all (it cannot, unless the aggregates
+ * above are wrong), the profile is still refused.
+ */
+static int sp__diagnose(const uint8_t *raw, size_t len, char *err, size_t errlen) {
+  sp_arena_t *a = sp_arena_create(len + 4096);
+  sp_pprof_t *p = NULL;
+  int rc = SP_ENOMEM;
+  if (a != NULL)
+    rc = sp_pprof_decode(a, raw, len, &p, err, errlen);
+  sp_arena_destroy(a);
+  if (rc == SP_ENOMEM) {
+    if (err != NULL && errlen > 0)
+      snprintf(err, errlen, "out of memory checking the profile");
+    return SP_ENOMEM;
+  }
+  if (rc == 0 && err != NULL && errlen > 0)
+    snprintf(err, errlen, "inconsistent profile (string, value or id references)");
+  return SP_EPROTO;
+}
+
+int sp_pprof_wire_index(sp_arena_t *arena, const uint8_t *raw, size_t len, bool validate,
+                        sp_pprof_wire_t *out, char *err, size_t errlen) {
+  memset(out, 0, sizeof(*out));
+  if (err != NULL && errlen > 0)
+    err[0] = '\0';
+  sp__val_t c;
+  memset(&c, 0, sizeof(c));
+  c.max_cost = sp_pbscan_budget(len);
+  if (len >= ((size_t)1 << 32) || (raw == NULL && len > 0))
+    return sp__fail_msg(err, errlen, SP_EPROTO, c.max_cost);
+  if (raw == NULL)
+    raw = (const uint8_t *)"";
+  out->raw = raw;
+  out->len = len;
+
+  /* Pass 1: counts (framing of the top level only). */
+  size_t n_str = 0, n_smp = 0, n_st = 0, n_loc = 0, n_fn = 0, n_map = 0;
+  bool framing_bad = false;
+  {
+    const uint8_t *p = raw, *end = raw + len;
+    sp__fld_t f;
+    int r;
+    while ((r = sp__next(&p, end, &f)) > 0) {
+      if (f.wt != 2)
+        continue;
+      switch (f.num) {
+      case 1: n_st++; break;
+      case 2: n_smp++; break;
+      case 3: n_map++; break;
+      case 4: n_loc++; break;
+      case 5: n_fn++; break;
+      case 6: n_str++; break;
+      default: break;
+      }
+    }
+    framing_bad = r < 0;
+  }
+  if (framing_bad && !validate)
+    return sp__fail_msg(err, errlen, SP_EPROTO, c.max_cost);
+
+  int rc = 0;
+  out->strings = n_str ? sp_arena_alloc(arena, n_str * sizeof(*out->strings)) : NULL;
+  out->samples = n_smp ? sp_arena_alloc(arena, n_smp * sizeof(*out->samples)) : NULL;
+  out->sample_types = n_st ? sp_arena_alloc(arena, n_st * sizeof(*out->sample_types)) : NULL;
+  if ((n_str && !out->strings) || (n_smp && !out->samples) || (n_st && !out->sample_types)) {
+    rc = SP_ENOMEM;
+    goto fail;
+  }
+  if (validate) {
+    c.loc_ids = sp_malloc((n_loc + 1) * sizeof(uint64_t));
+    c.loc_rng = sp_malloc((n_loc + 1) * sizeof(sp_pw_range_t));
+    c.fn_ids = sp_malloc((n_fn + 1) * sizeof(uint64_t));
+    c.map_ids = sp_malloc((n_map + 1) * sizeof(uint64_t));
+    if (!c.loc_ids || !c.loc_rng || !c.fn_ids || !c.map_ids) {
+      rc = SP_ENOMEM;
+      goto fail;
+    }
+    c.min_vals = SIZE_MAX;
+    c.loc_ref_min = c.fn_ref_min = UINT64_MAX;
+    c.cost = perftools__profiles__profile__descriptor.sizeof_message;
+  }
+
+  /* Pass 2: fill (and, validating, check everything). */
+  int64_t period_type[2] = {0, 0};
+  int64_t scalars[4] = {0, 0, 0, 0}; /* drop_frames, keep_frames, default_sample_type, doc_url */
+  uint64_t fields = 0;
+  const uint8_t *p = raw, *end = raw + len;
+  const uint8_t *start = raw;
+  sp__fld_t f;
+  int r;
+  while ((r = sp__next(&p, end, &f)) > 0) {
+    uint32_t foff = (uint32_t)(start - raw);
+    start = p;
+    int k = 0;
+    if (!validate) {
+      if (f.wt == 2) {
+        uint32_t off = (uint32_t)(f.data - raw);
+        switch (f.num) {
+        case 1: {
+          int64_t *vt = out->sample_types[out->n_sample_types++];
+          vt[0] = vt[1] = 0;
+          sp__valuetype_lenient(&f, vt);
+          break;
+        }
+        case 2:
+          out->samples[out->n_samples++] = (sp_pw_sample_t){foff, off, (uint32_t)f.v};
+          break;
+        case 6:
+          out->strings[out->n_strings++] = (sp_pw_range_t){off, (uint32_t)f.v};
+          break;
+        case 11: {
+          period_type[0] = period_type[1] = 0;
+          sp__valuetype_lenient(&f, period_type);
+          break;
+        }
+        default:
+          break;
+        }
+      } else if (f.wt == 0) {
+        switch (f.num) {
+        case 9: out->time_nanos = (int64_t)f.v; break;
+        case 10: out->duration_nanos = (int64_t)f.v; break;
+        case 12: out->period = (int64_t)f.v; break;
+        default: break;
+        }
+      }
+      continue;
+    }
+    switch (f.num) {
+    case 1: /* sample_type */
+    case 11: { /* period_type */
+      if ((k = sp__known(&c, &fields, f.num == 1 ? SP__K_MSG_REP : SP__K_MSG, &f)) != 0)
+        break;
+      int64_t vt[2];
+      if ((k = sp__val_valuetype(&c, &f, vt)) != 0)
+        break;
+      SP__STR(&c, vt[0]);
+      SP__STR(&c, vt[1]);
+      if (f.num == 1) {
+        int64_t *st = out->sample_types[out->n_sample_types++];
+        st[0] = vt[0];
+        st[1] = vt[1];
+      } else {
+        /*
+         * A repeated singular message is merged by protobuf-c, but proto3
+         * scalars have no presence, so the later one wins whole.
+         */
+        period_type[0] = vt[0];
+        period_type[1] = vt[1];
+      }
+      break;
+    }
+    case 2: /* sample */
+      if ((k = sp__known(&c, &fields, SP__K_MSG_REP, &f)) != 0)
+        break;
+      if ((k = sp__val_sample(&c, &f)) != 0)
+        break;
+      out->samples[out->n_samples++] =
+          (sp_pw_sample_t){foff, (uint32_t)(f.data - raw), (uint32_t)f.v};
+      break;
+    case 3: { /* mapping */
+      if ((k = sp__known(&c, &fields, SP__K_MSG_REP, &f)) != 0)
+        break;
+      int64_t m[6] = {0};
+      if ((k = sp__val_flat(&c, perftools__profiles__mapping__descriptor.sizeof_message, f.data,
+                            f.data + f.v, m, 6, 10)) != 0)
+        break;
+      SP__STR(&c, m[4]);
+      SP__STR(&c, m[5]);
+      c.map_ids[c.n_map++] = (uint64_t)m[0];
+      break;
+    }
+    case 4: /* location */
+      if ((k = sp__known(&c, &fields, SP__K_MSG_REP, &f)) != 0)
+        break;
+      {
+        size_t i = c.n_loc;
+        if ((k = sp__val_location(&c, &f)) != 0)
+          break;
+        c.loc_rng[i] = (sp_pw_range_t){(uint32_t)(f.data - raw), (uint32_t)f.v};
+      }
+      break;
+    case 5: { /* function */
+      if ((k = sp__known(&c, &fields, SP__K_MSG_REP, &f)) != 0)
+        break;
+      int64_t fn[4] = {0};
+      if ((k = sp__val_flat(&c, perftools__profiles__function__descriptor.sizeof_message, f.data,
+                            f.data + f.v, fn, 4, 5)) != 0)
+        break;
+      SP__STR(&c, fn[1]);
+      SP__STR(&c, fn[2]);
+      SP__STR(&c, fn[3]);
+      c.fn_ids[c.n_fn++] = (uint64_t)fn[0];
+      break;
+    }
+    case 6: /* string_table */
+      if ((k = sp__known(&c, &fields, SP__K_STR_REP, &f)) != 0)
+        break;
+      out->strings[out->n_strings++] = (sp_pw_range_t){(uint32_t)(f.data - raw), (uint32_t)f.v};
+      break;
+    case 13: /* comment */
+      if ((k = sp__known(&c, &fields, SP__K_VARINT_REP, &f)) < 0)
+        break;
+      if (k == 0) {
+        SP__STR(&c, f.v);
+      } else {
+        const uint8_t *q = f.data, *qe = f.data + f.v;
+        uint64_t v;
+        k = 0;
+        while (q < qe) {
+          if (!sp__varint(&q, qe, &v)) {
+            k = SP_EPROTO;
+            break;
+          }
+          SP__STR(&c, v);
+        }
+      }
+      break;
+    case 7:  /* drop_frames */
+    case 8:  /* keep_frames */
+    case 9:  /* time_nanos */
+    case 10: /* duration_nanos */
+    case 12: /* period */
+    case 14: /* default_sample_type */
+    case 15: /* doc_url */
+      if ((k = sp__known(&c, &fields, SP__K_VARINT, &f)) != 0)
+        break;
+      if (f.num == 9)
+        out->time_nanos = (int64_t)f.v;
+      else if (f.num == 10)
+        out->duration_nanos = (int64_t)f.v;
+      else if (f.num == 12)
+        out->period = (int64_t)f.v;
+      else
+        scalars[f.num == 7 ? 0 : f.num == 8 ? 1 : f.num == 14 ? 2 : 3] = (int64_t)f.v;
+      break;
+    default:
+      break; /* unknown fields are skipped */
+    }
+    if (k != 0) {
+      rc = k > 0 ? SP_EPROTO : k;
+      goto fail;
+    }
+  }
+  if (r < 0) {
+    rc = SP_EPROTO;
+    goto fail;
+  }
+  out->period_type[0] = period_type[0];
+  out->period_type[1] = period_type[1];
+  if (!validate)
+    return 0;
+
+  /* The checks of sp_pprof_validate(), on the aggregates. Singular fields: the last one counts. */
+  for (int i = 0; i < 4; i++)
+    SP__STR(&c, scalars[i]);
+  /* string_table[0] is checked as a C string, as decoded: a leading NUL makes it "". */
+  bool ok = out->n_strings > 0 && (out->strings[0].len == 0 || raw[out->strings[0].off] == 0);
+  ok = ok && c.max_str < out->n_strings;
+  ok = ok && (out->n_samples == 0 ||
+              (c.min_vals == out->n_sample_types && c.max_vals == out->n_sample_types));
+  if (ok) {
+    bool ld = sp__dense(c.loc_ids, c.n_loc), fd = sp__dense(c.fn_ids, c.n_fn),
+         md = sp__dense(c.map_ids, c.n_map);
+    ok = (ld || sp__idset_sort(c.loc_ids, c.n_loc)) && (fd || sp__idset_sort(c.fn_ids, c.n_fn)) &&
+         (md || sp__idset_sort(c.map_ids, c.n_map));
+    if (ok && ld && fd && md)
+      ok = (c.loc_ref_min == UINT64_MAX || (c.loc_ref_min >= 1 && c.loc_ref_max <= c.n_loc)) &&
+           (c.fn_ref_min == UINT64_MAX || (c.fn_ref_min >= 1 && c.fn_ref_max <= c.n_fn)) &&
+           c.map_ref_max <= c.n_map;
+    else if (ok)
+      ok = sp__refs_ok(out, &c, ld, fd, md);
+  }
+  sp_free(c.loc_ids);
+  sp_free(c.loc_rng);
+  sp_free(c.fn_ids);
+  sp_free(c.map_ids);
+  if (ok)
+    return 0;
+  memset(out, 0, sizeof(*out));
+  return sp__diagnose(raw, len, err, errlen);
+
+fail:
+  sp_free(c.loc_ids);
+  sp_free(c.loc_rng);
+  sp_free(c.fn_ids);
+  sp_free(c.map_ids);
+  memset(out, 0, sizeof(*out));
+  return sp__fail_msg(err, errlen, rc, c.max_cost);
+}
+
+int64_t sp_pprof_wire_find(const sp_pprof_wire_t *w, const char *s, size_t len) {
+  for (size_t i = 0; i < w->n_strings; i++)
+    if (w->strings[i].len == len && memcmp(w->raw + w->strings[i].off, s, len) == 0)
+      return (int64_t)i;
+  return -1;
+}
+
+/* ---- reading samples --------------------------------------------------------------- */
+
+size_t sp_pprof_wire_labels(const sp_pprof_wire_t *w, size_t i, sp_pw_label_t *out, size_t cap) {
+  if (i >= w->n_samples)
+    return 0;
+  const uint8_t *p = w->raw + w->samples[i].off, *end = p + w->samples[i].len;
+  size_t n = 0;
+  sp__fld_t f;
+  while (sp__next(&p, end, &f) > 0) {
+    if (f.num != 3 || f.wt != 2)
+      continue;
+    if (n < cap) {
+      int64_t l[4] = {0, 0, 0, 0};
+      const uint8_t *q = f.data, *qe = f.data + f.v;
+      sp__fld_t g;
+      while (sp__next(&q, qe, &g) > 0)
+        if (g.wt == 0 && g.num >= 1 && g.num <= 4)
+          l[g.num - 1] = (int64_t)g.v;
+      out[n] = (sp_pw_label_t){l[0], l[1], l[2], l[3]};
+    }
+    n++;
+  }
+  return n;
+}
+
+size_t sp_pprof_wire_values(const sp_pprof_wire_t *w, size_t i, int64_t *out, size_t cap) {
+  if (i >= w->n_samples)
+    return 0;
+  const uint8_t *p = w->raw + w->samples[i].off, *end = p + w->samples[i].len;
+  size_t n = 0;
+  sp__fld_t f;
+  while (sp__next(&p, end, &f) > 0) {
+    if (f.num != 2)
+      continue;
+    if (f.wt == 0) {
+      if (n < cap)
+        out[n] = (int64_t)f.v;
+      n++;
+    } else if (f.wt == 2) {
+      const uint8_t *q = f.data, *qe = f.data + f.v;
+      uint64_t v;
+      while (q < qe && sp__varint(&q, qe, &v)) {
+        if (n < cap)
+          out[n] = (int64_t)v;
+        n++;
+      }
+    }
+  }
+  return n;
+}
+
+/* ---- splicing ---------------------------------------------------------------------- */
+
+/* One sp_pprof_splice_labels() call: its encoded labels in label_bytes. */
+struct sp_pw_add_s {
+  size_t sample;
+  size_t off, len;
+};
+
+static size_t sp__varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+static uint8_t *sp__put_varint(uint8_t *p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = (uint8_t)v;
+  return p;
+}
+
+/* Makes room for @p n more bytes in *buf (sp_realloc, doubling). */
+static int sp__reserve(uint8_t **buf, size_t *cap, size_t len, size_t n) {
+  if (len + n <= *cap)
+    return 0;
+  size_t c = *cap ? *cap : 256;
+  while (c < len + n)
+    c *= 2;
+  uint8_t *b = sp_realloc(*buf, c);
+  if (b == NULL)
+    return SP_ENOMEM;
+  *buf = b;
+  *cap = c;
+  return 0;
+}
+
+void sp_pprof_splice_init(sp_pprof_splice_t *sp, const sp_pprof_wire_t *w) {
+  memset(sp, 0, sizeof(*sp));
+  sp->w = w;
+}
+
+int64_t sp_pprof_splice_string(sp_pprof_splice_t *sp, const char *s, size_t len) {
+  if (sp->n_new_strings == sp->cap_new_strings) {
+    size_t c = sp->cap_new_strings ? sp->cap_new_strings * 2 : 16;
+    sp_pw_range_t *r = sp_realloc(sp->new_strings, c * sizeof(*r));
+    if (r == NULL)
+      return SP_ENOMEM;
+    sp->new_strings = r;
+    sp->cap_new_strings = c;
+  }
+  if (len > UINT32_MAX || sp__reserve(&sp->str_bytes, &sp->str_cap, sp->str_len, len) != 0)
+    return SP_ENOMEM;
+  if (len > 0)
+    memcpy(sp->str_bytes + sp->str_len, s, len);
+  sp->new_strings[sp->n_new_strings++] = (sp_pw_range_t){(uint32_t)sp->str_len, (uint32_t)len};
+  sp->str_len += len;
+  return (int64_t)(sp->w->n_strings + sp->n_new_strings - 1);
+}
+
+/* A Label as Sample field 3, fields equal to zero omitted (as protobuf writes them). */
+static size_t sp__label_encode(uint8_t *out, const sp_pw_label_t *l) {
+  const int64_t v[4] = {l->key, l->str, l->num, l->num_unit};
+  size_t body = 0;
+  for (int i = 0; i < 4; i++)
+    if (v[i] != 0)
+      body += 1 + sp__varint_size((uint64_t)v[i]);
+  if (out == NULL)
+    return 1 + sp__varint_size(body) + body;
+  uint8_t *p = out;
+  *p++ = (3 << 3) | 2;
+  p = sp__put_varint(p, body);
+  for (int i = 0; i < 4; i++) {
+    if (v[i] != 0) {
+      *p++ = (uint8_t)(((i + 1) << 3) | 0);
+      p = sp__put_varint(p, (uint64_t)v[i]);
+    }
+  }
+  return (size_t)(p - out);
+}
+
+int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_label_t *labels,
+                           size_t n) {
+  if (sample >= sp->w->n_samples)
+    return SP_EINVAL;
+  if (n == 0)
+    return 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    bytes += sp__label_encode(NULL, &labels[i]);
+  if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, bytes) != 0)
+    return SP_ENOMEM;
+  /* Consecutive calls for one sample extend its last record. */
+  struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
+  if (last == NULL || last->sample != sample) {
+    if (sp->n_adds == sp->cap_adds) {
+      size_t c = sp->cap_adds ? sp->cap_adds * 2 : 64;
+      struct sp_pw_add_s *a = sp_realloc(sp->adds, c * sizeof(*a));
+      if (a == NULL)
+        return SP_ENOMEM;
+      sp->adds = a;
+      sp->cap_adds = c;
+    }
+    last = &sp->adds[sp->n_adds++];
+    *last = (struct sp_pw_add_s){sample, sp->label_len, 0};
+  }
+  uint8_t *p = sp->label_bytes + sp->label_len;
+  for (size_t i = 0; i < n; i++)
+    p += sp__label_encode(p, &labels[i]);
+  sp->label_len += bytes;
+  last->len += bytes;
+  return 0;
+}
+
+bool sp_pprof_splice_empty(const sp_pprof_splice_t *sp) {
+  return sp->n_adds == 0 && sp->n_new_strings == 0;
+}
+
+static int sp__cmp_add(const void *a, const void *b) {
+  const struct sp_pw_add_s *x = a, *y = b;
+  if (x->sample != y->sample)
+    return x->sample < y->sample ? -1 : 1;
+  return x->off < y->off ? -1 : x->off > y->off; /* call order within a sample */
+}
+
+static bool sp__adds_sorted(const struct sp_pw_add_s *a, size_t n) {
+  for (size_t i = 1; i < n; i++)
+    if (a[i].sample <= a[i - 1].sample)
+      return false;
+  return true;
+}
+
+int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
+                           size_t *out_len) {
+  const sp_pprof_wire_t *w = sp->w;
+  if (!sp__adds_sorted(sp->adds, sp->n_adds))
+    qsort(sp->adds, sp->n_adds, sizeof(*sp->adds), sp__cmp_add);
+  /* The size: each touched sample's field re-framed, then the new strings. */
+  size_t total = w->len;
+  for (size_t i = 0; i < sp->n_adds;) {
+    const sp_pw_sample_t *s = &w->samples[sp->adds[i].sample];
+    size_t extra = 0, j = i;
+    for (; j < sp->n_adds && sp->adds[j].sample == sp->adds[i].sample; j++)
+      extra += sp->adds[j].len;
+    size_t payload = (size_t)s->len + extra;
+    total = total - ((size_t)s->off + s->len - s->field_off) + 1 + sp__varint_size(payload) +
+            payload;
+    i = j;
+  }
+  for (size_t i = 0; i < sp->n_new_strings; i++)
+    total += 1 + sp__varint_size(sp->new_strings[i].len) + sp->new_strings[i].len;
+  uint8_t *buf = sp_arena_alloc(arena, total > 0 ? total : 1);
+  if (buf == NULL)
+    return SP_ENOMEM;
+  uint8_t *p = buf;
+  size_t at = 0; /* input copied up to here */
+  for (size_t i = 0; i < sp->n_adds;) {
+    const sp_pw_sample_t *s = &w->samples[sp->adds[i].sample];
+    size_t j = i, extra = 0;
+    for (; j < sp->n_adds && sp->adds[j].sample == sp->adds[i].sample; j++)
+      extra += sp->adds[j].len;
+    memcpy(p, w->raw + at, s->field_off - at);
+    p += s->field_off - at;
+    *p++ = (2 << 3) | 2;
+    p = sp__put_varint(p, (uint64_t)s->len + extra);
+    memcpy(p, w->raw + s->off, s->len);
+    p += s->len;
+    for (size_t k = i; k < j; k++) {
+      memcpy(p, sp->label_bytes + sp->adds[k].off, sp->adds[k].len);
+      p += sp->adds[k].len;
+    }
+    at = (size_t)s->off + s->len;
+    i = j;
+  }
+  if (w->len > at) {
+    memcpy(p, w->raw + at, w->len - at);
+    p += w->len - at;
+  }
+  for (size_t i = 0; i < sp->n_new_strings; i++) {
+    *p++ = (6 << 3) | 2;
+    p = sp__put_varint(p, sp->new_strings[i].len);
+    if (sp->new_strings[i].len > 0)
+      memcpy(p, sp->str_bytes + sp->new_strings[i].off, sp->new_strings[i].len);
+    p += sp->new_strings[i].len;
+  }
+  *out = buf;
+  *out_len = (size_t)(p - buf);
+  return 0;
+}
+
+void sp_pprof_splice_free(sp_pprof_splice_t *sp) {
+  if (sp == NULL)
+    return;
+  sp_free(sp->new_strings);
+  sp_free(sp->str_bytes);
+  sp_free(sp->adds);
+  sp_free(sp->label_bytes);
+  memset(sp, 0, sizeof(*sp));
+}

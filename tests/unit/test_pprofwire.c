@@ -1,0 +1,975 @@
+/*
+ * test_pprofwire.c — the pprof wire index and splice builder against
+ * protobuf-c's own encoding and decoding.
+ *
+ * Profiles are built as protobuf-c structs (a small fixture: 6 samples with
+ * string and numeric labels, 4 locations, 3 functions, 2 mappings) and
+ * packed. Checked: the index agrees with protobuf-c's decode (strings,
+ * samples, labels, values packed and unpacked, sample types, period, time,
+ * duration); splices unpack to exactly the expected profile; an empty splice
+ * reproduces the input; label lists longer than the caller's buffer.
+ * Validation: every invalid case sp_pprof_decode() refuses is refused by
+ * the index with the same message, valid variants (IDs out of order,
+ * unknown fields) are accepted, and a deterministic mutation loop asserts
+ * index(validate) accepts exactly when sp_pprof_decode does.
+ */
+#include "perftools/profiles/profile.pb-c.h"
+#include "pipeline/alloc.h"
+#include "pipeline/arena.h"
+#include "pipeline/batch.h"
+#include "pipeline/error.h"
+#include "pipeline/pprof.h"
+#include "pipeline/pprofwire.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* ---- the fixture -------------------------------------------------------------------- */
+
+#define NS 6
+#define NL 4
+#define NF 3
+#define NM 2
+
+static const char *const k_strings[] = {"",        "samples", "count",      "cpu",
+                                        "nanoseconds", "span_id", "0123456789abcdef",
+                                        "thread_num", "bytes", "main", "foo", "bar",
+                                        "/bin/app", "build-1"};
+#define NSTR (sizeof(k_strings) / sizeof(k_strings[0]))
+
+typedef struct fx_s {
+  Perftools__Profiles__Profile p;
+  Perftools__Profiles__ValueType st[2], *stp[2], pt;
+  Perftools__Profiles__Sample s[NS], *sp[NS];
+  uint64_t locids[NS][3];
+  int64_t vals[NS][2];
+  Perftools__Profiles__Label l[NS][3], *lp[NS][3];
+  Perftools__Profiles__Location loc[NL], *locp[NL];
+  Perftools__Profiles__Line line[NL], *linep[NL];
+  Perftools__Profiles__Function fn[NF], *fnp[NF];
+  Perftools__Profiles__Mapping map[NM], *mapp[NM];
+  char *strs[NSTR];
+  int64_t comment[1];
+} fx_t;
+
+static void fx_init(fx_t *f) {
+  memset(f, 0, sizeof(*f));
+  perftools__profiles__profile__init(&f->p);
+  for (int i = 0; i < 2; i++) {
+    perftools__profiles__value_type__init(&f->st[i]);
+    f->stp[i] = &f->st[i];
+  }
+  f->st[0].type = 1, f->st[0].unit = 2, f->st[1].type = 3, f->st[1].unit = 4;
+  f->p.sample_type = f->stp;
+  f->p.n_sample_type = 2;
+  perftools__profiles__value_type__init(&f->pt);
+  f->pt.type = 3, f->pt.unit = 4;
+  f->p.period_type = &f->pt;
+  f->p.period = 10000000;
+  f->p.time_nanos = 1700000000123456789;
+  f->p.duration_nanos = 10000000000;
+  f->comment[0] = 1;
+  f->p.comment = f->comment;
+  f->p.n_comment = 1;
+  f->p.default_sample_type = 1;
+  for (int i = 0; i < NS; i++) {
+    Perftools__Profiles__Sample *s = &f->s[i];
+    perftools__profiles__sample__init(s);
+    f->sp[i] = s;
+    f->locids[i][0] = 1 + (uint64_t)(i % NL);
+    f->locids[i][1] = 1 + (uint64_t)((i + 1) % NL);
+    f->locids[i][2] = 1 + (uint64_t)((i + 2) % NL);
+    s->location_id = f->locids[i];
+    s->n_location_id = 1 + (size_t)(i % 3);
+    f->vals[i][0] = i + 1;
+    f->vals[i][1] = (i + 1) * 1000;
+    s->value = f->vals[i];
+    s->n_value = 2;
+    size_t nl = (size_t)(i % 4 == 3 ? 0 : i % 4); /* 0..2 labels, some samples none */
+    if (i == NS - 1)
+      nl = 3;
+    for (size_t j = 0; j < 3; j++) {
+      perftools__profiles__label__init(&f->l[i][j]);
+      f->lp[i][j] = &f->l[i][j];
+    }
+    f->l[i][0].key = 5, f->l[i][0].str = 6;
+    f->l[i][1].key = 7, f->l[i][1].num = i, f->l[i][1].num_unit = 8;
+    f->l[i][2].key = 7, f->l[i][2].num = -12345;
+    s->label = f->lp[i];
+    s->n_label = nl;
+  }
+  f->p.sample = f->sp;
+  f->p.n_sample = NS;
+  for (int i = 0; i < NL; i++) {
+    perftools__profiles__location__init(&f->loc[i]);
+    perftools__profiles__line__init(&f->line[i]);
+    f->locp[i] = &f->loc[i];
+    f->linep[i] = &f->line[i];
+    f->loc[i].id = (uint64_t)i + 1;
+    f->loc[i].mapping_id = i < 2 ? 1 : 0;
+    f->loc[i].address = 0x1000 + (uint64_t)i;
+    f->line[i].function_id = 1 + (uint64_t)(i % NF);
+    f->line[i].line = 10 + i;
+    f->loc[i].line = &f->linep[i];
+    f->loc[i].n_line = 1;
+  }
+  f->p.location = f->locp;
+  f->p.n_location = NL;
+  for (int i = 0; i < NF; i++) {
+    perftools__profiles__function__init(&f->fn[i]);
+    f->fnp[i] = &f->fn[i];
+    f->fn[i].id = (uint64_t)i + 1;
+    f->fn[i].name = 9 + i;
+    f->fn[i].filename = 12;
+  }
+  f->p.function = f->fnp;
+  f->p.n_function = NF;
+  for (int i = 0; i < NM; i++) {
+    perftools__profiles__mapping__init(&f->map[i]);
+    f->mapp[i] = &f->map[i];
+    f->map[i].id = (uint64_t)i + 1;
+    f->map[i].filename = 12;
+    f->map[i].build_id = 13;
+  }
+  f->p.mapping = f->mapp;
+  f->p.n_mapping = NM;
+  for (size_t i = 0; i < NSTR; i++)
+    f->strs[i] = (char *)k_strings[i];
+  f->p.string_table = f->strs;
+  f->p.n_string_table = NSTR;
+}
+
+/* Packs a profile into a malloc'd buffer. */
+static uint8_t *pack(const Perftools__Profiles__Profile *p, size_t *len) {
+  *len = perftools__profiles__profile__get_packed_size(p);
+  uint8_t *b = malloc(*len + 1);
+  assert_non_null(b);
+  perftools__profiles__profile__pack(p, b);
+  return b;
+}
+
+static uint8_t *fx_bytes(size_t *len) {
+  fx_t f;
+  fx_init(&f);
+  return pack(&f.p, len);
+}
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+/* The index of @p raw agrees with protobuf-c's decode of it. */
+static void assert_index_matches(const sp_pprof_wire_t *w, const uint8_t *raw, size_t len) {
+  Perftools__Profiles__Profile *d = perftools__profiles__profile__unpack(NULL, len, raw);
+  assert_non_null(d);
+  assert_int_equal(w->n_strings, d->n_string_table);
+  for (size_t i = 0; i < d->n_string_table; i++) {
+    size_t n;
+    const char *s = sp_pprof_wire_str(w, (int64_t)i, &n);
+    assert_int_equal(n, strlen(d->string_table[i]));
+    assert_memory_equal(s, d->string_table[i], n);
+  }
+  assert_int_equal(w->n_samples, d->n_sample);
+  for (size_t i = 0; i < d->n_sample; i++) {
+    const Perftools__Profiles__Sample *s = d->sample[i];
+    sp_pw_label_t l[8];
+    assert_int_equal(sp_pprof_wire_labels(w, i, l, 8), s->n_label);
+    for (size_t j = 0; j < s->n_label && j < 8; j++) {
+      assert_int_equal(l[j].key, s->label[j]->key);
+      assert_int_equal(l[j].str, s->label[j]->str);
+      assert_int_equal(l[j].num, s->label[j]->num);
+      assert_int_equal(l[j].num_unit, s->label[j]->num_unit);
+    }
+    int64_t v[8];
+    assert_int_equal(sp_pprof_wire_values(w, i, v, 8), s->n_value);
+    for (size_t j = 0; j < s->n_value && j < 8; j++)
+      assert_int_equal(v[j], s->value[j]);
+  }
+  assert_int_equal(w->n_sample_types, d->n_sample_type);
+  for (size_t i = 0; i < d->n_sample_type; i++) {
+    assert_int_equal(w->sample_types[i][0], d->sample_type[i]->type);
+    assert_int_equal(w->sample_types[i][1], d->sample_type[i]->unit);
+  }
+  assert_int_equal(w->period_type[0], d->period_type ? d->period_type->type : 0);
+  assert_int_equal(w->period_type[1], d->period_type ? d->period_type->unit : 0);
+  assert_int_equal(w->period, d->period);
+  assert_int_equal(w->time_nanos, d->time_nanos);
+  assert_int_equal(w->duration_nanos, d->duration_nanos);
+  perftools__profiles__profile__free_unpacked(d, NULL);
+}
+
+static void index_both_ways(const uint8_t *raw, size_t len) {
+  for (int v = 0; v < 2; v++) {
+    sp_arena_t *a = sp_arena_create(0);
+    sp_pprof_wire_t w;
+    char err[256];
+    int rc = sp_pprof_wire_index(a, raw, len, v == 1, &w, err, sizeof(err));
+    if (rc != 0)
+      fail_msg("index (validate=%d): %s", v, err);
+    assert_ptr_equal(w.raw, raw);
+    assert_int_equal(w.len, len);
+    assert_index_matches(&w, raw, len);
+    sp_arena_destroy(a);
+  }
+}
+
+/* Appends a hand-encoded field to a buffer. */
+typedef struct wbuf_s {
+  uint8_t b[4096];
+  size_t n;
+} wbuf_t;
+
+static void wb_varint(wbuf_t *w, uint64_t v) {
+  while (v >= 0x80) {
+    w->b[w->n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  w->b[w->n++] = (uint8_t)v;
+}
+static void wb_key(wbuf_t *w, uint32_t num, int wt) { wb_varint(w, ((uint64_t)num << 3) | (unsigned)wt); }
+static void wb_bytes(wbuf_t *w, uint32_t num, const void *p, size_t n) {
+  wb_key(w, num, 2);
+  wb_varint(w, n);
+  memcpy(w->b + w->n, p, n);
+  w->n += n;
+}
+
+/* ---- index -------------------------------------------------------------------------- */
+
+static void test_index_matches_protobuf_c(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_bytes(&len);
+  index_both_ways(raw, len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, true, &w, NULL, 0), 0);
+  assert_int_equal(w.n_samples, NS);
+  assert_int_equal(w.n_strings, NSTR);
+  assert_int_equal(w.period, 10000000);
+  assert_int_equal(w.time_nanos, 1700000000123456789);
+  assert_int_equal(w.duration_nanos, 10000000000);
+  assert_int_equal(w.period_type[0], 3);
+  assert_int_equal(w.sample_types[1][1], 4);
+  assert_int_equal(sp_pprof_wire_find(&w, "span_id", 7), 5);
+  assert_int_equal(sp_pprof_wire_find(&w, "", 0), 0);
+  assert_int_equal(sp_pprof_wire_find(&w, "nope", 4), -1);
+  size_t n;
+  assert_string_equal(sp_pprof_wire_str(&w, 99, &n), "");
+  assert_int_equal(n, 0);
+  assert_string_equal(sp_pprof_wire_str(&w, -1, &n), "");
+  /* Samples: the field offsets frame exactly the payloads. */
+  for (size_t i = 0; i < w.n_samples; i++) {
+    assert_int_equal(raw[w.samples[i].field_off], (2 << 3) | 2);
+    assert_true(w.samples[i].field_off < w.samples[i].off);
+  }
+  sp_arena_destroy(a);
+  /* An empty buffer indexes (without validation) as an empty profile. */
+  a = sp_arena_create(0);
+  assert_int_equal(sp_pprof_wire_index(a, NULL, 0, false, &w, NULL, 0), 0);
+  assert_int_equal(w.n_samples, 0);
+  assert_int_equal(w.n_strings, 0);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+/* Samples whose location_ids and values come unpacked (one field per element), mixed. */
+static void test_index_unpacked_values(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *base = fx_bytes(&len);
+  wbuf_t s = {.n = 0}, out = {.n = 0};
+  wb_key(&s, 1, 0);
+  wb_varint(&s, 2);
+  wb_key(&s, 2, 0);
+  wb_varint(&s, 7);
+  wb_key(&s, 1, 0);
+  wb_varint(&s, 3);
+  wb_bytes(&s, 2, "", 0); /* an empty packed run counts nothing */
+  s.b[s.n++] = (2 << 3) | 2;
+  s.b[s.n++] = 1;
+  s.b[s.n++] = 0x7f; /* packed [127] */
+  wbuf_t lab = {.n = 0};
+  wb_key(&lab, 1, 0);
+  wb_varint(&lab, 5);
+  wb_key(&lab, 2, 0);
+  wb_varint(&lab, 6);
+  wb_bytes(&s, 3, lab.b, lab.n);
+  memcpy(out.b, base, len);
+  out.n = len;
+  wb_bytes(&out, 2, s.b, s.n);
+  index_both_ways(out.b, out.n);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, out.b, out.n, true, &w, NULL, 0), 0);
+  int64_t v[4];
+  assert_int_equal(sp_pprof_wire_values(&w, NS, v, 4), 2);
+  assert_int_equal(v[0], 7);
+  assert_int_equal(v[1], 127);
+  sp_arena_destroy(a);
+  free(base);
+}
+
+static void test_labels_longer_than_cap(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, false, &w, NULL, 0), 0);
+  sp_pw_label_t l[3];
+  memset(l, 0xab, sizeof(l));
+  assert_int_equal(sp_pprof_wire_labels(&w, NS - 1, l, 1), 3);
+  assert_int_equal(l[0].key, 5);
+  assert_int_equal(l[0].str, 6);
+  assert_int_equal(l[1].key, (int64_t)0xabababababababab); /* untouched */
+  assert_int_equal(sp_pprof_wire_labels(&w, NS - 1, NULL, 0), 3);
+  assert_int_equal(sp_pprof_wire_labels(&w, NS - 1, l, 3), 3);
+  assert_int_equal(l[2].num, -12345);
+  assert_int_equal(l[1].num_unit, 8);
+  int64_t v[1];
+  assert_int_equal(sp_pprof_wire_values(&w, 0, v, 1), 2);
+  assert_int_equal(v[0], 1);
+  assert_int_equal(sp_pprof_wire_labels(&w, NS, l, 3), 0); /* out of range */
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+/* ---- splice ------------------------------------------------------------------------- */
+
+static void test_splice_empty_reproduces_input(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, false, &w, NULL, 0), 0);
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, &w);
+  assert_true(sp_pprof_splice_empty(&sp));
+  assert_int_equal(sp_pprof_splice_labels(&sp, 1, NULL, 0), 0);
+  assert_true(sp_pprof_splice_empty(&sp));
+  const uint8_t *out;
+  size_t out_len;
+  assert_int_equal(sp_pprof_splice_finish(&sp, a, &out, &out_len), 0);
+  assert_int_equal(out_len, len);
+  assert_memory_equal(out, raw, len);
+  sp_pprof_splice_free(&sp);
+  sp_pprof_splice_free(&sp); /* zeroed: fine */
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+static void test_splice_labels_and_strings(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, false, &w, NULL, 0), 0);
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, &w);
+  int64_t k_name = sp_pprof_splice_string(&sp, "span_name", 9);
+  int64_t v_name = sp_pprof_splice_string(&sp, "GET /x", 6);
+  int64_t empty = sp_pprof_splice_string(&sp, "", 0);
+  assert_int_equal(k_name, NSTR);
+  assert_int_equal(v_name, NSTR + 1);
+  assert_int_equal(empty, NSTR + 2);
+  /* A long string: its length prefix takes two bytes. */
+  char big[300];
+  memset(big, 'x', sizeof(big));
+  int64_t k_big = sp_pprof_splice_string(&sp, big, sizeof(big));
+  assert_false(sp_pprof_splice_empty(&sp));
+  sp_pw_label_t l1[2] = {{k_name, v_name, 0, 0}, {7, 0, -1, 8}};
+  sp_pw_label_t l2[1] = {{k_big, 0, 0, 0}};
+  sp_pw_label_t l3[1] = {{0, 0, 0, 0}}; /* all zero: an empty Label message */
+  assert_int_equal(sp_pprof_splice_labels(&sp, 2, l1, 2), 0);
+  assert_int_equal(sp_pprof_splice_labels(&sp, 0, l2, 1), 0);
+  assert_int_equal(sp_pprof_splice_labels(&sp, 2, l2, 1), 0); /* again, later call */
+  assert_int_equal(sp_pprof_splice_labels(&sp, 3, l3, 1), 0); /* a sample with no labels */
+  assert_int_equal(sp_pprof_splice_labels(&sp, 2, l3, 1), 0);
+  assert_int_equal(sp_pprof_splice_labels(&sp, NS, l3, 1), SP_EINVAL);
+  /* Many labels on the last sample: its length prefix grows past one byte. */
+  for (int i = 0; i < 40; i++)
+    assert_int_equal(sp_pprof_splice_labels(&sp, NS - 1, l1, 1), 0);
+  const uint8_t *out;
+  size_t out_len;
+  assert_int_equal(sp_pprof_splice_finish(&sp, a, &out, &out_len), 0);
+  sp_pprof_splice_free(&sp);
+
+  Perftools__Profiles__Profile *d = perftools__profiles__profile__unpack(NULL, out_len, out);
+  assert_non_null(d);
+  fx_t f;
+  fx_init(&f);
+  assert_int_equal(d->n_string_table, NSTR + 4);
+  for (size_t i = 0; i < NSTR; i++)
+    assert_string_equal(d->string_table[i], k_strings[i]);
+  assert_string_equal(d->string_table[NSTR], "span_name");
+  assert_string_equal(d->string_table[NSTR + 1], "GET /x");
+  assert_string_equal(d->string_table[NSTR + 2], "");
+  assert_int_equal(strlen(d->string_table[NSTR + 3]), sizeof(big));
+  assert_int_equal(d->n_sample, NS);
+  for (size_t i = 0; i < NS; i++) {
+    const Perftools__Profiles__Sample *s = d->sample[i], *o = &f.s[i];
+    /* Everything but the labels is as it was. */
+    assert_int_equal(s->n_value, o->n_value);
+    assert_memory_equal(s->value, o->value, o->n_value * sizeof(int64_t));
+    assert_int_equal(s->n_location_id, o->n_location_id);
+    assert_memory_equal(s->location_id, o->location_id, o->n_location_id * sizeof(uint64_t));
+    size_t want_extra = i == 0 ? 1 : i == 2 ? 4 : i == 3 ? 1 : i == NS - 1 ? 40 : 0;
+    assert_int_equal(s->n_label, o->n_label + want_extra);
+    for (size_t j = 0; j < o->n_label; j++) {
+      assert_int_equal(s->label[j]->key, o->label[j]->key);
+      assert_int_equal(s->label[j]->str, o->label[j]->str);
+      assert_int_equal(s->label[j]->num, o->label[j]->num);
+      assert_int_equal(s->label[j]->num_unit, o->label[j]->num_unit);
+    }
+    Perftools__Profiles__Label *const *x = s->label + o->n_label;
+    if (i == 0) {
+      assert_int_equal(x[0]->key, k_big);
+    } else if (i == 2) {
+      assert_int_equal(x[0]->key, k_name);
+      assert_int_equal(x[0]->str, v_name);
+      assert_int_equal(x[1]->key, 7);
+      assert_int_equal(x[1]->num, -1);
+      assert_int_equal(x[1]->num_unit, 8);
+      assert_int_equal(x[2]->key, k_big);
+      assert_int_equal(x[3]->key, 0);
+      assert_int_equal(x[3]->str, 0);
+    } else if (i == NS - 1) {
+      for (size_t j = 0; j < 40; j++)
+        assert_int_equal(x[j]->str, v_name);
+    }
+  }
+  /* The rest of the profile came through unchanged. */
+  assert_int_equal(d->n_location, NL);
+  assert_int_equal(d->n_function, NF);
+  assert_int_equal(d->n_mapping, NM);
+  assert_int_equal(d->period, f.p.period);
+  assert_int_equal(d->time_nanos, f.p.time_nanos);
+  perftools__profiles__profile__free_unpacked(d, NULL);
+
+  /* The result indexes and validates; a canonical label encoding matches protobuf-c's. */
+  sp_pprof_wire_t w2;
+  char err[256];
+  int rc = sp_pprof_wire_index(a, out, out_len, true, &w2, err, sizeof(err));
+  if (rc != 0)
+    fail_msg("%s", err);
+  index_both_ways(out, out_len);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+/* The splice of the fixture equals protobuf-c's pack of the same edit when samples
+ * are the last repeated field before the strings (canonical label bytes). */
+static void test_splice_label_bytes_canonical(void **state) {
+  (void)state;
+  fx_t f;
+  fx_init(&f);
+  /* Only strings and samples, strings first: splicing appends after the samples. */
+  f.p.n_location = f.p.n_function = f.p.n_mapping = 0;
+  f.p.period_type = NULL;
+  f.p.n_sample_type = 0;
+  f.p.n_comment = 0;
+  f.p.period = f.p.time_nanos = f.p.duration_nanos = f.p.default_sample_type = 0;
+  for (int i = 0; i < NS; i++) {
+    f.s[i].n_value = 0;
+    f.s[i].n_location_id = 0;
+  }
+  size_t len;
+  uint8_t *raw = pack(&f.p, &len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, false, &w, NULL, 0), 0);
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, &w);
+  sp_pw_label_t l = {5, 6, -7, 8};
+  assert_int_equal(sp_pprof_splice_labels(&sp, 0, &l, 1), 0);
+  const uint8_t *out;
+  size_t out_len;
+  assert_int_equal(sp_pprof_splice_finish(&sp, a, &out, &out_len), 0);
+  sp_pprof_splice_free(&sp);
+  /* Same edit through protobuf-c. */
+  Perftools__Profiles__Label extra = PERFTOOLS__PROFILES__LABEL__INIT, *lp[4];
+  extra.key = 5, extra.str = 6, extra.num = -7, extra.num_unit = 8;
+  for (size_t j = 0; j < f.s[0].n_label; j++)
+    lp[j] = f.s[0].label[j];
+  lp[f.s[0].n_label] = &extra;
+  f.s[0].label = lp;
+  f.s[0].n_label++;
+  size_t want_len;
+  uint8_t *want = pack(&f.p, &want_len);
+  assert_int_equal(out_len, want_len);
+  assert_memory_equal(out, want, want_len);
+  free(want);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+/* ---- batch ------------------------------------------------------------------------- */
+
+static void test_batch_wire(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_bytes(&len);
+  sp_profiles_t *b = sp_profiles_create();
+  sp_profile_t *p = sp_profiles_add(b, NULL, 0, 0, 0, raw, len);
+  assert_non_null(p);
+  const sp_pprof_wire_t *w = sp_profile_wire(b, p);
+  assert_non_null(w);
+  assert_ptr_equal(sp_profile_wire(b, p), w); /* cached */
+  assert_ptr_equal(w->raw, p->raw);
+  assert_int_equal(sp_profiles_count_samples(b), NS);
+  assert_null(p->pprof); /* counting did not decode */
+  /* Edit the decoded form: the index is rebuilt from the re-encoding. */
+  sp_pprof_t *d = sp_profile_decode(b, p);
+  assert_non_null(d);
+  d->n_sample = 2;
+  p->modified = true;
+  assert_int_equal(sp_profiles_count_samples(b), 2);
+  const sp_pprof_wire_t *w2 = sp_profile_wire(b, p);
+  assert_non_null(w2);
+  assert_int_equal(w2->n_samples, 2);
+  assert_false(p->modified);
+  /* set_raw: a splice result replaces the bytes. */
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, w2);
+  int64_t k = sp_pprof_splice_string(&sp, "span_name", 9);
+  sp_pw_label_t l = {k, k, 0, 0};
+  assert_int_equal(sp_pprof_splice_labels(&sp, 1, &l, 1), 0);
+  const uint8_t *out;
+  size_t out_len;
+  assert_int_equal(sp_pprof_splice_finish(&sp, b->arena, &out, &out_len), 0);
+  sp_pprof_splice_free(&sp);
+  sp_profile_set_raw(p, out, out_len);
+  assert_null(p->wire);
+  assert_null(p->pprof);
+  const uint8_t *enc;
+  size_t enc_len;
+  assert_int_equal(sp_profile_encoded(b, p, &enc, &enc_len), 0);
+  assert_ptr_equal(enc, out);
+  const sp_pprof_wire_t *w3 = sp_profile_wire(b, p);
+  assert_non_null(w3);
+  assert_int_equal(w3->n_strings, NSTR + 1);
+  sp_pw_label_t got[4];
+  assert_int_equal(sp_pprof_wire_labels(w3, 1, got, 4), 2);
+  assert_int_equal(got[1].key, k);
+  sp_profiles_unref(b);
+  free(raw);
+}
+
+/* ---- validation -------------------------------------------------------------------- */
+
+typedef void (*mutate_fn)(fx_t *f);
+
+static void m_label_key(fx_t *f) { f->l[1][0].key = 99; }
+static void m_label_str(fx_t *f) { f->l[2][0].str = NSTR; }
+static void m_label_unit(fx_t *f) { f->l[2][1].num_unit = -1; }
+static void m_sample_type(fx_t *f) { f->st[1].unit = 50; }
+static void m_period_type(fx_t *f) { f->pt.type = 50; }
+static void m_fn_name(fx_t *f) { f->fn[2].name = 1000; }
+static void m_fn_sysname(fx_t *f) { f->fn[0].system_name = 14; }
+static void m_map_file(fx_t *f) { f->map[1].filename = 77; }
+static void m_map_build(fx_t *f) { f->map[0].build_id = -3; }
+static void m_str0(fx_t *f) { f->strs[0] = "x"; }
+static void m_no_strings(fx_t *f) { f->p.n_string_table = 0; }
+static void m_no_strings_no_samples(fx_t *f) {
+  f->p.n_string_table = 0;
+  f->p.n_sample = 0;
+}
+static void m_values(fx_t *f) { f->s[3].n_value = 1; }
+static void m_no_sample_types(fx_t *f) { f->p.n_sample_type = 0; }
+static void m_unknown_loc(fx_t *f) { f->locids[4][1] = 9; }
+static void m_loc_zero_ref(fx_t *f) { f->locids[1][0] = 0; }
+static void m_dup_loc(fx_t *f) { f->loc[2].id = 2; }
+static void m_zero_loc(fx_t *f) { f->loc[3].id = 0; }
+static void m_unknown_fn(fx_t *f) { f->line[1].function_id = 4; }
+static void m_zero_fn(fx_t *f) { f->line[0].function_id = 0; }
+static void m_unknown_map(fx_t *f) { f->loc[3].mapping_id = 3; }
+static void m_dup_fn(fx_t *f) { f->fn[0].id = 3; }
+static void m_drop_frames(fx_t *f) { f->p.drop_frames = NSTR; }
+static void m_keep_frames(fx_t *f) { f->p.keep_frames = -1; }
+static void m_default_st(fx_t *f) { f->p.default_sample_type = 20; }
+static void m_doc_url(fx_t *f) { f->p.doc_url = 20; }
+static void m_comment(fx_t *f) { f->comment[0] = 20; }
+/* IDs in another order: valid, through the sorted path. */
+static void m_sparse_ids(fx_t *f) {
+  for (int i = 0; i < NL; i++)
+    f->loc[i].id = 100 - 10 * (uint64_t)i;
+  for (int i = 0; i < NS; i++)
+    for (int j = 0; j < 3; j++)
+      f->locids[i][j] = 100 - 10 * (f->locids[i][j] - 1);
+  f->fn[0].id = 7, f->fn[1].id = 5, f->fn[2].id = 6;
+  for (int i = 0; i < NL; i++)
+    f->line[i].function_id = f->fn[i % NF].id;
+  f->map[0].id = 42, f->map[1].id = 41;
+  for (int i = 0; i < NL; i++)
+    f->loc[i].mapping_id = i < 2 ? 42 : 0;
+}
+static void m_sparse_bad_ref(fx_t *f) {
+  m_sparse_ids(f);
+  f->locids[5][2] = 95;
+}
+static void m_sparse_bad_fn(fx_t *f) {
+  m_sparse_ids(f);
+  f->line[3].function_id = 1;
+}
+static void m_sparse_bad_map(fx_t *f) {
+  m_sparse_ids(f);
+  f->loc[0].mapping_id = 1;
+}
+static void m_sparse_dup(fx_t *f) {
+  m_sparse_ids(f);
+  f->map[1].id = 42;
+}
+static void m_empty(fx_t *f) {
+  (void)f;
+}
+
+static const struct {
+  const char *name;
+  mutate_fn fn;
+  bool valid;
+} k_cases[] = {
+    {"fixture", m_empty, true},
+    {"label key", m_label_key, false},
+    {"label str", m_label_str, false},
+    {"label num_unit", m_label_unit, false},
+    {"sample_type unit", m_sample_type, false},
+    {"period_type type", m_period_type, false},
+    {"function name", m_fn_name, false},
+    {"function system_name", m_fn_sysname, false},
+    {"mapping filename", m_map_file, false},
+    {"mapping build_id", m_map_build, false},
+    {"string_table[0] not empty", m_str0, false},
+    {"empty string table with samples", m_no_strings, false},
+    {"empty string table, no samples", m_no_strings_no_samples, false},
+    {"too few values", m_values, false},
+    {"no sample types", m_no_sample_types, false},
+    {"unknown location id", m_unknown_loc, false},
+    {"location id 0 referenced", m_loc_zero_ref, false},
+    {"duplicate location id", m_dup_loc, false},
+    {"location id 0", m_zero_loc, false},
+    {"unknown function id in a line", m_unknown_fn, false},
+    {"function id 0 in a line", m_zero_fn, false},
+    {"unknown mapping id", m_unknown_map, false},
+    {"duplicate function id", m_dup_fn, false},
+    {"drop_frames", m_drop_frames, false},
+    {"keep_frames", m_keep_frames, false},
+    {"default_sample_type", m_default_st, false},
+    {"doc_url", m_doc_url, false},
+    {"comment", m_comment, false},
+    {"sparse ids", m_sparse_ids, true},
+    {"sparse ids, unknown location", m_sparse_bad_ref, false},
+    {"sparse ids, unknown function", m_sparse_bad_fn, false},
+    {"sparse ids, unknown mapping", m_sparse_bad_map, false},
+    {"sparse ids, duplicate mapping", m_sparse_dup, false},
+};
+
+/* Decode and index agree on @p raw: same code, same message; returns the code. */
+static int assert_same_verdict(const uint8_t *raw, size_t len, const char *what) {
+  char e1[256] = "", e2[256] = "";
+  sp_arena_t *a1 = sp_arena_create(0), *a2 = sp_arena_create(0);
+  sp_pprof_t *d = NULL;
+  int r1 = sp_pprof_decode(a1, raw, len, &d, e1, sizeof(e1));
+  sp_pprof_wire_t w;
+  int r2 = sp_pprof_wire_index(a2, raw, len, true, &w, e2, sizeof(e2));
+  if (r1 != r2 || strcmp(e1, e2) != 0)
+    fail_msg("%s: decode %d \"%s\" vs index %d \"%s\"", what, r1, e1, r2, e2);
+  if (r1 == 0) {
+    assert_int_equal(w.n_samples, d->n_sample);
+    assert_int_equal(w.n_strings, d->n_string_table);
+    assert_int_equal(w.n_sample_types, d->n_sample_type);
+  }
+  sp_arena_destroy(a1);
+  sp_arena_destroy(a2);
+  return r1;
+}
+
+static void test_validate_table(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof(k_cases) / sizeof(k_cases[0]); i++) {
+    fx_t f;
+    fx_init(&f);
+    k_cases[i].fn(&f);
+    size_t len;
+    uint8_t *raw = pack(&f.p, &len);
+    int rc = assert_same_verdict(raw, len, k_cases[i].name);
+    if ((rc == 0) != k_cases[i].valid)
+      fail_msg("%s: expected %s, got %d", k_cases[i].name, k_cases[i].valid ? "valid" : "invalid",
+               rc);
+    if (rc == 0)
+      index_both_ways(raw, len);
+    free(raw);
+  }
+}
+
+/* Byte-level cases: framing the decoder refuses (or accepts). */
+static void test_validate_framing(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *base = fx_bytes(&len);
+  wbuf_t b;
+  char err[256];
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+#define CASE(valid_, what_)                                                                        \
+  do {                                                                                             \
+    int rc_ = assert_same_verdict(b.b, b.n, what_);                                                \
+    if ((rc_ == 0) != (valid_))                                                                    \
+      fail_msg("%s: got %d", what_, rc_);                                                          \
+  } while (0)
+#define RESET()                                                                                    \
+  do {                                                                                             \
+    memcpy(b.b, base, len);                                                                        \
+    b.n = len;                                                                                     \
+  } while (0)
+  /* Truncated anywhere inside the last field. */
+  RESET();
+  b.n = len - 1;
+  CASE(false, "truncated");
+  assert_int_equal(sp_pprof_wire_index(a, b.b, b.n, false, &w, err, sizeof(err)), SP_EPROTO);
+  assert_string_equal(err, "not a pprof profile (malformed protobuf)");
+  /* Wrong wire type for a known field: time_nanos as fixed64, sample as varint. */
+  RESET();
+  wb_key(&b, 9, 1);
+  memset(b.b + b.n, 0, 8);
+  b.n += 8;
+  CASE(false, "time_nanos fixed64");
+  RESET();
+  wb_key(&b, 2, 0);
+  wb_varint(&b, 1);
+  CASE(false, "sample as varint");
+  RESET();
+  wb_key(&b, 6, 0);
+  wb_varint(&b, 1);
+  CASE(false, "string as varint");
+  /* Overlong varints: an 11-byte value, a 10-byte one whose last byte is > 1. */
+  RESET();
+  wb_key(&b, 12, 0);
+  for (int i = 0; i < 10; i++)
+    b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0;
+  CASE(false, "11-byte varint");
+  RESET();
+  wb_key(&b, 12, 0);
+  for (int i = 0; i < 9; i++)
+    b.b[b.n++] = 0xff;
+  b.b[b.n++] = 0x02;
+  CASE(false, "10-byte varint overflowing");
+  RESET();
+  wb_key(&b, 12, 0);
+  for (int i = 0; i < 9; i++)
+    b.b[b.n++] = 0xff;
+  b.b[b.n++] = 0x01;
+  CASE(true, "10-byte varint (negative number)");
+  /* A key of 6 bytes (protobuf-c takes at most 5) and of 5. */
+  RESET();
+  b.b[b.n++] = (12 << 3) | 0x80;
+  for (int i = 0; i < 4; i++)
+    b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0;
+  b.b[b.n++] = 1;
+  CASE(false, "6-byte key");
+  RESET();
+  b.b[b.n++] = (12 << 3) | 0x80;
+  for (int i = 0; i < 3; i++)
+    b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0;
+  b.b[b.n++] = 1;
+  CASE(true, "5-byte key");
+  /* A 6-byte length prefix. */
+  RESET();
+  wb_key(&b, 6, 2);
+  for (int i = 0; i < 5; i++)
+    b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0;
+  CASE(false, "6-byte length");
+  /* Field number 0, wire types 3 and 6. */
+  RESET();
+  b.b[b.n++] = 0x00;
+  CASE(false, "field 0");
+  RESET();
+  wb_key(&b, 40, 3);
+  CASE(false, "group");
+  RESET();
+  wb_key(&b, 40, 6);
+  CASE(false, "wire type 6");
+  /* Unknown fields of every wire type are skipped; inside samples and labels too. */
+  RESET();
+  wb_key(&b, 40, 0);
+  wb_varint(&b, 5);
+  wb_key(&b, 41, 1);
+  memset(b.b + b.n, 1, 8);
+  b.n += 8;
+  wb_key(&b, 42, 5);
+  memset(b.b + b.n, 1, 4);
+  b.n += 4;
+  wb_bytes(&b, 43, "zz", 2);
+  {
+    wbuf_t s = {.n = 0}, l = {.n = 0};
+    wb_key(&l, 9, 0);
+    wb_varint(&l, 1);
+    wb_bytes(&s, 3, l.b, l.n);
+    wb_key(&s, 9, 2);
+    wb_varint(&s, 0);
+    wb_key(&s, 2, 0);
+    wb_varint(&s, 1);
+    wb_key(&s, 2, 0);
+    wb_varint(&s, 1);
+    wb_bytes(&b, 2, s.b, s.n);
+  }
+  CASE(true, "unknown fields");
+  /* A packed run ending inside a varint. */
+  RESET();
+  {
+    wbuf_t s = {.n = 0};
+    uint8_t pk[] = {0x01, 0x81};
+    wb_bytes(&s, 2, pk, 2);
+    wb_bytes(&b, 2, s.b, s.n);
+  }
+  CASE(false, "packed run truncated");
+  /* A label field sent as a varint; a label key sent as a string. */
+  RESET();
+  {
+    wbuf_t s = {.n = 0};
+    wb_key(&s, 3, 0);
+    wb_varint(&s, 1);
+    wb_bytes(&b, 2, s.b, s.n);
+  }
+  CASE(false, "label as varint");
+  RESET();
+  {
+    wbuf_t s = {.n = 0}, l = {.n = 0};
+    wb_bytes(&l, 1, "a", 1);
+    wb_bytes(&s, 3, l.b, l.n);
+    wb_bytes(&b, 2, s.b, s.n);
+  }
+  CASE(false, "label key as bytes");
+  /* Repeated period_type: the later one wins whole (its 0 unit included). */
+  RESET();
+  {
+    wbuf_t v = {.n = 0};
+    wb_key(&v, 1, 0);
+    wb_varint(&v, 1);
+    wb_bytes(&b, 11, v.b, v.n);
+  }
+  CASE(true, "period_type twice");
+  assert_int_equal(sp_pprof_wire_index(a, b.b, b.n, true, &w, NULL, 0), 0);
+  assert_int_equal(w.period_type[0], 1);
+  assert_int_equal(w.period_type[1], 0);
+  /* Over the decode budget: many empty samples (2 bytes each). */
+  {
+    size_t n = 100000;
+    uint8_t *big = malloc(len + 2 * n);
+    memcpy(big, base, len);
+    for (size_t i = 0; i < n; i++) {
+      big[len + 2 * i] = (2 << 3) | 2;
+      big[len + 2 * i + 1] = 0;
+    }
+    /* With the right value counts they are not valid anyway; the budget speaks first. */
+    int rc = assert_same_verdict(big, len + 2 * n, "budget");
+    assert_int_equal(rc, SP_ETOOBIG);
+    free(big);
+  }
+#undef CASE
+#undef RESET
+  sp_arena_destroy(a);
+  free(base);
+}
+
+static uint64_t rng_next(uint64_t *s) {
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+static void test_validate_mutations(void **state) {
+  (void)state;
+  size_t len;
+  fx_t f;
+  fx_init(&f);
+  uint8_t *base = pack(&f.p, &len);
+  m_sparse_ids(&f);
+  size_t slen;
+  uint8_t *sparse = pack(&f.p, &slen);
+  uint8_t *buf = malloc(len > slen ? len : slen);
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  size_t accepted = 0;
+  for (int it = 0; it < 4000; it++) {
+    const uint8_t *src = it & 1 ? sparse : base;
+    size_t n = it & 1 ? slen : len;
+    memcpy(buf, src, n);
+    int muts = 1 + (int)(rng_next(&seed) % 3);
+    for (int m = 0; m < muts; m++) {
+      uint64_t r = rng_next(&seed);
+      switch (r % 4) {
+      case 0: /* truncate */
+        n = (size_t)(rng_next(&seed) % (n + 1));
+        break;
+      case 1: /* flip one bit */
+        if (n > 0)
+          buf[rng_next(&seed) % n] ^= (uint8_t)(1u << (r >> 8) % 8);
+        break;
+      case 2: /* set a byte */
+        if (n > 0)
+          buf[rng_next(&seed) % n] = (uint8_t)(r >> 16);
+        break;
+      default: /* small value change (indices, IDs) */
+        if (n > 0)
+          buf[rng_next(&seed) % n] += (uint8_t)(1 + (r >> 20) % 3);
+        break;
+      }
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "mutation %d", it);
+    if (assert_same_verdict(buf, n, what) == 0)
+      accepted++;
+  }
+  print_message("mutations: %zu of 4000 accepted\n", accepted);
+  /* Both outcomes were exercised. */
+  assert_true(accepted > 50);
+  assert_true(accepted < 3950);
+  free(buf);
+  free(sparse);
+  free(base);
+}
+
+/* Out of memory: the arena's cap refuses the arrays. */
+static void test_index_enomem(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_arena_set_limit(a, 1);
+  sp_pprof_wire_t w;
+  char err[128];
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, true, &w, err, sizeof(err)), SP_ENOMEM);
+  assert_true(sp_arena_limited(a));
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_index_matches_protobuf_c),
+      cmocka_unit_test(test_index_unpacked_values),
+      cmocka_unit_test(test_labels_longer_than_cap),
+      cmocka_unit_test(test_splice_empty_reproduces_input),
+      cmocka_unit_test(test_splice_labels_and_strings),
+      cmocka_unit_test(test_splice_label_bytes_canonical),
+      cmocka_unit_test(test_batch_wire),
+      cmocka_unit_test(test_validate_table),
+      cmocka_unit_test(test_validate_framing),
+      cmocka_unit_test(test_validate_mutations),
+      cmocka_unit_test(test_index_enomem),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
