@@ -6,7 +6,10 @@
 #      after spans went through;
 #   b) an OTLP/gRPC receiver: libgrpc is mapped and a gRPC export works,
 #      libcurl is not;
-#   c) an otlphttp exporter: libcurl is mapped, libgrpc is not.
+#   c) an otlphttp exporter: libcurl is mapped, libgrpc is not;
+#   d) when the library is missing (hidden in a private mount namespace;
+#      skipped where that is not allowed), a config that needs it fails to
+#      start with exit status 1 and a log line naming the library.
 # Resident memory is printed for each, not asserted (machines differ).
 source "$(dirname "$0")/lib.sh"
 
@@ -107,4 +110,25 @@ mapped libcurl || fail "c) libcurl is not mapped with an otlphttp exporter"
 mapped libgrpc && fail "c) libgrpc is mapped without any gRPC component"
 stop_daemon
 [ "$DAEMON_RC" = 0 ] || fail "c) daemon exited $DAEMON_RC"
+# d) Missing libraries: the daemon runs in a mount namespace where the file
+# behind the SONAME (as baked into spanprofd) is an empty file, so dlopen()
+# fails.
+hide_and_run() { # SONAME CONFIG: runs the daemon with SONAME unloadable; rc in HIDE_RC
+  local real
+  real=$(readlink -f "$(ldconfig -p | awk -v n="$1" '$1 == n { print $NF; exit }')")
+  HIDE_RC=0
+  unshare -m sh -c 'mount --bind /dev/null "$1" && exec timeout 20 "$2" --config "$3"' \
+    sh "$real" "$SPANPROFD" "$2" >"$WORK/daemon.log" 2>&1 || HIDE_RC=$?
+}
+if [ "$(id -u)" = 0 ] && unshare -m sh -c 'mount --bind /dev/null "$1"' sh "$WORK/a.yaml" 2>/dev/null; then
+  hide_and_run "$(grep -ao 'libgrpc\.so\.[0-9]*' "$SPANPROFD" | head -n 1)" "$WORK/b.yaml"
+  [ "$HIDE_RC" = 1 ] || fail "d) without libgrpc the gRPC config exited $HIDE_RC, want 1"
+  grep -q 'gRPC needs .*dlopen libgrpc' "$WORK/daemon.log" || fail "d) no log line about libgrpc"
+  hide_and_run "$(grep -ao 'libcurl\.so\.[0-9]*' "$SPANPROFD" | head -n 1)" "$WORK/c.yaml"
+  [ "$HIDE_RC" = 1 ] || fail "d) without libcurl the otlphttp config exited $HIDE_RC, want 1"
+  grep -q 'HTTP clients need .*dlopen libcurl' "$WORK/daemon.log" || fail "d) no log line about libcurl"
+  echo "d) missing libgrpc / libcurl: start fails with the reason logged"
+else
+  echo "d) skipped: no permission for a private mount namespace"
+fi
 echo "PASS"
