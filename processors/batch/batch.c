@@ -20,6 +20,19 @@
  *
  * One instance may sit in several pipelines; each pipeline gets its own
  * accumulator (attach), as the data of different pipelines must not mix.
+ *
+ * Memory: a batch leaves holding what it contains, not what it grew into.
+ * Appending by doubling left a flushed traces batch with up to twice its
+ * bytes allocated (an 8,192-span request of ~2.4 MB in a 4 MiB block) for
+ * as long as it lived downstream — queued in an exporter, held by the
+ * join — and the chain of doublings before it (256 B ... 4 MiB) churned
+ * the heap. So the traces accumulator starts at the size the previous
+ * batch suggests (its bytes per span times send_batch_size, plus one more
+ * request of room, at most SP__BATCH_MAX_RESERVE), grows by doubling only
+ * past that, and the buffer is cut to its content when the batch is
+ * built. A flushed profiles batch's item array is cut to its profiles too.
+ * Between batches an accumulator holds no buffer at all (the flush hands
+ * it over).
  */
 #include "pipeline/alloc.h"
 #include "pipeline/buf.h"
@@ -31,6 +44,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The most a traces accumulator reserves up front from its estimate. */
+#define SP__BATCH_MAX_RESERVE ((size_t)64 << 20)
 
 typedef struct sp_batch_cfg_s {
   int64_t send_batch_size;
@@ -73,6 +89,7 @@ typedef struct sp_batcher_s {
   bool timer_armed;
   /* traces being gathered */
   sp_buf_t bytes;
+  size_t last_len, last_items; /* the previous traces batch: sizes the next buffer */
   /* profiles being gathered */
   sp_profiles_t *profiles;
   size_t items;
@@ -141,8 +158,18 @@ static void sp__flush(sp_batcher_t *b) {
     return;
   size_t items = b->items;
   if (b->signal == SP_SIGNAL_TRACES) {
-    size_t len;
+    size_t len, cap = b->bytes.cap;
     uint8_t *buf = sp_buf_steal(&b->bytes, &len);
+    if (buf != NULL && cap > len) {
+      /* Cut to the content (in place for glibc: the tail goes back to the
+       * heap, or to the kernel for a mapped block); keep it when that fails. */
+      uint8_t *fit = sp_realloc(buf, len);
+      if (fit != NULL) buf = fit;
+    }
+    if (len > 0 && items > 0) {
+      b->last_len = len;
+      b->last_items = items;
+    }
     sp_traces_t *t = buf != NULL ? sp_traces_wrap(buf, len, items) : NULL;
     if (t == NULL) {
       sp_log_error(b->proc->base.id, "out of memory: dropped %zu span(s)", items);
@@ -157,6 +184,13 @@ static void sp__flush(sp_batcher_t *b) {
   } else {
     sp_profiles_t *p = b->profiles;
     b->profiles = NULL;
+    if (p->cap > p->n && p->n > 0) {
+      sp_profile_t *fit = sp_realloc(p->items, p->n * sizeof(*p->items));
+      if (fit != NULL) {
+        p->items = fit;
+        p->cap = p->n;
+      }
+    }
     sp__send(b, NULL, p, items);
   }
   b->items = 0;
@@ -225,12 +259,28 @@ static void sp__after_add(sp_batcher_t *b) {
     sp__arm(b);
 }
 
+/*
+ * The room a new accumulation reserves before its first request of @p len
+ * bytes: the previous batch's bytes per span times send_batch_size, plus
+ * one request (the one that reaches the size overshoots it), capped. 0 when
+ * there is nothing to go by yet.
+ */
+static size_t sp__estimate(const sp_batcher_t *b, size_t len) {
+  if (b->last_items == 0) return 0;
+  double per_item = (double)b->last_len / (double)b->last_items;
+  double est = per_item * (double)b->proc->cfg->send_batch_size + (double)len;
+  if (est > (double)SP__BATCH_MAX_RESERVE) est = (double)SP__BATCH_MAX_RESERVE;
+  return est > (double)len ? (size_t)est : len;
+}
+
 static int sp__batch_traces(sp_consumer_t *c, sp_traces_t *batch) {
   sp_batcher_t *b = (sp_batcher_t *)c;
   int rc = b->proc->shutting ? SP_EAGAIN : sp__prepare(b, &batch->meta, batch->span_count);
   const uint8_t *bytes;
   size_t len;
   if (rc == 0 && (rc = sp_traces_encoded(batch, &bytes, &len)) == 0) {
+    /* A failed reservation is not an error: the append below says whether memory is short. */
+    if (b->bytes.cap == 0) (void)sp_buf_reserve(&b->bytes, sp__estimate(b, len));
     if (sp_buf_append(&b->bytes, bytes, len) != 0) {
       rc = SP_EAGAIN; /* memory is short: let the sender retry */
     } else {

@@ -21,6 +21,7 @@
 #include "support/loop_util.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +339,55 @@ static void test_batch_processor_tenants_apart(void **state) {
   assert_int_equal(t.next.batches, 2); /* team-b's went out at shutdown */
 }
 
+/*
+ * What a flushed traces batch has allocated beyond its bytes: a heap block's
+ * rounding (tens of bytes) or a mapped block's page. Doubling left up to the
+ * whole content again.
+ */
+static size_t slack(const sp_traces_t *t) {
+  size_t usable = malloc_usable_size(t->raw);
+  assert_true(usable >= t->raw_len);
+  return usable - t->raw_len;
+}
+#define MAX_SLACK 4200 /* a page, plus a chunk header */
+
+/* A flushed batch holds a buffer cut to its content, whether it went out by size or by time. */
+static void test_batch_processor_fits_buffers(void **state) {
+  (void)state;
+  bp_t t;
+  bp_make(&t, "send_batch_size: 300\ntimeout: 30ms\n");
+  sp_traces_t *one = traces(100);
+  size_t req_len = one->raw_len;
+  sp_traces_unref(one);
+  /* 3 requests: 3x the request in a buffer that doubled from 256 B. */
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(sp_consume_traces(t.input, traces(100)), 0);
+  assert_int_equal(t.next.batches, 1);
+  sp_traces_t *full = t.next.kept[0];
+  assert_int_equal(full->raw_len, 3 * req_len);
+  assert_true(slack(full) < MAX_SLACK);
+  assert_int_equal(sp_traces_count_spans(sp_traces_request(full)), 300);
+  /* One request alone: the accumulator reserved room for a full batch
+   * (estimated from the last one), and the timeout flush gives it back. */
+  t.next.batches = 0;
+  assert_int_equal(sp_consume_traces(t.input, traces(100)), 0);
+  assert_int_equal(sp_test_run_until(&t.loop, has_batches, &t.next, 2000), 0);
+  assert_int_equal(t.next.n_kept, 2);
+  sp_traces_t *alone = t.next.kept[1];
+  assert_int_equal(alone->raw_len, req_len);
+  assert_true(slack(alone) < MAX_SLACK);
+  /* A larger batch than the estimate still grows and is cut to fit. */
+  t.next.batches = 0;
+  assert_int_equal(sp_consume_traces(t.input, traces(250)), 0);
+  assert_int_equal(sp_consume_traces(t.input, traces(250)), 0);
+  assert_int_equal(t.next.batches, 1);
+  sp_traces_t *big = t.next.kept[2];
+  assert_int_equal(sp_traces_count_spans(sp_traces_request(big)), 500);
+  assert_true(slack(big) < MAX_SLACK);
+  assert_int_equal(t.next.spans, 900);
+  bp_stop(&t, 100);
+}
+
 /* ---- a whole graph ---------------------------------------------------------------- */
 
 static const char *graph_yaml =
@@ -426,12 +476,14 @@ static void test_telemetry(void **state) {
 typedef struct prec_s {
   sp_consumer_t base;
   size_t batches, profiles;
+  size_t unfitted; /* batches whose item array had room beyond their profiles */
 } prec_t;
 
 static int prec_profiles(sp_consumer_t *c, sp_profiles_t *b) {
   prec_t *r = (prec_t *)c;
   r->batches++;
   r->profiles += b->n;
+  r->unfitted += b->cap > b->n;
   for (size_t i = 0; i < b->n; i++) {
     const sp_profile_t *p = &b->items[i];
     assert_non_null(sp_profile_label(p, "service_name"));
@@ -560,6 +612,45 @@ static void test_batch_processor_profiles_oom(void **state) {
   sp_processor_batch.shutdown(comp, on_done, &done);
   assert_int_equal(sp_test_run_until(&loop, flag_set, &done, 5000), 0);
   assert_int_equal(next.profiles, accepted);
+  sp_processor_batch.destroy(comp);
+  sp_cfg_free(sp_processor_batch.schema, cfg);
+  sp_free(cfg);
+  sp_config_doc_free(doc);
+  assert_int_equal(sp_test_loop_finish(&loop, 1000), 0);
+}
+
+/* A flushed profiles batch's item array is cut to its profiles (it grew by doubling). */
+static void test_batch_processor_fits_profiles(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sp_host_t host = {.loop = &loop};
+  sp_errors_t errs = {0};
+  sp_config_doc_t *doc = NULL;
+  const char *yaml = "send_batch_size: 5\ntimeout: 1h\n";
+  assert_int_equal(sp_config_load_string("t", yaml, strlen(yaml), &doc, &errs), 0);
+  void *cfg = sp_calloc(1, sp_processor_batch.config_size);
+  assert_int_equal(sp_cfg_decode(sp_processor_batch.schema, doc->root, "batch", NULL, cfg, &errs), 0);
+  sp_create_settings_t set = {.host = &host, .id = "batch"};
+  sp_component_t *comp = NULL;
+  assert_int_equal(sp_processor_batch.create(&set, cfg, &comp), 0);
+  comp->def = &sp_processor_batch;
+  comp->host = &host;
+  comp->id = "batch";
+  prec_t next = {.base.consume_profiles = prec_profiles};
+  sp_consumer_t *input = NULL;
+  assert_int_equal(sp_processor_batch.attach(comp, SP_SIGNAL_PROFILES, &next.base, &input), 0);
+  assert_int_equal(sp_processor_batch.start(comp), 0);
+  /* 2 + 2 + 2 profiles: the third append passes 5 and flushes 6 (the array had room for 8). */
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(sp_consume_profiles(input, oom_profiles()), 0);
+  assert_int_equal(next.batches, 1);
+  assert_int_equal(next.profiles, 6);
+  assert_int_equal(next.unfitted, 0);
+  int done = 0;
+  host.drain_deadline = uv_now(&loop) + 100;
+  sp_processor_batch.shutdown(comp, on_done, &done);
+  assert_int_equal(sp_test_run_until(&loop, flag_set, &done, 5000), 0);
   sp_processor_batch.destroy(comp);
   sp_cfg_free(sp_processor_batch.schema, cfg);
   sp_free(cfg);
@@ -708,6 +799,8 @@ int main(void) {
       cmocka_unit_test(test_batch_processor_size_and_time),
       cmocka_unit_test(test_batch_processor_never_loses),
       cmocka_unit_test(test_batch_processor_tenants_apart),
+      cmocka_unit_test(test_batch_processor_fits_buffers),
+      cmocka_unit_test(test_batch_processor_fits_profiles),
       cmocka_unit_test(test_graph),
       cmocka_unit_test(test_telemetry),
       cmocka_unit_test(test_batch_processor_profiles_oom),
