@@ -139,9 +139,10 @@ size_t sp_pyroscope_label_name(const char *name, char *out, size_t cap);
  * of pyroscope_labels.c): builds its series labels, checks its sample
  * labels against the same limits (Pyroscope turns them into series labels),
  * and gives the pprof bytes to send — the batch's own bytes when nothing had
- * to change, else a re-encoding. The batch is only read (apart from
- * sp_profile_encoded() caching the encoding of a profile another component
- * modified): every allocation, including a private decoded copy when
+ * to change (decided on the encoded bytes, without decoding them), else a
+ * re-encoding. The batch is only read (apart from sp_profile_wire() caching
+ * the profile's wire index and, for a profile another component modified
+ * and left decoded, its encoding): every allocation, including a private decoded copy when
  * samples must change, comes from @p arena. Drops are added to @p drops. Loop thread (or any
  * thread, for a batch nobody else touches meanwhile). Returns 0, SP_EPROTO (the pprof does not
  * decode; @p err says why) or SP_ENOMEM.

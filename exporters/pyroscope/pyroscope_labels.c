@@ -59,16 +59,23 @@
  * lookups from Tempo keep working, only the by-endpoint grouping is lost.
  *
  * A profile that needs none of these changes is sent as the bytes it
- * arrived as. One that does is changed on a private copy decoded into the
- * caller's arena and re-encoded: the batch may be shared with other
- * exporters and is never written. The same copy gets pprof time_nanos from
+ * arrived as. Deciding that never decodes it: the sample label keys in use,
+ * their names and the lengths of their values are read from the encoded
+ * bytes through the profile's wire index (pipeline/pprofwire.h, cached in
+ * the batch), with per-sample work limited to integer comparisons and the
+ * string work done once per distinct key. A profile that does need a change
+ * is changed on a private copy decoded into the caller's arena and
+ * re-encoded: the batch may be shared with other exporters and is never
+ * written (beyond caching its index). The same copy gets pprof time_nanos from
  * the profile's time range when it has none, because Pyroscope stamps such
  * profiles with the time they arrive — wrong by the join window at least.
  */
 #include "exporters/pyroscope/pyroscope.h"
 
+#include "pipeline/alloc.h"
 #include "pipeline/error.h"
 #include "pipeline/pprof.h"
+#include "pipeline/pprofwire.h"
 #include "pipeline/profiletype.h"
 
 #include <stdarg.h>
@@ -280,7 +287,8 @@ typedef struct sp__keys_s {
   size_t n, cap;
 } sp__keys_t;
 
-static sp__skey_t *sp__key(sp__ctx_t *c, sp__keys_t *k, const sp_pprof_t *pp, int64_t idx) {
+/* The entry of key @p idx, appended (with a NULL name for the caller to set) when new. */
+static sp__skey_t *sp__key(sp__ctx_t *c, sp__keys_t *k, int64_t idx) {
   for (size_t i = k->n; i > 0; i--)
     if (k->v[i - 1].idx == idx) return &k->v[i - 1];
   if (k->n == k->cap) {
@@ -292,7 +300,7 @@ static sp__skey_t *sp__key(sp__ctx_t *c, sp__keys_t *k, const sp_pprof_t *pp, in
     k->cap = cap;
   }
   sp__skey_t *e = &k->v[k->n++];
-  *e = (sp__skey_t){.idx = idx, .name = sp_pprof_str(pp, idx)};
+  *e = (sp__skey_t){.idx = idx};
   return e;
 }
 
@@ -301,25 +309,104 @@ static bool sp__is_span_label(const char *name) {
          strcmp(name, "profile_id") == 0;
 }
 
-/*
- * Collects the string sample label names of @p pp and decides, for each,
- * what happens to it (see the top of the file). *@p changes is set when
- * the samples must change. @p budget is how many names may still become
- * series labels. 0 or SP_ENOMEM.
- */
-static int sp__sample_keys(sp__ctx_t *c, const sp_pprof_t *pp, size_t budget, sp__keys_t *k,
-                           bool *changes) {
+/* Collects the string sample label names of a decoded profile into @p k. 0 or SP_ENOMEM. */
+static int sp__collect_keys(sp__ctx_t *c, const sp_pprof_t *pp, sp__keys_t *k) {
   for (size_t i = 0; i < pp->n_sample; i++) {
     const sp_pprof_sample_t *s = pp->sample[i];
     for (size_t j = 0; j < s->n_label; j++) {
       const sp_pprof_label_t *l = s->label[j];
       if (l->str <= 0 || l->key <= 0)
         continue; /* numeric (or empty): Pyroscope leaves it out of the series */
-      sp__skey_t *e = sp__key(c, k, pp, l->key);
+      sp__skey_t *e = sp__key(c, k, l->key);
       if (e == NULL) return SP_ENOMEM;
+      if (e->name == NULL) e->name = sp_pprof_str(pp, l->key);
       if (strlen(sp_pprof_str(pp, l->str)) > c->max_value) e->long_values = true;
     }
   }
+  return 0;
+}
+
+/*
+ * The length string @p i has in a decoded profile (protobuf-c strings end
+ * at an embedded NUL); 0 when out of range, as sp_pprof_str gives "".
+ */
+static size_t sp__wire_strlen(const sp_pprof_wire_t *w, int64_t i) {
+  size_t len;
+  const char *s = sp_pprof_wire_str(w, i, &len);
+  const char *nul = len > 0 ? memchr(s, '\0', len) : NULL;
+  return nul != NULL ? (size_t)(nul - s) : len;
+}
+
+#define SP__STACK_LABELS 16
+
+/*
+ * The same from the encoded profile: per sample only integer work (label
+ * keys compared with the few distinct ones seen, value lengths read from
+ * the index — and only when the table has a string long enough to matter);
+ * names are copied out once per distinct key. 0 or SP_ENOMEM.
+ */
+static int sp__collect_keys_wire(sp__ctx_t *c, const sp_pprof_wire_t *w, sp__keys_t *k) {
+  bool any_long = false;
+  for (size_t i = 0; i < w->n_strings && !any_long; i++)
+    any_long = w->strings[i].len > c->max_value;
+  sp_pw_label_t stack[SP__STACK_LABELS];
+  sp_pw_label_t *heap = NULL;
+  size_t heap_cap = 0;
+  int64_t last_key = -1;
+  sp__skey_t *last = NULL;
+  int rc = 0;
+  for (size_t i = 0; i < w->n_samples && rc == 0; i++) {
+    const sp_pw_label_t *lb = stack;
+    size_t n = sp_pprof_wire_labels(w, i, stack, SP__STACK_LABELS);
+    if (n > SP__STACK_LABELS) {
+      if (n > heap_cap) {
+        sp_pw_label_t *h = sp_realloc(heap, n * sizeof(*h));
+        if (h == NULL) {
+          rc = SP_ENOMEM;
+          break;
+        }
+        heap = h;
+        heap_cap = n;
+      }
+      sp_pprof_wire_labels(w, i, heap, n);
+      lb = heap;
+    }
+    for (size_t j = 0; j < n; j++) {
+      if (lb[j].str <= 0 || lb[j].key <= 0) continue; /* numeric (or empty) */
+      sp__skey_t *e = last;
+      if (lb[j].key != last_key) {
+        e = sp__key(c, k, lb[j].key);
+        if (e == NULL) {
+          rc = SP_ENOMEM;
+          break;
+        }
+        if (e->name == NULL) {
+          size_t len;
+          const char *s = sp_pprof_wire_str(w, lb[j].key, &len);
+          e->name = sp_arena_strndup(c->arena, s, sp__wire_strlen(w, lb[j].key));
+          if (e->name == NULL) {
+            rc = SP_ENOMEM;
+            break;
+          }
+        }
+        last_key = lb[j].key;
+        last = e; /* always the latest pointer sp__key gave: valid until its next call */
+      }
+      if (any_long && !e->long_values && sp__wire_strlen(w, lb[j].str) > c->max_value)
+        e->long_values = true;
+    }
+  }
+  sp_free(heap);
+  return rc;
+}
+
+/*
+ * Decides, for each collected sample label name in @p k, what happens to
+ * it (see the top of the file). *@p changes is set when the samples must
+ * change. @p budget is how many names may still become series labels.
+ * 0 or SP_ENOMEM.
+ */
+static int sp__sample_keys(sp__ctx_t *c, size_t budget, sp__keys_t *k, bool *changes) {
   size_t counted = 0;
   char name[SP_PYROSCOPE_MAX_LABEL_NAME_LEN * 2 + 2];
   for (size_t i = 0; i < k->n; i++) {
@@ -430,6 +517,24 @@ static const char *sp__type_name(const sp_pprof_t *pp) {
   return sp_profile_type_name(sp_pprof_str(pp, st->type), sp_pprof_str(pp, st->unit), period);
 }
 
+/* String @p i of @p w as a C string in @p arena (as decoded: up to a NUL); NULL on OOM. */
+static const char *sp__wire_cstr(sp_arena_t *arena, const sp_pprof_wire_t *w, int64_t i) {
+  size_t len;
+  const char *s = sp_pprof_wire_str(w, i, &len);
+  return sp_arena_strndup(arena, s, sp__wire_strlen(w, i));
+}
+
+/* sp__type_name from the encoded profile. NULL on OOM. */
+static const char *sp__type_name_wire(sp_arena_t *arena, const sp_pprof_wire_t *w) {
+  if (w->n_sample_types == 0) return "process_cpu";
+  const char *type = sp__wire_cstr(arena, w, w->sample_types[0][0]);
+  const char *unit = sp__wire_cstr(arena, w, w->sample_types[0][1]);
+  /* A period_type field of type 0 reads as "", like an absent one. */
+  const char *period = sp__wire_cstr(arena, w, w->period_type[0]);
+  if (type == NULL || unit == NULL || period == NULL) return NULL;
+  return sp_profile_type_name(type, unit, period);
+}
+
 int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch, sp_profile_t *p,
                          sp_arena_t *arena, sp_pyroscope_prepared_t *out,
                          sp_pyroscope_drops_t *drops, char *err, size_t errlen) {
@@ -440,8 +545,9 @@ int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch
       .max_labels = rules->max_labels ? rules->max_labels : SP_PYROSCOPE_MAX_LABEL_NAMES,
       .arena = arena,
       .drops = drops};
-  const sp_pprof_t *src = p->pprof; /* the batch's decoding: read only */
-  sp_pprof_t *priv = NULL;          /* our own copy: ours to change */
+  const sp_pprof_wire_t *w = NULL; /* the encoded profile's index: read only */
+  const sp_pprof_t *src = NULL;    /* or a decoding (the batch's, or ours): read only */
+  sp_pprof_t *priv = NULL;         /* our own copy: ours to change */
   const uint8_t *bytes = NULL;
   size_t len = 0;
   int rc;
@@ -451,11 +557,20 @@ int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch
     c.max_name = SP_PYROSCOPE_MAX_LABEL_NAME_LEN * 2; /* the name buffers' size */
   if (c.max_labels < 2) c.max_labels = 2;
 
-  if (src == NULL) {
-    if (p->raw == NULL) return SP_EPROTO;
-    rc = sp_pprof_decode(arena, p->raw, p->raw_len, &priv, err, errlen);
-    if (rc != 0) return rc;
-    src = priv;
+  /*
+   * The common case reads the encoded bytes only (their index is cached in
+   * the batch). Without an index (the bytes do not index, or no memory for
+   * it) the profile is decoded as before, which also says what is wrong.
+   */
+  w = sp_profile_wire(batch, p);
+  if (w == NULL) {
+    src = p->pprof;
+    if (src == NULL) {
+      if (p->raw == NULL) return SP_EPROTO;
+      rc = sp_pprof_decode(arena, p->raw, p->raw_len, &priv, err, errlen);
+      if (rc != 0) return rc;
+      src = priv;
+    }
   }
 
   /* Series labels. */
@@ -466,7 +581,10 @@ int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch
   if (service == NULL || service[0] == '\0') service = "unknown_service";
   c.service = service;
   const char *type = sp_profile_label(p, "__name__");
-  if (type == NULL || type[0] == '\0') type = sp__type_name(src);
+  if (type == NULL || type[0] == '\0') {
+    type = w != NULL ? sp__type_name_wire(arena, w) : sp__type_name(src);
+    if (type == NULL) return SP_ENOMEM;
+  }
   if ((rc = sp__add(&c, "service_name", service, true, false)) != 0 ||
       (rc = sp__add(&c, "__name__", type, true, false)) != 0)
     return rc;
@@ -488,12 +606,21 @@ int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch
   /* Sample labels. */
   sp__keys_t keys = {0};
   bool changes = false;
-  rc = sp__sample_keys(&c, src, c.max_labels - c.n, &keys, &changes);
+  rc = w != NULL ? sp__collect_keys_wire(&c, w, &keys) : sp__collect_keys(&c, src, &keys);
+  if (rc == 0) rc = sp__sample_keys(&c, c.max_labels - c.n, &keys, &changes);
   if (rc != 0) return rc;
-  bool fix_time = src->time_nanos == 0 && (p->time_start_ns > 0 || p->time_end_ns > 0);
+  int64_t time_nanos = w != NULL ? w->time_nanos : src->time_nanos;
+  bool fix_time = time_nanos == 0 && (p->time_start_ns > 0 || p->time_end_ns > 0);
   if (changes || fix_time) {
     if (priv == NULL) {
-      rc = sp_profile_encoded(batch, p, &bytes, &len);
+      /* The bytes the index describes, so the key indices above hold. */
+      if (w != NULL) {
+        bytes = w->raw;
+        len = w->len;
+        rc = 0;
+      } else {
+        rc = sp_profile_encoded(batch, p, &bytes, &len);
+      }
       if (rc == 0) rc = sp_pprof_decode(arena, bytes, len, &priv, err, errlen);
       if (rc != 0) return rc;
     }
@@ -509,6 +636,10 @@ int sp_pyroscope_prepare(const sp_pyroscope_rules_t *rules, sp_profiles_t *batch
     out->pprof = buf;
     out->pprof_len = protobuf_c_message_pack(&priv->base, buf);
     out->modified = true;
+  } else if (w != NULL) {
+    /* Nothing to change: the bytes as they are, never decoded nor packed. */
+    out->pprof = w->raw;
+    out->pprof_len = w->len;
   } else {
     rc = sp_profile_encoded(batch, p, &bytes, &len);
     if (rc != 0) return rc;

@@ -2,18 +2,27 @@
  * spanprofile_enrich.c — reading what a pprof sample offers the join, and
  * writing what the join found: labels on samples, attributes on spans.
  *
- * pprof keeps every string once in the profile's string table and refers to
- * it by index, so reading a sample's labels is integer comparisons against
- * the indices of the few label names the join cares about, looked up once
- * per profile. Writing appends the new strings (deduplicated per call:
- * span names and trace IDs repeat across samples) to a new string table in
- * the batch arena and gives each touched sample a new, longer label array;
- * nothing that was there is changed or moved, so indices stay valid.
+ * Profiles are never decoded here: samples are read from the encoded bytes
+ * through the profile's wire index (pipeline/pprofwire.h). pprof keeps every
+ * string once in the string table and refers to it by index, so reading a
+ * sample's labels is integer comparisons against the indices of the few
+ * label names the join cares about, looked up once per profile. Label
+ * values (span IDs, thread numbers as text) repeat across the samples of a
+ * profile — a CPU profile of 1,500 samples typically names a few dozen
+ * spans — so each distinct string is parsed once per profile and the
+ * result kept in a lazily allocated array indexed by string index.
  *
- * Span attributes are added the same way: a new attribute array in the
- * batch's arena holding the old entries plus the new ones. Keys a span
- * already has (an SDK may have set pyroscope.profile.id itself) are left
- * alone.
+ * Writing splices the encoded profile: the new strings (deduplicated per
+ * call: span names and trace IDs repeat across samples) are appended to the
+ * string table and the new labels to the touched samples, in one copy into
+ * the batch arena; the result replaces the profile's bytes. Nothing that was
+ * there changes or moves, so indices stay valid, and until the final swap
+ * the profile is untouched — a failure leaves it as it was.
+ *
+ * Span attributes are added the same way as before: a new attribute array
+ * in the batch's arena holding the old entries plus the new ones. Keys a
+ * span already has (an SDK may have set pyroscope.profile.id itself) are
+ * left alone.
  */
 #include "processors/spanprofile/spanprofile_int.h"
 
@@ -26,28 +35,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef Perftools__Profiles__Label sp_pprof_label_t;
-typedef Perftools__Profiles__Sample sp_pprof_sample_t;
-
 /* ---- reading -------------------------------------------------------------------------- */
 
-static int64_t sp__unit_scale(const char *unit) {
-  if (strcmp(unit, "nanoseconds") == 0) return 1;
-  if (strcmp(unit, "microseconds") == 0) return 1000;
-  if (strcmp(unit, "milliseconds") == 0) return 1000000;
-  if (strcmp(unit, "seconds") == 0) return 1000000000;
+/* Per string index: the parse results of sp__memo_* (state bits in memo_st). */
+struct sp_spj_memo_s {
+  uint64_t id;
+  int64_t num;
+};
+
+enum {
+  SP_MEMO_ID_DONE = 1u << 0,
+  SP_MEMO_ID_OK = 1u << 1,
+  SP_MEMO_NUM_DONE = 1u << 2,
+  SP_MEMO_NUM_OK = 1u << 3,
+};
+
+/* Samples with more labels than this (or values past it) use the context's scratch. */
+#define SP_SPJ_STACK_LABELS 16
+#define SP_SPJ_STACK_VALUES 8
+
+/*
+ * String @p i as the decoded Profile would show it: protobuf-c gives
+ * strings as C strings, so text after an embedded NUL was never seen.
+ */
+static const char *sp__wstr(const sp_pprof_wire_t *w, int64_t i, size_t *len) {
+  const char *s = sp_pprof_wire_str(w, i, len);
+  const char *nul = *len > 0 ? memchr(s, '\0', *len) : NULL;
+  if (nul != NULL) *len = (size_t)(nul - s);
+  return s;
+}
+
+static bool sp__wstr_is(const sp_pprof_wire_t *w, int64_t i, const char *name) {
+  size_t len;
+  const char *s = sp__wstr(w, i, &len);
+  return len == strlen(name) && memcmp(s, name, len) == 0;
+}
+
+static int64_t sp__unit_scale(const sp_pprof_wire_t *w, int64_t unit) {
+  if (sp__wstr_is(w, unit, "nanoseconds")) return 1;
+  if (sp__wstr_is(w, unit, "microseconds")) return 1000;
+  if (sp__wstr_is(w, unit, "milliseconds")) return 1000000;
+  if (sp__wstr_is(w, unit, "seconds")) return 1000000000;
   return 0;
 }
 
-static const char *sp__str(const sp_pprof_t *pp, int64_t i) {
-  return i >= 0 && (size_t)i < pp->n_string_table ? pp->string_table[i] : "";
-}
-
-void sp__spj_pctx_init(sp_spj_pctx_t *c, sp_profile_t *p, const char *const *id_labels,
-                       size_t n_id_labels, const char *thread_label, const char *time_label) {
-  sp_pprof_t *pp = p->pprof;
+void sp__spj_pctx_init(sp_spj_pctx_t *c, const sp_pprof_wire_t *w, const sp_profile_t *p,
+                       const char *const *id_labels, size_t n_id_labels, const char *thread_label,
+                       const char *time_label) {
   memset(c, 0, sizeof(*c));
-  c->pp = pp;
+  c->w = w;
   c->prof = p;
   c->n_k_id = n_id_labels < 4 ? n_id_labels : 4;
   for (size_t i = 0; i < 4; i++)
@@ -75,30 +111,54 @@ void sp__spj_pctx_init(sp_spj_pctx_t *c, sp_profile_t *p, const char *const *id_
   slots[nn++] = &c->k_span_name;
   names[nn] = "trace_id";
   slots[nn++] = &c->k_trace_id;
-  for (size_t i = 0; i < nn; i++)
+  size_t minlen = SIZE_MAX, maxlen = 0;
+  for (size_t i = 0; i < nn; i++) {
     lens[i] = strlen(names[i]);
-  for (size_t s = 1; s < pp->n_string_table; s++) {
-    const char *str = pp->string_table[s];
-    if (str == NULL) continue;
+    if (lens[i] < minlen) minlen = lens[i];
+    if (lens[i] > maxlen) maxlen = lens[i];
+  }
+  for (size_t s = 1; s < w->n_strings; s++) {
+    size_t len = w->strings[s].len;
+    if (len < minlen) continue; /* shorter than every name (a NUL only shortens) */
+    const char *str = (const char *)w->raw + w->strings[s].off;
+    if (len > maxlen) {
+      /* Longer than every name: equal only when a NUL ends it early, as decoded. */
+      if (str[maxlen] != '\0' && memchr(str, '\0', maxlen) == NULL) continue;
+    }
     for (size_t i = 0; i < nn; i++) {
-      if (*slots[i] < 0 && str[0] == names[i][0] && strncmp(str, names[i], lens[i] + 1) == 0)
+      if (*slots[i] < 0 && len >= lens[i] && memcmp(str, names[i], lens[i]) == 0 &&
+          (len == lens[i] || str[lens[i]] == '\0'))
         *slots[i] = (int64_t)s;
     }
   }
-  for (size_t i = 0; i < pp->n_sample_type; i++) {
-    const char *type = sp__str(pp, pp->sample_type[i]->type);
-    const char *unit = sp__str(pp, pp->sample_type[i]->unit);
-    if (c->v_count < 0 &&
-        (strcmp(type, "samples") == 0 || strcmp(type, "sample") == 0 || strcmp(unit, "count") == 0))
+  for (size_t i = 0; i < w->n_sample_types; i++) {
+    int64_t type = w->sample_types[i][0], unit = w->sample_types[i][1];
+    if (c->v_count < 0 && (sp__wstr_is(w, type, "samples") || sp__wstr_is(w, type, "sample") ||
+                           sp__wstr_is(w, unit, "count")))
       c->v_count = (int)i;
-    else if (c->v_cpu < 0 && strcmp(type, "cpu") == 0 && sp__unit_scale(unit) > 0) {
+    else if (c->v_cpu < 0 && sp__wstr_is(w, type, "cpu") && sp__unit_scale(w, unit) > 0) {
       c->v_cpu = (int)i;
-      c->cpu_scale = sp__unit_scale(unit);
-    } else if (c->v_wall < 0 && strcmp(type, "wall") == 0 && sp__unit_scale(unit) > 0) {
+      c->cpu_scale = sp__unit_scale(w, unit);
+    } else if (c->v_wall < 0 && sp__wstr_is(w, type, "wall") && sp__unit_scale(w, unit) > 0) {
       c->v_wall = (int)i;
-      c->wall_scale = sp__unit_scale(unit);
+      c->wall_scale = sp__unit_scale(w, unit);
     }
   }
+  int vmax = c->v_count;
+  if (c->v_cpu > vmax) vmax = c->v_cpu;
+  if (c->v_wall > vmax) vmax = c->v_wall;
+  c->v_need = (size_t)(vmax + 1);
+}
+
+void sp__spj_pctx_free(sp_spj_pctx_t *c) {
+  sp_free(c->memo);
+  sp_free(c->lbuf);
+  sp_free(c->vbuf);
+  c->memo = NULL;
+  c->memo_st = NULL;
+  c->lbuf = NULL;
+  c->vbuf = NULL;
+  c->lcap = 0;
 }
 
 static inline int sp__nib(char ch) {
@@ -108,16 +168,22 @@ static inline int sp__nib(char ch) {
   return -1;
 }
 
-bool sp__spj_parse_span_id(const char *s, uint64_t *out) {
+/* @p len characters (no NUL among them) as a non-zero span ID. */
+static bool sp__parse_span_id_n(const char *s, size_t len, uint64_t *out) {
+  if (len != 16) return false;
   uint64_t v = 0;
   for (int i = 0; i < 16; i++) {
     int n = sp__nib(s[i]);
     if (n < 0) return false;
     v = v << 4 | (uint64_t)n;
   }
-  if (s[16] != '\0' || v == 0) return false;
+  if (v == 0) return false;
   *out = v;
   return true;
+}
+
+bool sp__spj_parse_span_id(const char *s, uint64_t *out) {
+  return sp__parse_span_id_n(s, strnlen(s, 17), out);
 }
 
 static bool sp__parse_i64(const char *s, int64_t *out) {
@@ -129,9 +195,98 @@ static bool sp__parse_i64(const char *s, int64_t *out) {
   return true;
 }
 
-void sp__spj_sample_key(const sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
-  const sp_pprof_t *pp = c->pp;
-  const sp_pprof_sample_t *s = pp->sample[i];
+/* sp__parse_i64 of @p len characters (no NUL among them). */
+static bool sp__parse_i64_n(const char *s, size_t len, int64_t *out) {
+  char small[64];
+  char *buf = small;
+  if (len == 0) return false;
+  if (len >= sizeof(small) && (buf = sp_malloc(len + 1)) == NULL) return false;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  bool ok = sp__parse_i64(buf, out);
+  if (buf != small) sp_free(buf);
+  return ok;
+}
+
+/* The memo state of string @p i (in range), allocating the memo on first use; NULL without it. */
+static uint8_t *sp__memo(sp_spj_pctx_t *c, int64_t i) {
+  if (c->memo == NULL) {
+    if (c->memo_failed) return NULL;
+    size_t n = c->w->n_strings;
+    c->memo = sp_malloc(n * (sizeof(*c->memo) + 1));
+    if (c->memo == NULL) {
+      c->memo_failed = true;
+      return NULL;
+    }
+    c->memo_st = (uint8_t *)(c->memo + n);
+    memset(c->memo_st, 0, n);
+  }
+  return &c->memo_st[i];
+}
+
+/* Label value @p str as a span ID, parsed once per string. */
+static bool sp__value_span_id(sp_spj_pctx_t *c, int64_t str, uint64_t *out) {
+  if (str <= 0 || (size_t)str >= c->w->n_strings) return false;
+  uint8_t *st = sp__memo(c, str);
+  if (st != NULL && (*st & SP_MEMO_ID_DONE)) {
+    if (!(*st & SP_MEMO_ID_OK)) return false;
+    *out = c->memo[str].id;
+    return true;
+  }
+  size_t len;
+  const char *s = sp__wstr(c->w, str, &len);
+  uint64_t v = 0;
+  bool ok = sp__parse_span_id_n(s, len, &v);
+  if (st != NULL) {
+    *st |= SP_MEMO_ID_DONE | (ok ? SP_MEMO_ID_OK : 0);
+    c->memo[str].id = v;
+  }
+  if (ok) *out = v;
+  return ok;
+}
+
+/* Label value @p str as a decimal integer, parsed once per string. */
+static bool sp__value_i64(sp_spj_pctx_t *c, int64_t str, int64_t *out) {
+  if (str <= 0 || (size_t)str >= c->w->n_strings) return false;
+  uint8_t *st = sp__memo(c, str);
+  if (st != NULL && (*st & SP_MEMO_NUM_DONE)) {
+    if (!(*st & SP_MEMO_NUM_OK)) return false;
+    *out = c->memo[str].num;
+    return true;
+  }
+  size_t len;
+  const char *s = sp__wstr(c->w, str, &len);
+  int64_t v = 0;
+  bool ok = sp__parse_i64_n(s, len, &v);
+  if (st != NULL) {
+    *st |= SP_MEMO_NUM_DONE | (ok ? SP_MEMO_NUM_OK : 0);
+    c->memo[str].num = v;
+  }
+  if (ok) *out = v;
+  return ok;
+}
+
+/* The labels of sample @p i: @p stack when they fit, else the context's scratch. */
+static const sp_pw_label_t *sp__labels(sp_spj_pctx_t *c, size_t i, sp_pw_label_t *stack,
+                                       size_t *n) {
+  size_t total = sp_pprof_wire_labels(c->w, i, stack, SP_SPJ_STACK_LABELS);
+  *n = total;
+  if (total <= SP_SPJ_STACK_LABELS) return stack;
+  if (total > c->lcap) {
+    sp_pw_label_t *b = sp_realloc(c->lbuf, total * sizeof(*b));
+    if (b == NULL) {
+      *n = SP_SPJ_STACK_LABELS; /* out of memory: the first ones only */
+      return stack;
+    }
+    c->lbuf = b;
+    c->lcap = total;
+  }
+  sp_pprof_wire_labels(c->w, i, c->lbuf, total);
+  return c->lbuf;
+}
+
+/* The label part of sp__spj_sample_key. */
+static void sp__read_labels(sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
   memset(k, 0, sizeof(*k));
   k->thread = SP_SPJ_NO_THREAD;
   const sp_profile_t *p = c->prof;
@@ -139,9 +294,12 @@ void sp__spj_sample_key(const sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
     if (p->sample_time_ns != NULL && p->sample_time_ns[i] > 0) k->time_ns = p->sample_time_ns[i];
     if (p->sample_thread != NULL && p->sample_thread[i] >= 0) k->thread = p->sample_thread[i];
   }
+  sp_pw_label_t stack[SP_SPJ_STACK_LABELS];
+  size_t n;
+  const sp_pw_label_t *lbs = sp__labels(c, i, stack, &n);
   int id_rank = 99;
-  for (size_t l = 0; l < s->n_label; l++) {
-    const sp_pprof_label_t *lb = s->label[l];
+  for (size_t l = 0; l < n; l++) {
+    const sp_pw_label_t *lb = &lbs[l];
     int64_t key = lb->key;
     if (key <= 0) continue;
     for (size_t j = 0; j < c->n_k_id; j++) {
@@ -149,7 +307,7 @@ void sp__spj_sample_key(const sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
         if (j == 0) k->has_span_id_label = true;
         uint64_t id;
         /* The first configured spelling wins when a sample carries several. */
-        if ((int)j < id_rank && lb->str > 0 && sp__spj_parse_span_id(sp__str(pp, lb->str), &id)) {
+        if ((int)j < id_rank && sp__value_span_id(c, lb->str, &id)) {
           k->has_id = true;
           k->span_id = id;
           id_rank = (int)j;
@@ -162,19 +320,35 @@ void sp__spj_sample_key(const sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
       k->has_trace_id = true;
     } else if (key == c->k_thread && k->thread == SP_SPJ_NO_THREAD) {
       int64_t v;
-      if (lb->str > 0 ? sp__parse_i64(sp__str(pp, lb->str), &v) : (v = lb->num, true))
-        k->thread = v;
+      if (lb->str > 0 ? sp__value_i64(c, lb->str, &v) : (v = lb->num, true)) k->thread = v;
     } else if (key == c->k_time && k->time_ns == 0 && lb->str == 0 && lb->num > 0) {
       k->time_ns = lb->num;
     }
   }
+}
+
+void sp__spj_sample_key(sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
+  sp__read_labels(c, i, k);
   k->count = 1;
-  if (c->v_count >= 0 && (size_t)c->v_count < s->n_value)
-    k->count = s->value[c->v_count] > 0 ? (uint64_t)s->value[c->v_count] : 0;
-  if (c->v_cpu >= 0 && (size_t)c->v_cpu < s->n_value && s->value[c->v_cpu] > 0)
-    k->cpu_ns = (uint64_t)s->value[c->v_cpu] * (uint64_t)c->cpu_scale;
-  if (c->v_wall >= 0 && (size_t)c->v_wall < s->n_value && s->value[c->v_wall] > 0)
-    k->wall_ns = (uint64_t)s->value[c->v_wall] * (uint64_t)c->wall_scale;
+  if (c->v_need == 0) return;
+  int64_t stack[SP_SPJ_STACK_VALUES];
+  int64_t *v = stack;
+  size_t cap = SP_SPJ_STACK_VALUES;
+  if (c->v_need > SP_SPJ_STACK_VALUES) {
+    if (c->vbuf == NULL) c->vbuf = sp_malloc(c->v_need * sizeof(*c->vbuf));
+    if (c->vbuf != NULL) {
+      v = c->vbuf;
+      cap = c->v_need;
+    }
+  }
+  size_t nv = sp_pprof_wire_values(c->w, i, v, cap);
+  if (nv > cap) nv = cap; /* only without memory for a very wide sample */
+  if (c->v_count >= 0 && (size_t)c->v_count < nv)
+    k->count = v[c->v_count] > 0 ? (uint64_t)v[c->v_count] : 0;
+  if (c->v_cpu >= 0 && (size_t)c->v_cpu < nv && v[c->v_cpu] > 0)
+    k->cpu_ns = (uint64_t)v[c->v_cpu] * (uint64_t)c->cpu_scale;
+  if (c->v_wall >= 0 && (size_t)c->v_wall < nv && v[c->v_wall] > 0)
+    k->wall_ns = (uint64_t)v[c->v_wall] * (uint64_t)c->wall_scale;
 }
 
 /* ---- writing labels ---------------------------------------------------------------------- */
@@ -188,44 +362,14 @@ typedef struct sp_spj_dd_s {
 } sp_spj_dd_t;
 
 typedef struct sp_spj_strtab_s {
-  sp_profiles_t *batch;
-  sp_pprof_t *pp;
-  char **extra;
-  size_t n_extra, cap_extra;
+  sp_pprof_splice_t *sp;
   sp_spj_dd_t *dd;
   size_t dd_cap;
 } sp_spj_strtab_t;
 
 static int64_t sp__strtab_add(sp_spj_strtab_t *t, const char *s, size_t len) {
-  if (t->n_extra == t->cap_extra) {
-    size_t cap = t->cap_extra ? t->cap_extra * 2 : 16;
-    char **e = sp_realloc(t->extra, cap * sizeof(*e));
-    if (e == NULL) return -1;
-    t->extra = e;
-    t->cap_extra = cap;
-  }
-  char *copy = sp_arena_strndup(t->batch->arena, s, len);
-  if (copy == NULL) return -1;
-  t->extra[t->n_extra] = copy;
-  return (int64_t)(t->pp->n_string_table + t->n_extra++);
-}
-
-/* The string index for a value, adding it once. -1 on OOM. */
-static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, uint64_t a, uint64_t b, const char *s,
-                                size_t len) {
-  uint64_t h = (a * 0x9e3779b97f4a7c15ULL) ^ (b + (uint64_t)kind * 0xc2b2ae3d27d4eb4fULL);
-  h ^= h >> 29;
-  size_t mask = t->dd_cap - 1;
-  size_t j = h & mask;
-  for (; t->dd[j].kind != 0; j = (j + 1) & mask)
-    if (t->dd[j].kind == kind && t->dd[j].a == a && t->dd[j].b == b) return t->dd[j].idx;
-  int64_t idx = sp__strtab_add(t, s, len);
-  if (idx >= 0) t->dd[j] = (sp_spj_dd_t){.a = a, .b = b, .kind = kind, .idx = idx};
-  return idx;
-}
-
-static int64_t sp__key_index(sp_spj_strtab_t *t, int64_t existing, const char *name) {
-  return existing >= 0 ? existing : sp__strtab_add(t, name, strlen(name));
+  int64_t idx = sp_pprof_splice_string(t->sp, s, len);
+  return idx >= 0 ? idx : -1;
 }
 
 static uint64_t sp__be64(const uint8_t *b) {
@@ -235,110 +379,110 @@ static uint64_t sp__be64(const uint8_t *b) {
   return v;
 }
 
-int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, const sp_spj_pctx_t *c,
+/*
+ * The string index of @p span's value of @p kind (SP_DD_*), adding it once:
+ * samples of one span share all three, spans of one trace their trace ID,
+ * spans of one name their name. The text is made only when it is new.
+ * -1 on OOM.
+ */
+static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_t *span) {
+  uint64_t a, b = 0;
+  if (kind == SP_DD_SPAN)
+    a = span->span_id;
+  else if (kind == SP_DD_NAME)
+    a = (uint64_t)(uintptr_t)span->name;
+  else {
+    a = sp__be64(span->trace_id);
+    b = sp__be64(span->trace_id + 8);
+  }
+  uint64_t h = (a * 0x9e3779b97f4a7c15ULL) ^ (b + (uint64_t)kind * 0xc2b2ae3d27d4eb4fULL);
+  h ^= h >> 29;
+  size_t mask = t->dd_cap - 1;
+  size_t j = h & mask;
+  for (; t->dd[j].kind != 0; j = (j + 1) & mask)
+    if (t->dd[j].kind == kind && t->dd[j].a == a && t->dd[j].b == b) return t->dd[j].idx;
+  char hex[33];
+  int64_t idx;
+  if (kind == SP_DD_SPAN) {
+    uint8_t raw[8];
+    for (int i = 0; i < 8; i++)
+      raw[i] = (uint8_t)(span->span_id >> (56 - 8 * i));
+    sp_hex_encode(raw, 8, hex, sizeof(hex));
+    idx = sp__strtab_add(t, hex, 16);
+  } else if (kind == SP_DD_NAME) {
+    idx = sp__strtab_add(t, span->name->s, span->name->len);
+  } else {
+    sp_hex_encode(span->trace_id, 16, hex, sizeof(hex));
+    idx = sp__strtab_add(t, hex, 32);
+  }
+  if (idx >= 0) t->dd[j] = (sp_spj_dd_t){.a = a, .b = b, .kind = kind, .idx = idx};
+  return idx;
+}
+
+static int64_t sp__key_index(sp_spj_strtab_t *t, int64_t existing, const char *name) {
+  return existing >= 0 ? existing : sp__strtab_add(t, name, strlen(name));
+}
+
+int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c,
                          const sp_spj_write_t *w, size_t n) {
-  sp_pprof_t *pp = p->pprof;
-  sp_spj_strtab_t t = {.batch = batch, .pp = pp};
+  const sp_pprof_wire_t *pw = c->w;
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, pw);
+  sp_spj_strtab_t t = {.sp = &sp};
   int rc = SP_ENOMEM;
+  size_t touched = 0;
   t.dd_cap = 16;
   while (t.dd_cap < n * 4)
     t.dd_cap <<= 1;
   t.dd = sp_calloc(t.dd_cap, sizeof(*t.dd));
   if (t.dd == NULL) goto fail;
   /* An empty table still needs its "" at index 0. */
-  if (pp->n_string_table == 0 && sp__strtab_add(&t, "", 0) < 0) goto fail;
+  if (pw->n_strings == 0 && sp__strtab_add(&t, "", 0) < 0) goto fail;
   int64_t k_span_id = -1;
   for (size_t i = 0; i < c->n_k_id; i++)
-    if (c->k_id[i] >= 0 && strcmp(pp->string_table[c->k_id[i]], "span_id") == 0)
-      k_span_id = c->k_id[i];
+    if (c->k_id[i] >= 0 && sp__wstr_is(pw, c->k_id[i], "span_id")) k_span_id = c->k_id[i];
   int64_t k_name = -1, k_trace = -1;
   for (size_t i = 0; i < n; i++) {
     const sp_spj_write_t *wi = &w[i];
-    sp_pprof_sample_t *s = pp->sample[wi->sample];
-    sp_spj_skey_t key;
-    sp__spj_sample_key(c, wi->sample, &key);
-    bool add_id = wi->with_span_id && !key.has_span_id_label;
-    bool add_name = !key.has_span_name;
-    bool add_trace = !key.has_trace_id;
-    size_t add = (size_t)add_id + (size_t)add_name + (size_t)add_trace;
-    if (add == 0) continue;
+    bool add_id = wi->with_span_id && !wi->has_span_id_label;
+    bool add_name = !wi->has_span_name;
+    bool add_trace = !wi->has_trace_id;
+    if (!add_id && !add_name && !add_trace) continue;
     if ((add_id && k_span_id < 0 && (k_span_id = sp__key_index(&t, -1, "span_id")) < 0) ||
         (add_name && k_name < 0 && (k_name = sp__key_index(&t, c->k_span_name, "span_name")) < 0) ||
         (add_trace && k_trace < 0 && (k_trace = sp__key_index(&t, c->k_trace_id, "trace_id")) < 0))
       goto fail;
-    sp_pprof_label_t **labels = sp_arena_alloc(batch->arena, (s->n_label + add) * sizeof(*labels));
-    sp_pprof_label_t *fresh = sp_arena_alloc(batch->arena, add * sizeof(*fresh));
-    if (labels == NULL || fresh == NULL) goto fail;
-    if (s->n_label > 0) memcpy(labels, s->label, s->n_label * sizeof(*labels));
-    size_t nl = s->n_label;
-    const sp_spj_span_t *sp = wi->span;
+    sp_pw_label_t fresh[3];
+    size_t nl = 0;
+    const sp_spj_span_t *span = wi->span;
     if (add_id) {
-      char hex[17];
-      uint8_t raw[8];
-      for (int b = 0; b < 8; b++)
-        raw[b] = (uint8_t)(sp->span_id >> (56 - 8 * b));
-      sp_hex_encode(raw, 8, hex, sizeof(hex));
-      int64_t v = sp__strtab_value(&t, SP_DD_SPAN, sp->span_id, 0, hex, 16);
+      int64_t v = sp__strtab_value(&t, SP_DD_SPAN, span);
       if (v < 0) goto fail;
-      fresh[0] = (sp_pprof_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
-      fresh[0].key = k_span_id;
-      fresh[0].str = v;
-      labels[nl++] = fresh++;
+      fresh[nl++] = (sp_pw_label_t){.key = k_span_id, .str = v};
     }
     if (add_name) {
-      int64_t v = sp__strtab_value(&t, SP_DD_NAME, (uint64_t)(uintptr_t)sp->name, 0, sp->name->s,
-                                   sp->name->len);
+      int64_t v = sp__strtab_value(&t, SP_DD_NAME, span);
       if (v < 0) goto fail;
-      fresh[0] = (sp_pprof_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
-      fresh[0].key = k_name;
-      fresh[0].str = v;
-      labels[nl++] = fresh++;
+      fresh[nl++] = (sp_pw_label_t){.key = k_name, .str = v};
     }
     if (add_trace) {
-      char hex[33];
-      sp_hex_encode(sp->trace_id, 16, hex, sizeof(hex));
-      int64_t v = sp__strtab_value(&t, SP_DD_TRACE, sp__be64(sp->trace_id),
-                                   sp__be64(sp->trace_id + 8), hex, 32);
+      int64_t v = sp__strtab_value(&t, SP_DD_TRACE, span);
       if (v < 0) goto fail;
-      fresh[0] = (sp_pprof_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
-      fresh[0].key = k_trace;
-      fresh[0].str = v;
-      labels[nl++] = fresh++;
+      fresh[nl++] = (sp_pw_label_t){.key = k_trace, .str = v};
     }
-    /* The sample switches to the new array only once it is complete. */
-    s->label = labels;
-    s->n_label = nl;
+    if (sp_pprof_splice_labels(&sp, wi->sample, fresh, nl) != 0) goto fail;
+    touched++;
+  }
+  if (touched > 0) {
+    /* Nothing of the profile changes before this point: a failure leaves it as it was. */
+    const uint8_t *out;
+    size_t out_len;
+    if (sp_pprof_splice_finish(&sp, batch->arena, &out, &out_len) != 0) goto fail;
+    sp_profile_set_raw(p, out, out_len);
   }
   rc = 0;
 fail:
-  if (t.n_extra > 0) {
-    /*
-     * Publish the strings even after a failure: samples already switched
-     * may point at them. Without memory for the new table, those samples
-     * are rolled back by removing labels whose strings are missing.
-     */
-    size_t total = pp->n_string_table + t.n_extra;
-    char **tab = sp_arena_alloc(batch->arena, total * sizeof(*tab));
-    if (tab != NULL) {
-      if (pp->n_string_table > 0) memcpy(tab, pp->string_table, pp->n_string_table * sizeof(*tab));
-      memcpy(tab + pp->n_string_table, t.extra, t.n_extra * sizeof(*tab));
-      pp->string_table = tab;
-      pp->n_string_table = total;
-    } else {
-      for (size_t i = 0; i < n; i++) {
-        sp_pprof_sample_t *s = pp->sample[w[i].sample];
-        size_t keep = 0;
-        for (size_t l = 0; l < s->n_label; l++)
-          if ((size_t)s->label[l]->key < pp->n_string_table &&
-              (size_t)s->label[l]->str < pp->n_string_table)
-            s->label[keep++] = s->label[l];
-        s->n_label = keep;
-      }
-      rc = SP_ENOMEM;
-    }
-  }
-  p->modified = true;
-  sp_free(t.extra);
+  sp_pprof_splice_free(&sp);
   sp_free(t.dd);
   return rc;
 }

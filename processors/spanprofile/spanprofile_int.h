@@ -23,6 +23,7 @@
 #define SP_SPANPROFILE_INT_H
 
 #include "pipeline/batch.h"
+#include "pipeline/pprofwire.h"
 #include "pipeline/config.h"
 #include "pipeline/telemetry.h"
 
@@ -227,15 +228,29 @@ size_t sp__spj_bytes(const sp_spj_index_t *ix);
 
 /* ---- enrichment helpers (spanprofile_enrich.c) --------------------------------- */
 
-/** Per-profile facts for reading and writing samples. */
+/**
+ * Per-profile facts for reading and writing samples. Samples are read from
+ * the profile's encoded bytes through its wire index (pipeline/pprofwire.h),
+ * never from a decoded Profile. Label values are parsed once per distinct
+ * string: `memo` (sp_malloc'd on first use, freed by sp__spj_pctx_free)
+ * holds, per string index, the parsed span ID and thread number.
+ */
 typedef struct sp_spj_pctx_s {
-  sp_pprof_t *pp;
+  const struct sp_pprof_wire_s *w;
   const sp_profile_t *prof;
   int64_t k_id[4]; /* string indices of the span ID label keys; -1 when absent */
   size_t n_k_id;
   int64_t k_thread, k_time, k_span_name, k_trace_id;
   int v_count, v_cpu, v_wall; /* sample value indices, -1 when absent */
   int64_t cpu_scale, wall_scale;
+  size_t v_need; /* 1 + the largest value index read */
+  /* private: per-string parse results and scratch for unusual samples */
+  struct sp_spj_memo_s *memo;
+  uint8_t *memo_st;
+  bool memo_failed;
+  struct sp_pw_label_s *lbuf;
+  size_t lcap;
+  int64_t *vbuf;
 } sp_spj_pctx_t;
 
 /** What a sample offers the join. */
@@ -248,29 +263,48 @@ typedef struct sp_spj_skey_s {
   uint64_t count, cpu_ns, wall_ns;
 } sp_spj_skey_t;
 
-/** Fills @p c for profile @p p (already decoded) with the configured label names. */
-void sp__spj_pctx_init(sp_spj_pctx_t *c, sp_profile_t *p, const char *const *id_labels,
-                       size_t n_id_labels, const char *thread_label, const char *time_label);
+/**
+ * Fills @p c for profile @p p whose wire index is @p w (from
+ * sp_profile_wire(); it must stay valid while @p c is used) with the
+ * configured label names. Allocates nothing; free with sp__spj_pctx_free.
+ */
+void sp__spj_pctx_init(sp_spj_pctx_t *c, const struct sp_pprof_wire_s *w, const sp_profile_t *p,
+                       const char *const *id_labels, size_t n_id_labels, const char *thread_label,
+                       const char *time_label);
 
-/** Reads sample @p i of the profile. */
-void sp__spj_sample_key(const sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k);
+/** Frees what reading samples through @p c allocated. Accepts a zeroed context. */
+void sp__spj_pctx_free(sp_spj_pctx_t *c);
+
+/**
+ * Reads sample @p i of the profile. Never fails: without memory for its
+ * parse cache it parses every value again.
+ */
+void sp__spj_sample_key(sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k);
 
 /** Parses 16 hex characters (either case) into a non-zero span ID. */
 bool sp__spj_parse_span_id(const char *s, uint64_t *out);
 
-/** A pending label write: sample @p sample gets the labels of span @p span. */
+/**
+ * A pending label write: sample @p sample gets the labels of span @p span
+ * that it lacks. The has_* flags are the sample's, from its sp_spj_skey_t
+ * (read on the bytes the write applies to), so writing reads no sample again.
+ */
 typedef struct sp_spj_write_s {
   uint32_t sample;
   bool with_span_id;
+  bool has_span_id_label, has_span_name, has_trace_id;
   const sp_spj_span_t *span;
 } sp_spj_write_t;
 
 /**
  * Adds span_id (when with_span_id), span_name and trace_id labels that the
- * samples lack, for @p n writes into profile @p p of @p batch (which must be
- * writable and @p p decoded). Marks @p p modified. 0 or SP_ENOMEM.
+ * samples lack (per their has_* flags), for @p n writes into profile @p p of @p batch (which must
+ * be writable; @p c was set up on sp_profile_wire(batch, p)). The labels are spliced into the
+ * encoded bytes (new strings deduplicated), which replace the profile's with sp_profile_set_raw():
+ * afterwards p->pprof is NULL and p->raw holds the labelled profile. 0, or SP_ENOMEM with @p p
+ * unchanged.
  */
-int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, const sp_spj_pctx_t *c,
+int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c,
                          const sp_spj_write_t *w, size_t n);
 
 /** Attributes a span gains on emission. */

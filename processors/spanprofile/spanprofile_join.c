@@ -12,7 +12,9 @@
  *
  * Spans are indexed from the request bytes as received (spanprofile_wire.c);
  * a held batch is decoded only if one of its spans gains an attribute, so
- * an unchanged batch leaves as the bytes it came in as.
+ * an unchanged batch leaves as the bytes it came in as. Profiles are never
+ * decoded either: samples are read through the pprof wire index
+ * (sp_profile_wire) and labels spliced into the bytes (spanprofile_enrich.c).
  *
  * Samples are resolved twice:
  *  - on arrival, against the spans known then. A join by span ID is final
@@ -763,9 +765,11 @@ typedef struct sp_spj_pinfo_s {
   uint32_t proc;
 } sp_spj_pinfo_t;
 
-static void sp__pinfo(sp_spj_t *j, const char *tenant, sp_profile_t *p, sp_spj_pinfo_t *pi) {
-  sp__spj_pctx_init(&pi->c, p, (const char *const *)j->id_labels, j->n_id_labels, j->thread_label,
-                    j->time_label);
+/* Sets up reading @p p (wire index @p w); free pi->c with sp__spj_pctx_free. */
+static void sp__pinfo(sp_spj_t *j, const char *tenant, sp_profile_t *p, const sp_pprof_wire_t *w,
+                      sp_spj_pinfo_t *pi) {
+  sp__spj_pctx_init(&pi->c, w, p, (const char *const *)j->id_labels, j->n_id_labels,
+                    j->thread_label, j->time_label);
   const char *svc = sp_profile_label(p, "service_name");
   if (svc == NULL) svc = sp_profile_label(p, "service.name");
   if (svc == NULL) svc = "";
@@ -799,8 +803,8 @@ typedef struct sp_spj_wlist_s {
   size_t n, cap;
 } sp_spj_wlist_t;
 
-static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp_spj_span_t *e,
-                     bool with_id) {
+static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp_spj_skey_t *k,
+                     const sp_spj_span_t *e, bool with_id) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 64;
     sp_spj_write_t *w = sp_realloc(l->w, cap * sizeof(*w));
@@ -811,14 +815,20 @@ static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp
     l->prof = p;
     l->cap = cap;
   }
-  l->w[l->n] = (sp_spj_write_t){.sample = sample, .with_span_id = with_id, .span = e};
+  l->w[l->n] = (sp_spj_write_t){.sample = sample,
+                                .with_span_id = with_id,
+                                .has_span_id_label = k->has_span_id_label,
+                                .has_span_name = k->has_span_name,
+                                .has_trace_id = k->has_trace_id,
+                                .span = e};
   l->prof[l->n++] = prof;
   return 0;
 }
 
 /*
  * Writes the collected labels into *@p batch, making it writable first (a
- * shared batch is copied and its profiles decoded again).
+ * shared batch is copied). Labels are spliced into the encoded profiles;
+ * nothing is decoded.
  */
 static void sp__apply_writes(sp_spj_t *j, sp_profiles_t **batch, sp_spj_wlist_t *l) {
   if (l->n == 0) return;
@@ -833,12 +843,16 @@ static void sp__apply_writes(sp_spj_t *j, sp_profiles_t **batch, sp_spj_wlist_t 
     while (end < l->n && l->prof[end] == prof)
       end++;
     sp_profile_t *p = &(*batch)->items[prof];
-    if (sp_profile_decode(*batch, p) != NULL) {
+    const sp_pprof_wire_t *w = sp_profile_wire(*batch, p);
+    if (w != NULL) {
       sp_spj_pctx_t c;
-      sp__spj_pctx_init(&c, p, (const char *const *)j->id_labels, j->n_id_labels, j->thread_label,
-                        j->time_label);
+      sp__spj_pctx_init(&c, w, p, (const char *const *)j->id_labels, j->n_id_labels,
+                        j->thread_label, j->time_label);
       if (sp__spj_write_labels(*batch, p, &c, l->w + i, end - i) != 0)
         sp_log_warn(NULL, "spanprofile: out of memory labelling samples; some sent unlabelled");
+      sp__spj_pctx_free(&c);
+    } else {
+      sp_log_warn(NULL, "spanprofile: out of memory labelling samples; some sent unlabelled");
     }
     i = end;
   }
@@ -864,14 +878,15 @@ static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted) {
   while (i < u->n_pend) {
     uint32_t prof = u->pend[i].prof;
     sp_profile_t *p = &u->profiles->items[prof];
-    if (sp_profile_decode(u->profiles, p) == NULL) {
-      /* Only after an out-of-memory copy: the samples go out as they came. */
+    const sp_pprof_wire_t *w = sp_profile_wire(u->profiles, p);
+    if (w == NULL) {
+      /* Only after an out-of-memory copy or index: the samples go out as they came. */
       for (; i < u->n_pend && u->pend[i].prof == prof; i++)
         sp__count(j, SP_SPJ_R_NO_SPAN);
       continue;
     }
     sp_spj_pinfo_t pi;
-    sp__pinfo(j, u->profiles->meta.tenant, p, &pi);
+    sp__pinfo(j, u->profiles->meta.tenant, p, w, &pi);
     for (; i < u->n_pend && u->pend[i].prof == prof; i++) {
       const sp_spj_pend_t *pd = &u->pend[i];
       sp_spj_skey_t k;
@@ -884,10 +899,12 @@ static void sp__emit_profiles(sp_spj_t *j, sp_spj_unit_t *u, bool evicted) {
       if (tent != NULL && tent != e) sp__credit(j, tent, &k, -1, false);
       if (e != NULL) {
         sp__credit(j, e, &k, tent == e ? 0 : 1, true);
-        if (!oom && sp__wpush(&wl, prof, pd->sample, e, r == SP_SPJ_JOINED_WINDOW) != 0) oom = true;
+        if (!oom && sp__wpush(&wl, prof, pd->sample, &k, e, r == SP_SPJ_JOINED_WINDOW) != 0)
+          oom = true;
       }
       sp__count(j, r);
     }
+    sp__spj_pctx_free(&pi.c);
   }
   sp__apply_writes(j, &u->profiles, &wl);
   sp_free(wl.w);
@@ -919,10 +936,12 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
   bool tentative = j->cpu || j->pid_mode != SP_SPJ_PID_NONE;
   for (size_t pidx = 0; pidx < b->n && !oom; pidx++) {
     sp_profile_t *p = &b->items[pidx];
-    if (sp_profile_decode(b, p) == NULL) continue; /* corrupt pprof: forwarded as it came */
+    /* Read in place; corrupt pprof (or no memory for its index): forwarded as it came. */
+    const sp_pprof_wire_t *w = sp_profile_wire(b, p);
+    if (w == NULL) continue;
     sp_spj_pinfo_t pi;
-    sp__pinfo(j, b->meta.tenant, p, &pi);
-    size_t ns = p->pprof->n_sample;
+    sp__pinfo(j, b->meta.tenant, p, w, &pi);
+    size_t ns = w->n_samples;
     u->n_samples += ns;
     for (size_t s = 0; s < ns; s++) {
       sp_spj_skey_t k;
@@ -938,7 +957,7 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
         sp_spj_span_t *e = sp__spj_at(j->ix, idx);
         sp__credit(j, e, &k, 1, true);
         sp__count(j, r);
-        if (sp__wpush(&wl, (uint32_t)pidx, (uint32_t)s, e, false) != 0) oom = true;
+        if (sp__wpush(&wl, (uint32_t)pidx, (uint32_t)s, &k, e, false) != 0) oom = true;
         continue;
       }
       if (r == SP_SPJ_R_NO_TIMESTAMP || (r == SP_SPJ_R_EXPIRED && !k.has_id)) {
@@ -963,6 +982,7 @@ void sp__spj_profiles(sp_spj_t *j, sp_profiles_t *b, unsigned port, uint64_t now
       }
       u->pend[u->n_pend++] = (sp_spj_pend_t){(uint32_t)pidx, (uint32_t)s, tent};
     }
+    sp__spj_pctx_free(&pi.c);
   }
   if (oom) sp_log_warn(NULL, "spanprofile: out of memory joining a profiles batch; sending it now");
   sp__apply_writes(j, &u->profiles, &wl);

@@ -31,6 +31,7 @@
 #include "pipeline/compress.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
+#include "pipeline/pprof.h"
 #include "pipeline/telemetry.h"
 #include "pipeline/transport/http_server.h"
 #include "support/exporter_fixture.h"
@@ -619,6 +620,95 @@ static void test_prepare_oom(void **state) {
   free(sent.bytes);
 }
 
+/*
+ * A profile that needs no change is sent as the very bytes the batch holds:
+ * read on the wire, never decoded nor packed — so it fits an arena far
+ * smaller than its decoding. A profile whose sample labels need a fix still
+ * gets it (decoded, edited, encoded).
+ */
+static void test_prepare_wire_unchanged_and_fixed(void **state) {
+  (void)state;
+  /* Eight samples of 40 labels: span labels plus numeric ones (never series material). */
+  static tlabel_t many[40];
+  many[0] = (tlabel_t){"span_id", SPAN_ID, 0};
+  many[1] = (tlabel_t){"trace_id", TRACE_ID, 0};
+  many[2] = (tlabel_t){"span_name", "GET /checkout", 0};
+  for (size_t i = 3; i < 40; i++)
+    many[i] = (tlabel_t){"bytes", NULL, (int64_t)i};
+  static const tlabel_t bad[] = {{"span_id", SPAN_ID, 0}, {"bad key!", "v", 0}};
+  const tsample_t big[8] = {{many, 40}, {many, 40}, {many, 40}, {many, 40},
+                            {many, 40}, {many, 40}, {many, 40}, {many, 40}};
+  const tsample_t fix[2] = {{bad, 2}, {many, 3}};
+  static const char *const a[] = {"service_name", "svc", NULL};
+  sent_t sent[2];
+  sp_profiles_t *b = sp_profiles_create();
+  assert_non_null(b);
+  add_profile(b, a, 1000000000LL, big, 8, true, &sent[0]);
+  add_profile(b, a, 1000000000LL, fix, 2, true, &sent[1]);
+  sp_pyroscope_rules_t rules = {.span_name_label = true};
+  sp_pyroscope_prepared_t out;
+  sp_pyroscope_drops_t drops;
+  memset(&drops, 0, sizeof(drops));
+  char err[128];
+
+  /* Its decoding alone would need more than the whole arena may hold. */
+  sp_arena_t *probe = sp_arena_create(0);
+  sp_pprof_t *dec = NULL;
+  assert_int_equal(sp_pprof_decode(probe, sent[0].bytes, sent[0].len, &dec, err, sizeof(err)), 0);
+  size_t decoded_bytes = sp_arena_bytes(probe);
+  sp_arena_destroy(probe);
+  sp_arena_t *arena = sp_arena_create(0);
+  size_t limit = sp_arena_bytes(arena) + 6000;
+  assert_true(decoded_bytes > limit);
+  sp_arena_set_limit(arena, limit);
+  assert_int_equal(
+      sp_pyroscope_prepare(&rules, b, &b->items[0], arena, &out, &drops, err, sizeof(err)), 0);
+  assert_false(out.modified);
+  assert_ptr_equal(out.pprof, b->items[0].raw); /* the batch's bytes, not a copy */
+  assert_int_equal(out.pprof_len, sent[0].len);
+  assert_memory_equal(out.pprof, sent[0].bytes, sent[0].len);
+  assert_null(b->items[0].pprof); /* nobody decoded it */
+  assert_string_equal(out.profile_type, "process_cpu");
+  assert_int_equal(out.n_labels, 2);
+  sp_arena_destroy(arena);
+
+  /* "bad key!" must become "bad_key_": the decode-edit-encode path. */
+  arena = sp_arena_create(0);
+  assert_int_equal(
+      sp_pyroscope_prepare(&rules, b, &b->items[1], arena, &out, &drops, err, sizeof(err)), 0);
+  assert_true(out.modified);
+  assert_ptr_not_equal(out.pprof, b->items[1].raw);
+  Perftools__Profiles__Profile *p =
+      perftools__profiles__profile__unpack(NULL, out.pprof_len, out.pprof);
+  assert_non_null(p);
+  assert_null(sample_label(p, p->sample[0], "bad key!"));
+  assert_string_equal(sample_label(p, p->sample[0], "bad_key_"), "v");
+  assert_string_equal(sample_label(p, p->sample[0], "span_id"), SPAN_ID);
+  assert_string_equal(sample_label(p, p->sample[1], "span_name"), "GET /checkout");
+  perftools__profiles__profile__free_unpacked(p, NULL);
+  /* The batch still holds what it received. */
+  assert_memory_equal(b->items[1].raw, sent[1].bytes, sent[1].len);
+  sp_arena_destroy(arena);
+
+  /* span_name_label: false finds span_name among the keys and removes it. */
+  rules.span_name_label = false;
+  arena = sp_arena_create(0);
+  assert_int_equal(
+      sp_pyroscope_prepare(&rules, b, &b->items[0], arena, &out, &drops, err, sizeof(err)), 0);
+  assert_true(out.modified);
+  p = perftools__profiles__profile__unpack(NULL, out.pprof_len, out.pprof);
+  assert_non_null(p);
+  for (size_t i = 0; i < p->n_sample; i++) {
+    assert_null(sample_label(p, p->sample[i], "span_name"));
+    assert_string_equal(sample_label(p, p->sample[i], "trace_id"), TRACE_ID);
+  }
+  perftools__profiles__profile__free_unpacked(p, NULL);
+  sp_arena_destroy(arena);
+  sp_profiles_unref(b);
+  free(sent[0].bytes);
+  free(sent[1].bytes);
+}
+
 static void test_push_series_and_bytes(void **state) {
   fx_t *fx = *state;
   server_start(&fx->srv, &fx->loop, 0);
@@ -1204,6 +1294,7 @@ int main(void) {
       cmocka_unit_test(test_label_name_rules),
       cmocka_unit_test(test_prepare_duplicates),
       cmocka_unit_test(test_prepare_oom),
+      cmocka_unit_test(test_prepare_wire_unchanged_and_fixed),
       cmocka_unit_test_setup_teardown(test_push_series_and_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_push_uncompressed_tenant_and_time, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_mode, setup, teardown),

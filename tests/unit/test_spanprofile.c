@@ -1663,6 +1663,265 @@ static void test_index_shared_cell_churn(void **state) {
   free(sp);
 }
 
+/* ---- the wire path: samples read and labelled without decoding ------------------------------ */
+
+/* A sample label for wire_profile(): key, then a string value or (str NULL) a number. */
+typedef struct wlabel_s {
+  const char *key;
+  const char *str;
+  int64_t num;
+} wlabel_t;
+
+#define WMAX_LABELS 4
+#define WPAD 20 /* numeric labels sample 1 carries before its own (past any stack buffer) */
+
+/*
+ * Encodes a cpu profile whose sample i has gt_idx = i + 1 and the labels
+ * @p lab[i] (up to WMAX_LABELS, key NULL ends them); sample 1 has WPAD
+ * numeric "pad" labels between the two. Returns malloc'd bytes.
+ */
+static uint8_t *wire_profile(const wlabel_t (*lab)[WMAX_LABELS], size_t n, size_t *len) {
+  char *strs[128];
+  size_t ns = 0;
+  const char *fixed[] = {"", "samples", "count", "cpu", "nanoseconds", "gt_idx", "pad"};
+  for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+    strs[ns++] = (char *)fixed[i];
+  t_vt_t vt[2] = {PERFTOOLS__PROFILES__VALUE_TYPE__INIT, PERFTOOLS__PROFILES__VALUE_TYPE__INIT};
+  vt[0].type = 1;
+  vt[0].unit = 2;
+  vt[1].type = 3;
+  vt[1].unit = 4;
+  t_vt_t *vtp[2] = {&vt[0], &vt[1]};
+  t_sample_t s[16];
+  t_sample_t *sp[16];
+  t_label_t lb[16][WMAX_LABELS + 1 + WPAD];
+  t_label_t *lbp[16][WMAX_LABELS + 1 + WPAD];
+  int64_t vals[16][2];
+  assert_true(n <= 16);
+  for (size_t i = 0; i < n; i++) {
+    s[i] = (t_sample_t)PERFTOOLS__PROFILES__SAMPLE__INIT;
+    vals[i][0] = 1;
+    vals[i][1] = 10 * MS;
+    s[i].value = vals[i];
+    s[i].n_value = 2;
+    size_t k = 0;
+    lb[i][k] = (t_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
+    lb[i][k].key = 5;
+    lb[i][k++].num = (int64_t)i + 1;
+    for (size_t j = 0; i == 0 && j < WPAD; j++) {
+      lb[i][k] = (t_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
+      lb[i][k].key = 6;
+      lb[i][k++].num = (int64_t)j;
+    }
+    for (size_t j = 0; j < WMAX_LABELS && lab[i][j].key != NULL; j++) {
+      const char *txt[2] = {lab[i][j].key, lab[i][j].str};
+      int64_t idx[2] = {0, 0};
+      for (int t = 0; t < 2; t++) {
+        if (txt[t] == NULL) continue;
+        size_t f;
+        for (f = 0; f < ns && strcmp(strs[f], txt[t]) != 0; f++)
+          ;
+        if (f == ns) strs[ns++] = (char *)txt[t];
+        idx[t] = (int64_t)f;
+      }
+      lb[i][k] = (t_label_t)PERFTOOLS__PROFILES__LABEL__INIT;
+      lb[i][k].key = idx[0];
+      lb[i][k].str = idx[1];
+      lb[i][k++].num = lab[i][j].str == NULL ? lab[i][j].num : 0;
+    }
+    for (size_t j = 0; j < k; j++)
+      lbp[i][j] = &lb[i][j];
+    s[i].label = lbp[i];
+    s[i].n_label = k;
+    sp[i] = &s[i];
+  }
+  sp_pprof_t pp = PERFTOOLS__PROFILES__PROFILE__INIT;
+  pp.sample_type = vtp;
+  pp.n_sample_type = 2;
+  pp.sample = sp;
+  pp.n_sample = n;
+  pp.string_table = strs;
+  pp.n_string_table = ns;
+  *len = protobuf_c_message_get_packed_size(&pp.base);
+  uint8_t *buf = malloc(*len);
+  assert_non_null(buf);
+  protobuf_c_message_pack(&pp.base, buf);
+  return buf;
+}
+
+#define A1 "00000000000000a1"
+
+/* The samples of test_wire_spellings and what each must come out with. */
+static const wlabel_t g_wlab[][WMAX_LABELS] = {
+    /* 1: lowercase span_id (after WPAD other labels) → root by ID */
+    {{"span_id", A1, 0}},
+    /* 2: the second configured spelling, uppercase → child by ID (no span_id added) */
+    {{"spanID", "00000000000000A2", 0}},
+    /* 3: uppercase span_id → other by ID, kept as it came */
+    {{"span_id", "00000000000000A3", 0}},
+    /* 4: no valid ID; thread as text, time label → child by window; span_id stays "zzzz" */
+    {{"span_id", "zzzz", 0}, {"thread_id", "1", 0}, {"ts", NULL, T0 + 20 * MS}},
+    /* 5: thread as number → other by window, span_id added */
+    {{"thread_id", NULL, 2}, {"ts", NULL, T0 + 250 * MS}},
+    /* 6: an all-zero ID is no ID; no time: nothing to join by */
+    {{"span_id", "0000000000000000", 0}},
+    /* 7: already named: nothing added, the sample's own labels kept */
+    {{"span_id", A1, 0}, {"span_name", "keep", 0}, {"trace_id", "tid", 0}},
+    /* 8, 9: both spellings: the first configured one wins, whatever the order */
+    {{"span_id", A1, 0}, {"spanID", "00000000000000a2", 0}},
+    {{"spanID", "00000000000000a2", 0}, {"span_id", A1, 0}},
+    /* 10: a time on a thread with no span then */
+    {{"thread_id", "2", 0}, {"ts", NULL, T0 + 20 * MS}},
+    /* 11: the string "1" as an (invalid) ID and as a thread → root by window */
+    {{"span_id", "1", 0}, {"thread_id", "1", 0}, {"ts", NULL, T0 + 60 * MS}},
+    /* 12: a span_id of 17 characters is not an ID; no time */
+    {{"span_id", A1 "0", 0}},
+};
+
+static void wire_spellings_run(bool decoded) {
+  fx_t f;
+  fx_loop_init(&f);
+  fx_make(&f, "wait: 1h\nspan_id_labels: [span_id, spanID]\nsample_time_label: ts\n");
+  tspan_t sp[3] = {mkspan(0xa1, 0, 0, 100, 1, "root"), mkspan(0xa2, 0xa1, 10, 50, 1, "child"),
+                   mkspan(0xa3, 0, 200, 300, 2, "other")};
+  send_spans(&f, &res_a, sp, 3);
+  size_t n = sizeof(g_wlab) / sizeof(g_wlab[0]);
+  size_t len;
+  uint8_t *bytes = wire_profile(g_wlab, n, &len);
+  sp_profiles_t *b = sp_profiles_create();
+  sp_label_t l[3] = {
+      {"__name__", "process_cpu"}, {"service_name", "svc"}, {"service_instance_id", "i1"}};
+  if (decoded) {
+    /* As the OTLP receivers hand profiles on: decoded, modified, no bytes. */
+    sp_profile_t *p = sp_profiles_add(b, l, 3, T0, T0 + 10000 * MS, bytes, len);
+    assert_non_null(sp_profile_decode(b, p));
+    p->raw = NULL;
+    p->raw_len = 0;
+    p->modified = true;
+    p->wire = NULL;
+  } else {
+    assert_non_null(sp_profiles_add(b, l, 3, T0, T0 + 10000 * MS, bytes, len));
+  }
+  assert_int_equal(sp_consume_profiles(f.in_profiles, b), 0);
+  fx_stop(&f);
+  assert_int_equal(f.sink_p.n_profiles, 1);
+  /* The join left encoded bytes only: nothing decoded, the labels spliced in. */
+  sp_profile_t *out = &f.sink_p.profiles[0]->items[0];
+  assert_null(out->pprof);
+  assert_non_null(out->raw);
+  assert_false(out->modified);
+  sp_pprof_t *pp = perftools__profiles__profile__unpack(NULL, out->raw_len, out->raw);
+  assert_non_null(pp);
+  perftools__profiles__profile__free_unpacked(pp, NULL);
+
+  char trace_a1[33], trace_a2[33], trace_a3[33];
+  sp_hex_encode(sp[0].trace, 16, trace_a1, sizeof(trace_a1));
+  sp_hex_encode(sp[1].trace, 16, trace_a2, sizeof(trace_a2));
+  sp_hex_encode(sp[2].trace, 16, trace_a3, sizeof(trace_a3));
+  static const char *const want_name[] = {"root", "child", "other", "child", "other", NULL,
+                                          "keep", "root",  "root",  NULL,    "root",  NULL};
+  const char *want_trace[] = {trace_a1, trace_a2, trace_a3, trace_a2, trace_a3, NULL,
+                              "tid",    trace_a1, trace_a1, NULL,     trace_a1, NULL};
+  static const char *const want_id[] = {A1,
+                                        NULL,
+                                        "00000000000000A3",
+                                        "zzzz",
+                                        "00000000000000a3",
+                                        "0000000000000000",
+                                        A1,
+                                        A1,
+                                        A1,
+                                        NULL,
+                                        "1",
+                                        A1 "0"};
+  for (size_t i = 0; i < n; i++) {
+    const char *name = out_label(&f, (int64_t)i + 1, "span_name");
+    const char *trace = out_label(&f, (int64_t)i + 1, "trace_id");
+    const char *id = out_label(&f, (int64_t)i + 1, "span_id");
+    if (want_name[i] == NULL)
+      assert_null(name);
+    else
+      assert_string_equal(name, want_name[i]);
+    if (want_trace[i] == NULL)
+      assert_null(trace);
+    else
+      assert_string_equal(trace, want_trace[i]);
+    if (want_id[i] == NULL)
+      assert_null(id);
+    else
+      assert_string_equal(id, want_id[i]);
+    sp_pprof_t *opp = NULL;
+    const t_sample_t *s = out_sample(&f, (int64_t)i + 1, &opp);
+    assert_int_equal(count_label(opp, s, "span_name"), want_name[i] != NULL);
+    assert_int_equal(count_label(opp, s, "trace_id"), want_trace[i] != NULL);
+  }
+  /* Sample 2 kept its own spelling and gained no span_id. */
+  sp_pprof_t *opp = NULL;
+  const t_sample_t *s2 = out_sample(&f, 2, &opp);
+  assert_string_equal(label_str(opp, s2, "spanID"), "00000000000000A2");
+  assert_int_equal(s2->n_label, 4); /* gt_idx, spanID, span_name, trace_id */
+  assert_int_equal(joined(&f, "span_id"), 6);
+  assert_int_equal(joined(&f, "thread_time"), 3);
+  assert_int_equal(unjoined(&f, "no_timestamp"), 2);
+  assert_int_equal(unjoined(&f, "no_span"), 1);
+  free(bytes);
+  fx_free(&f);
+}
+
+/*
+ * Span IDs in several spellings, thread numbers as text and as numbers,
+ * time labels, invalid and uppercase IDs, samples already named: joined and
+ * labelled on the encoded bytes exactly as the decoded path did — for
+ * received bytes and for a decoded (OTLP) profile alike.
+ */
+static void test_wire_spellings(void **state) {
+  (void)state;
+  wire_spellings_run(false);
+  wire_spellings_run(true);
+}
+
+/*
+ * A profile whose samples all carry span IDs of known spans is labelled in
+ * one splice at arrival; a failed allocation anywhere leaves it exactly as
+ * it came (all or nothing), never half labelled.
+ */
+static void test_wire_oom_all_or_nothing(void **state) {
+  (void)state;
+  bool seen_none = false, seen_all = false;
+  for (long n = 0; n < 160; n++) {
+    fx_t f;
+    fx_loop_init(&f);
+    fx_make(&f, "wait: 1h\nprofile_id_attribute: none\n");
+    tspan_t sp[2] = {mkspan(0xa1, 0, 0, 100, 1, "root"), mkspan(0xa2, 0xa1, 10, 50, 1, "child")};
+    send_spans(&f, &res_a, sp, 2);
+    tsample_t s[3] = {
+        {.span_id = 0xa1, .gt = 1}, {.span_id = 0xa2, .gt = 2}, {.span_id = 0xa1, .gt = 3}};
+    sp_profiles_t *b = sp_profiles_create();
+    sp_label_t l[2] = {{"__name__", "process_cpu"}, {"service_name", "svc"}};
+    add_profile(b, l, 2, s, 3, SAMPLE_SIDE);
+    sp_alloc_set_fail_after(n);
+    assert_int_equal(sp_consume_profiles(f.in_profiles, b), 0);
+    sp_alloc_set_fail_after(-1);
+    fx_stop(&f);
+    assert_int_equal(f.sink_p.n_profiles, 1);
+    const char *a = out_label(&f, 1, "span_name");
+    const char *c = out_label(&f, 2, "span_name");
+    const char *r = out_label(&f, 3, "span_name");
+    bool none = a == NULL && c == NULL && r == NULL;
+    bool all = a != NULL && c != NULL && r != NULL;
+    assert_true(none || all);
+    if (all) {
+      assert_string_equal(a, "root");
+      assert_string_equal(c, "child");
+      assert_string_equal(r, "root");
+    }
+    seen_none |= none;
+    seen_all |= all;
+    fx_free(&f);
+  }
+  assert_true(seen_none && seen_all);
+}
+
 int main(void) {
   sp_log_set_level(SP_LOG_OFF);
   const struct CMUnitTest tests[] = {
@@ -1677,6 +1936,7 @@ int main(void) {
       cmocka_unit_test(test_reload_stash),         cmocka_unit_test(test_out_of_memory),
       cmocka_unit_test(test_malformed_traces),     cmocka_unit_test(test_tenants_never_mix),
       cmocka_unit_test(test_lifecycle_and_config), cmocka_unit_test(test_index_shared_cell_churn),
+      cmocka_unit_test(test_wire_spellings),       cmocka_unit_test(test_wire_oom_all_or_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
