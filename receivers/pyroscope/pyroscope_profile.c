@@ -9,12 +9,24 @@
  * uploads). Here they move onto every sample of the profile, where the join
  * and Pyroscope's span selector look for them, and the series stays the
  * service's. Then the sample labels are normalised (pprof.h).
+ *
+ * Most uploads need none of that: their samples carry span_id already, in
+ * lower case. Those are checked on the wire (sp_pprof_wire_index with
+ * validation: exactly what sp_pprof_decode accepts) and enter the batch as
+ * received bytes with their index (p->wire), never decoded. Only an upload
+ * that must change — span labels among the series labels, a "profile_id" or
+ * "span" string in its table (the SDK spellings normalisation renames), a
+ * 16 or 32 hex character string with upper-case letters (a span or trace ID
+ * to lower-case) — is decoded and edited as before. A missing time_nanos
+ * (/ingest fills in `from`) is set on the wire too: a time_nanos field
+ * appended at the end wins, as the last occurrence of a singular field does.
  */
 #include "receivers/pyroscope/pyroscope.h"
 
 #include "pipeline/alloc.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
+#include "pipeline/pprofwire.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -73,13 +85,14 @@ static const char *sp__default_display(const char *type) {
  * "wall" type wins; otherwise the first type whose (display) name says cpu,
  * memory, mutex, block or goroutines; otherwise the last type's name.
  */
-static const char *sp__metric_name(const sp_pprof_t *pp, const sp_pyro_stcs_t *stcs) {
-  for (size_t i = 0; i < pp->n_sample_type; i++)
-    if (strcmp(sp_pprof_str(pp, pp->sample_type[i]->type), "wall") == 0)
+static const char *sp__metric_name(const char *const *types, size_t n_types,
+                                   const sp_pyro_stcs_t *stcs) {
+  for (size_t i = 0; i < n_types; i++)
+    if (strcmp(types[i], "wall") == 0)
       return "wall";
   const char *st = "";
-  for (size_t i = 0; i < pp->n_sample_type; i++) {
-    st = sp_pprof_str(pp, pp->sample_type[i]->type);
+  for (size_t i = 0; i < n_types; i++) {
+    st = types[i];
     const char *display = NULL;
     if (stcs != NULL && stcs->present) {
       for (size_t j = 0; j < stcs->n; j++)
@@ -153,9 +166,113 @@ static sp_profile_t *sp__add(sp_profiles_t *batch, const sp_pyro_labels_t *label
   return p;
 }
 
+
+/* True when a span_id / trace_id value may need lower-casing: a 16 or 32 hex string with A-F. */
+static bool sp__upper_hex_id(const sp_pprof_wire_t *w) {
+  for (size_t i = 1; i < w->n_strings; i++) {
+    size_t n = w->strings[i].len;
+    if (n != 16 && n != 32)
+      continue;
+    const uint8_t *c = w->raw + w->strings[i].off;
+    bool upper = false, hex = true;
+    for (size_t j = 0; j < n && hex; j++) {
+      upper |= c[j] >= 'A' && c[j] <= 'F';
+      hex = (c[j] >= '0' && c[j] <= '9') || (c[j] >= 'a' && c[j] <= 'f') ||
+            (c[j] >= 'A' && c[j] <= 'F');
+    }
+    if (hex && upper)
+      return true;
+  }
+  return false;
+}
+
+/* Whether the profile must be decoded and edited (see the top of this file). */
+static bool sp__needs_edit(const sp_pyro_labels_t *labels, const sp_pprof_wire_t *w) {
+  for (size_t k = 0; k < sizeof(sp__span_label_names) / sizeof(sp__span_label_names[0]); k++)
+    if (sp__pyro_labels_get(labels, sp__span_label_names[k]) != NULL)
+      return true;
+  return sp_pprof_wire_find(w, "profile_id", 10) > 0 || sp_pprof_wire_find(w, "span", 4) > 0 ||
+         sp__upper_hex_id(w);
+}
+
+/* The sample type names of a decoded profile (into @p arena). NULL on OOM. */
+static const char **sp__types_decoded(sp_arena_t *arena, const sp_pprof_t *pp) {
+  const char **t = sp_arena_alloc(arena, (pp->n_sample_type + 1) * sizeof(*t));
+  for (size_t i = 0; t != NULL && i < pp->n_sample_type; i++)
+    t[i] = sp_pprof_str(pp, pp->sample_type[i]->type);
+  return t;
+}
+
+/* The sample type names of an indexed profile, NUL-terminated copies in @p arena. */
+static const char **sp__types_wire(sp_arena_t *arena, const sp_pprof_wire_t *w) {
+  const char **t = sp_arena_alloc(arena, (w->n_sample_types + 1) * sizeof(*t));
+  for (size_t i = 0; t != NULL && i < w->n_sample_types; i++) {
+    size_t n;
+    const char *s = sp_pprof_wire_str(w, w->sample_types[i][0], &n);
+    if ((t[i] = sp_arena_strndup(arena, s, n)) == NULL)
+      return NULL;
+  }
+  return t;
+}
+
 /* Fewer nanoseconds than this since the epoch means "still in 1970": no real time. */
 #define SP__YEAR_1971_NS (365LL * 24 * 3600 * 1000000000LL)
 #define SP__DAY_NS (24LL * 3600 * 1000000000LL)
+
+/* The profile's time range (Push) per the options; *fill_time: /ingest must set time_nanos. */
+static void sp__times(const sp_pyro_pprof_opts_t *opts, int64_t time_nanos, int64_t duration,
+                      int64_t *start, int64_t *end, bool *fill_time) {
+  *start = opts->start_ns;
+  *end = opts->end_ns;
+  *fill_time = false;
+  if (opts->time_from_profile) {
+    /* Durations beyond a day are treated as none (a corrupt value must not overflow). */
+    int64_t dur = duration > 0 && duration < SP__DAY_NS ? duration : 0;
+    if (time_nanos >= SP__YEAR_1971_NS && time_nanos < INT64_MAX - SP__DAY_NS) {
+      *start = time_nanos;
+      *end = time_nanos + dur;
+    } else {
+      *end = opts->now_ns;
+      *start = *end - dur;
+    }
+  } else if (time_nanos < SP__YEAR_1971_NS && *start > 0) {
+    /* Old py-spy, rbspy and pyroscope-rs write no (or a microsecond) time: use `from`. */
+    *fill_time = true;
+  }
+}
+
+/* The wire path: the received bytes (plus a time_nanos field when missing) and their index. */
+static int sp__add_wire(sp_profiles_t *batch, sp_pyro_labels_t *labels, sp_pprof_wire_t *w,
+                        int64_t start, int64_t end, bool fill_time) {
+  const uint8_t *bytes = w->raw;
+  size_t len = w->len;
+  if (fill_time) {
+    uint8_t *b = sp_arena_alloc(batch->arena, len + 11);
+    if (b == NULL)
+      return SP_ENOMEM;
+    memcpy(b, w->raw, len);
+    size_t n = len;
+    b[n++] = (9 << 3) | 0;
+    for (uint64_t v = (uint64_t)start; ; v >>= 7) {
+      if (v < 0x80) {
+        b[n++] = (uint8_t)v;
+        break;
+      }
+      b[n++] = (uint8_t)(v | 0x80);
+    }
+    bytes = b;
+    len = n;
+    w->time_nanos = start;
+  }
+  sp_profile_t *p = sp_profiles_add(batch, labels->items, labels->n, start, end, bytes, len);
+  if (p == NULL)
+    return SP_ENOMEM;
+  /* Offsets are relative to the buffer: the index holds for the batch's copy. */
+  w->raw = p->raw;
+  w->len = len;
+  p->wire = w;
+  return 0;
+}
 
 int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *labels,
                        const uint8_t *bytes, size_t len, const sp_pyro_pprof_opts_t *opts,
@@ -181,37 +298,53 @@ int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *
   }
   if (rc != 0)
     goto done;
-  rc = sp_pprof_decode(batch->arena, raw, raw_len, &pp, err, errlen);
+  /* The batch is private to this call's thread until it is handed over (pyroscope.h). */
+  sp_pprof_wire_t *w = sp_arena_alloc(batch->arena, sizeof(*w));
+  if (w == NULL) {
+    rc = SP_ENOMEM;
+    goto done;
+  }
+  rc = sp_pprof_wire_index(batch->arena, raw, raw_len, true, w, err, errlen);
   if (rc != 0)
     goto done;
-  int64_t start = opts->start_ns, end = opts->end_ns;
+  bool edit = sp__needs_edit(labels, w);
+  if (edit && (rc = sp_pprof_decode(batch->arena, raw, raw_len, &pp, err, errlen)) != 0)
+    goto done;
   if (opts->derive_name) {
-    if (pp->n_sample_type == 0) {
+    size_t n_types = edit ? pp->n_sample_type : w->n_sample_types;
+    if (n_types == 0) {
       rc = SP_EPROTO;
       snprintf(err, errlen, "the profile has no sample types");
       goto done;
     }
-    if ((rc = sp__pyro_labels_set(labels, "__name__", sp__metric_name(pp, opts->stcs))) != 0)
+    const char **types = edit ? sp__types_decoded(batch->arena, pp)
+                              : sp__types_wire(batch->arena, w);
+    if (types == NULL) {
+      rc = SP_ENOMEM;
+      goto done;
+    }
+    if ((rc = sp__pyro_labels_set(labels, "__name__", sp__metric_name(types, n_types, opts->stcs))) != 0)
       goto labels_full;
   }
-  if (opts->time_from_profile) {
-    /* Durations beyond a day are treated as none (a corrupt value must not overflow). */
-    int64_t dur = pp->duration_nanos > 0 && pp->duration_nanos < SP__DAY_NS ? pp->duration_nanos : 0;
-    if (pp->time_nanos >= SP__YEAR_1971_NS && pp->time_nanos < INT64_MAX - SP__DAY_NS) {
-      start = pp->time_nanos;
-      end = pp->time_nanos + dur;
-    } else {
-      end = opts->now_ns;
-      start = end - dur;
-    }
-  } else if (pp->time_nanos < SP__YEAR_1971_NS && start > 0) {
-    /* Old py-spy, rbspy and pyroscope-rs write no (or a microsecond) time: use `from`. */
+  int64_t start, end;
+  bool fill_time;
+  sp__times(opts, w->time_nanos, w->duration_nanos, &start, &end, &fill_time);
+  if (!edit) {
+    rc = sp__add_wire(batch, labels, w, start, end, fill_time);
+    goto done;
+  }
+  if (fill_time) {
     pp->time_nanos = start;
     modified = true;
   }
   if ((rc = sp__span_labels(batch, labels, pp, &modified)) != 0)
     goto done;
-  rc = sp__add(batch, labels, pp, modified, raw, raw_len, start, end) != NULL ? 0 : SP_ENOMEM;
+  sp_profile_t *p = sp__add(batch, labels, pp, modified, raw, raw_len, start, end);
+  rc = p != NULL ? 0 : SP_ENOMEM;
+  if (p != NULL && !modified) {
+    w->raw = p->raw; /* unchanged bytes: the index holds for the batch's copy */
+    p->wire = w;
+  }
   goto done;
 labels_full:
   snprintf(err, errlen, "too many labels (at most %d)", SP_PYRO_MAX_LABELS);

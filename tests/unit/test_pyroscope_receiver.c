@@ -27,6 +27,7 @@
 #include "pipeline/log.h"
 #include "pipeline/pbjson.h"
 #include "pipeline/pprof.h"
+#include "pipeline/pprofwire.h"
 #include "receivers/pyroscope/pyroscope.h"
 #include "support/loop_util.h"
 #include "support/pool_block.h"
@@ -621,6 +622,107 @@ static void test_ingest_span_labels(void **state) {
   assert_string_equal(sp_pprof_sample_label_str(back, back->sample[0], "span_id"),
                       "abcdef0123456789");
   sp_arena_destroy(a);
+  sp_free(pb);
+}
+
+/*
+ * The common case never decodes: a plain upload (span_id labels in lower
+ * case, a time of its own) enters the batch as the uploaded bytes with their
+ * wire index; one without a time gets a time_nanos field appended.
+ */
+static void test_ingest_wire_path(void **state) {
+  (void)state;
+  size_t len, glen;
+  const char *labels[] = {"span_id=00000000000000aa", "span_id=00000000000000bb;thread=x", NULL};
+  uint8_t *pb = make_pprof("samples/count,cpu/nanoseconds", 3, labels, 1700000000000000000LL, &len);
+  uint8_t *gz = gzip_bytes(pb, len, &glen);
+  req_t r;
+  assert_int_equal(ingest(&r, "svc{env=prod}", "from=1700000000&until=1700000010", gz, glen, NULL),
+                   200);
+  sp_profiles_t *batch;
+  sp_profile_t *p = got(0, &batch);
+  assert_null(p->pprof);
+  assert_false(p->modified);
+  assert_non_null(p->wire);
+  assert_int_equal(p->raw_len, len);
+  assert_memory_equal(p->raw, pb, len);
+  assert_ptr_equal(p->wire->raw, p->raw);
+  assert_int_equal(p->wire->n_samples, 3);
+  assert_ptr_equal(sp_profile_wire(batch, p), p->wire);
+  assert_string_equal(label(p, "__name__"), "process_cpu");
+  assert_int_equal(p->time_start_ns, 1700000000LL * 1000000000LL);
+  sp_pw_label_t l[4];
+  assert_int_equal(sp_pprof_wire_labels(p->wire, 1, l, 4), 2);
+  size_t n;
+  const char *v = sp_pprof_wire_str(p->wire, l[0].str, &n);
+  assert_int_equal(n, 16);
+  assert_memory_equal(v, "00000000000000bb", 16);
+  assert_null(p->pprof); /* reading the index decoded nothing */
+  sp_free(gz);
+  sp_free(pb);
+
+  /* No time in the profile: `from` is appended on the wire, nothing decoded. */
+  pb = make_pprof("samples/count,cpu/nanoseconds", 2, labels, 0, &len);
+  assert_int_equal(ingest(&r, "svc", "format=pprof&from=1700000000&until=1700000010", pb, len, NULL),
+                   200);
+  p = got(1, &batch);
+  assert_null(p->pprof);
+  assert_non_null(p->wire);
+  assert_true(p->raw_len > len);
+  assert_memory_equal(p->raw, pb, len);
+  assert_int_equal(p->wire->time_nanos, 1700000000LL * 1000000000LL);
+  sp_pprof_t *pp = sp_profile_decode(batch, p);
+  assert_int_equal(pp->time_nanos, 1700000000LL * 1000000000LL);
+  assert_int_equal(pp->n_sample, 2);
+  sp_free(pb);
+
+  /* A profile the wire check refuses gets the decoder's words. */
+  pb = make_pprof("samples/count", 1, NULL, 1700000000000000000LL, &len);
+  uint8_t bad[512];
+  memcpy(bad, pb, len);
+  bad[len] = (6 << 3) | 2; /* a string whose length runs past the end */
+  bad[len + 1] = 5;
+  assert_int_equal(ingest(&r, "svc", "format=pprof", bad, len + 2, NULL), 400);
+  assert_non_null(strstr(r.resp, "not a pprof profile (malformed protobuf)"));
+  sp_free(pb);
+}
+
+/* Edits still happen where they must, each alone: upper-case IDs, the Ruby "span" key. */
+static void test_ingest_edit_triggers(void **state) {
+  (void)state;
+  size_t len;
+  const char *upper[] = {"span_id=00000000000000AA;trace_id=0123456789ABCDEF0123456789abcdef",
+                         NULL};
+  uint8_t *pb = make_pprof("cpu/nanoseconds", 2, upper, 1700000000000000000LL, &len);
+  req_t r;
+  assert_int_equal(ingest(&r, "svc", "format=pprof", pb, len, NULL), 200);
+  sp_profiles_t *batch;
+  sp_profile_t *p = got(0, &batch);
+  assert_true(p->modified);
+  assert_non_null(p->pprof);
+  assert_string_equal(sample_label(batch, p, 0, "span_id"), "00000000000000aa");
+  assert_string_equal(sample_label(batch, p, 0, "trace_id"), "0123456789abcdef0123456789abcdef");
+  sp_free(pb);
+
+  const char *ruby[] = {"span=GET /", NULL};
+  pb = make_pprof("cpu/nanoseconds", 2, ruby, 1700000000000000000LL, &len);
+  assert_int_equal(ingest(&r, "svc", "format=pprof", pb, len, NULL), 200);
+  p = got(1, &batch);
+  assert_true(p->modified);
+  assert_string_equal(sample_label(batch, p, 0, "span_name"), "GET /");
+  assert_null(sample_label(batch, p, 0, "span"));
+  sp_free(pb);
+
+  /* Decoded because of a profile_id key, but nothing to change: the bytes stay as sent. */
+  const char *other[] = {"profile_id=not-a-span-id", NULL};
+  pb = make_pprof("cpu/nanoseconds", 2, other, 1700000000000000000LL, &len);
+  assert_int_equal(ingest(&r, "svc", "format=pprof", pb, len, NULL), 200);
+  p = got(2, &batch);
+  assert_false(p->modified);
+  assert_int_equal(p->raw_len, len);
+  assert_memory_equal(p->raw, pb, len);
+  assert_non_null(p->wire);
+  assert_ptr_equal(p->wire->raw, p->raw);
   sp_free(pb);
 }
 
@@ -1253,6 +1355,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_ingest_go_sdk_multipart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_time_units, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_span_labels, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ingest_wire_path, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ingest_edit_triggers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_folded_and_lines, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_bad_inputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_refused, setup, teardown),
