@@ -441,6 +441,29 @@ int sp_profile_encoded(sp_profiles_t *batch, sp_profile_t *p, const uint8_t **ou
   return 0;
 }
 
+/* Gives @p dst (a copy of the bytes @p w indexes) its own copy of the index: offsets hold. */
+static int sp__wire_copy(sp_profiles_t *batch, sp_profile_t *dst, const sp_pprof_wire_t *w) {
+  sp_pprof_wire_t *c = sp_arena_memdup(batch->arena, w, sizeof(*w));
+  if (c == NULL)
+    return SP_ENOMEM;
+  c->raw = dst->raw;
+  c->strings = w->n_strings ? sp_arena_memdup(batch->arena, w->strings,
+                                              w->n_strings * sizeof(*w->strings))
+                            : NULL;
+  c->samples = w->n_samples ? sp_arena_memdup(batch->arena, w->samples,
+                                              w->n_samples * sizeof(*w->samples))
+                            : NULL;
+  c->sample_types = w->n_sample_types
+                        ? sp_arena_memdup(batch->arena, w->sample_types,
+                                          w->n_sample_types * sizeof(*w->sample_types))
+                        : NULL;
+  if ((w->n_strings && !c->strings) || (w->n_samples && !c->samples) ||
+      (w->n_sample_types && !c->sample_types))
+    return SP_ENOMEM;
+  dst->wire = c;
+  return 0;
+}
+
 int sp_profiles_writable(sp_profiles_t **batch) {
   sp_profiles_t *self = *batch;
   if (self->refcnt <= 1)
@@ -460,6 +483,8 @@ int sp_profiles_writable(sp_profiles_t **batch) {
       dst = sp_profiles_add(copy, src->labels, src->n_labels, src->time_start_ns,
                             src->time_end_ns, bytes, len);
     if (dst == NULL)
+      goto fail;
+    if (src->wire != NULL && src->raw == bytes && sp__wire_copy(copy, dst, src->wire) != 0)
       goto fail;
     if (src->n_ext > 0) {
       size_t bytes_ext = src->n_ext * sizeof(int64_t);

@@ -82,7 +82,11 @@ typedef struct sp_pw_label_s {
  * (e.g. "sample[3]: 2 values for 1 sample types", "sample[9].label[0]: key
  * 812 outside the string table (400 strings)"). Without @p validate the
  * bytes must have been validated before (only framing is checked).
- * Returns 0, SP_EPROTO or SP_ENOMEM.
+ * Returns 0, SP_EPROTO or SP_ENOMEM; with @p validate also SP_ETOOBIG,
+ * exactly when sp_pprof_decode() would refuse the bytes as over the decode
+ * budget of pipeline/pbscan.h (the message is the same). A validating call
+ * accepts exactly what sp_pprof_decode() accepts, and its messages are
+ * sp_pprof_decode()'s.
  */
 int sp_pprof_wire_index(sp_arena_t *arena, const uint8_t *raw, size_t len, bool validate,
                         sp_pprof_wire_t *out, char *err, size_t errlen);

@@ -559,6 +559,18 @@ static void test_batch_wire(void **state) {
   sp_pw_label_t got[4];
   assert_int_equal(sp_pprof_wire_labels(w3, 1, got, 4), 2);
   assert_int_equal(got[1].key, k);
+  /* A shared batch made writable: the copy gets its own index of its own bytes. */
+  sp_profiles_t *shared = sp_profiles_ref(b);
+  assert_int_equal(sp_profiles_writable(&shared), 0);
+  assert_ptr_not_equal(shared, b);
+  sp_profile_t *cp = &shared->items[0];
+  assert_non_null(cp->wire);
+  assert_ptr_not_equal(cp->wire, p->wire);
+  assert_ptr_equal(cp->wire->raw, cp->raw);
+  assert_int_equal(cp->wire->n_strings, NSTR + 1);
+  assert_int_equal(sp_pprof_wire_labels(cp->wire, 1, got, 4), 2);
+  assert_int_equal(got[1].key, k);
+  sp_profiles_unref(shared);
   sp_profiles_unref(b);
   free(raw);
 }

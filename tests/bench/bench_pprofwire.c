@@ -1,0 +1,322 @@
+/*
+ * bench_pprofwire — what the profile path pays per pprof, decoded versus on
+ * the wire (pipeline/pprofwire.h), on a profile shaped like the load
+ * generator's: a Go service's 10 s CPU profile, ~300 functions, stacks 8-40
+ * frames deep, 1,500 samples of [samples/count, cpu/nanoseconds], 80% of them
+ * with a span_id label (about 125 KB uncompressed).
+ *
+ * Reading:  sp_pprof_decode (scan + unpack + validate, what the receiver did),
+ *           protobuf-c unpack + sp_pprof_validate,
+ *           sp_pprof_wire_index(validate=true) and (validate=false).
+ * Writing:  after adding span_name and trace_id labels to every sample with
+ *           a span_id: protobuf-c get_packed_size + pack of the edited
+ *           profile, versus the splice (labels added + finish) and finish
+ *           alone.
+ * Times are CPU time of this thread per profile; ratios are against the
+ * decoded baseline measured in the same run.
+ *
+ *   bench_pprofwire [iterations]   (default 400)
+ */
+#include "perftools/profiles/profile.pb-c.h"
+#include "pipeline/alloc.h"
+#include "pipeline/arena.h"
+#include "pipeline/error.h"
+#include "pipeline/pprof.h"
+#include "pipeline/pprofwire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define N_SAMPLES 1500
+#define N_FUNCS 300
+#define N_LOCS 2400
+#define N_SPANS 64
+
+static double now_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t g_rng = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(uint32_t n) {
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return (uint32_t)(g_rng % n);
+}
+
+/* Builds and packs the profile (malloc'd bytes). */
+static uint8_t *build_profile(size_t *len) {
+  size_t n_str = 0, cap_str = 8 + N_FUNCS + N_SPANS + 8;
+  char **strs = calloc(cap_str, sizeof(char *));
+  strs[n_str++] = strdup("");
+  int64_t s_samples = (int64_t)n_str;
+  strs[n_str++] = strdup("samples");
+  int64_t s_count = (int64_t)n_str;
+  strs[n_str++] = strdup("count");
+  int64_t s_cpu = (int64_t)n_str;
+  strs[n_str++] = strdup("cpu");
+  int64_t s_ns = (int64_t)n_str;
+  strs[n_str++] = strdup("nanoseconds");
+  int64_t s_span_id = (int64_t)n_str;
+  strs[n_str++] = strdup("span_id");
+  int64_t s_bin = (int64_t)n_str;
+  strs[n_str++] = strdup("/usr/local/bin/service");
+  int64_t s_file0 = (int64_t)n_str;
+  strs[n_str++] = strdup("/go/src/example.com/service/internal/handlers/handler.go");
+  int64_t s_fn0 = (int64_t)n_str;
+  static const char *pkgs[] = {"net/http", "runtime", "encoding/json", "example.com/service/internal/db",
+                               "example.com/service/internal/handlers", "github.com/lib/pq",
+                               "compress/flate", "sync"};
+  for (int i = 0; i < N_FUNCS; i++) {
+    char b[128];
+    snprintf(b, sizeof(b), "%s.(*worker%d).Process%d", pkgs[i % 8], i % 17, i);
+    strs[n_str++] = strdup(b);
+  }
+  int64_t s_span0 = (int64_t)n_str;
+  for (int i = 0; i < N_SPANS; i++) {
+    char b[32];
+    snprintf(b, sizeof(b), "%016llx", (unsigned long long)(0x1000000000000000ull + 7919ull * (unsigned)i));
+    strs[n_str++] = strdup(b);
+  }
+  Perftools__Profiles__Profile p = PERFTOOLS__PROFILES__PROFILE__INIT;
+  Perftools__Profiles__ValueType vt[2], *vtp[2], pt = PERFTOOLS__PROFILES__VALUE_TYPE__INIT;
+  for (int i = 0; i < 2; i++) {
+    perftools__profiles__value_type__init(&vt[i]);
+    vtp[i] = &vt[i];
+  }
+  vt[0].type = s_samples, vt[0].unit = s_count, vt[1].type = s_cpu, vt[1].unit = s_ns;
+  pt.type = s_cpu, pt.unit = s_ns;
+  p.sample_type = vtp, p.n_sample_type = 2, p.period_type = &pt, p.period = 10000000;
+  p.time_nanos = 1700000000000000000LL, p.duration_nanos = 10000000000LL;
+  Perftools__Profiles__Mapping map = PERFTOOLS__PROFILES__MAPPING__INIT, *mapp = &map;
+  map.id = 1, map.memory_start = 0x400000, map.memory_limit = 0x2000000, map.filename = s_bin;
+  map.has_functions = 1;
+  p.mapping = &mapp, p.n_mapping = 1;
+  Perftools__Profiles__Function *fn = calloc(N_FUNCS, sizeof(*fn)), **fnp = calloc(N_FUNCS, sizeof(*fnp));
+  for (int i = 0; i < N_FUNCS; i++) {
+    perftools__profiles__function__init(&fn[i]);
+    fn[i].id = (uint64_t)i + 1, fn[i].name = s_fn0 + i, fn[i].system_name = s_fn0 + i;
+    fn[i].filename = s_file0, fn[i].start_line = 10 + i;
+    fnp[i] = &fn[i];
+  }
+  p.function = fnp, p.n_function = N_FUNCS;
+  Perftools__Profiles__Location *loc = calloc(N_LOCS, sizeof(*loc)), **locp = calloc(N_LOCS, sizeof(*locp));
+  Perftools__Profiles__Line *line = calloc(N_LOCS, sizeof(*line)), **linep = calloc(N_LOCS, sizeof(*linep));
+  for (int i = 0; i < N_LOCS; i++) {
+    perftools__profiles__location__init(&loc[i]);
+    perftools__profiles__line__init(&line[i]);
+    line[i].function_id = 1 + (uint64_t)rnd(N_FUNCS), line[i].line = 20 + rnd(500);
+    linep[i] = &line[i];
+    loc[i].id = (uint64_t)i + 1, loc[i].mapping_id = 1, loc[i].address = 0x401000 + 16 * (uint64_t)i;
+    loc[i].line = &linep[i], loc[i].n_line = 1;
+    locp[i] = &loc[i];
+  }
+  p.location = locp, p.n_location = N_LOCS;
+  Perftools__Profiles__Sample *smp = calloc(N_SAMPLES, sizeof(*smp)), **smpp = calloc(N_SAMPLES, sizeof(*smpp));
+  Perftools__Profiles__Label *lab = calloc(N_SAMPLES, sizeof(*lab)), **labp = calloc(N_SAMPLES, sizeof(*labp));
+  uint64_t *ids = calloc(N_SAMPLES * 40, sizeof(uint64_t));
+  int64_t *vals = calloc(N_SAMPLES * 2, sizeof(int64_t));
+  for (int i = 0; i < N_SAMPLES; i++) {
+    perftools__profiles__sample__init(&smp[i]);
+    size_t depth = 8 + rnd(25);
+    /* Stacks share their root part (net/http serving), like real ones. */
+    for (size_t d = 0; d < depth; d++)
+      ids[i * 40 + d] = d + 4 < depth ? 1 + rnd(N_LOCS) : (uint64_t)(depth - d);
+    smp[i].location_id = &ids[i * 40], smp[i].n_location_id = depth;
+    vals[2 * i] = 1 + rnd(3), vals[2 * i + 1] = vals[2 * i] * 10000000;
+    smp[i].value = &vals[2 * i], smp[i].n_value = 2;
+    if (rnd(10) < 8) {
+      perftools__profiles__label__init(&lab[i]);
+      lab[i].key = s_span_id, lab[i].str = s_span0 + rnd(N_SPANS);
+      labp[i] = &lab[i];
+      smp[i].label = &labp[i], smp[i].n_label = 1;
+    }
+    smpp[i] = &smp[i];
+  }
+  p.sample = smpp, p.n_sample = N_SAMPLES;
+  p.string_table = strs, p.n_string_table = n_str;
+  *len = perftools__profiles__profile__get_packed_size(&p);
+  uint8_t *out = malloc(*len);
+  perftools__profiles__profile__pack(&p, out);
+  for (size_t i = 0; i < n_str; i++)
+    free(strs[i]);
+  free(strs), free(fn), free(fnp), free(loc), free(locp), free(line), free(linep), free(smp);
+  free(smpp), free(lab), free(labp), free(ids), free(vals);
+  return out;
+}
+
+/* The join's edit on a decoded profile: span_name and trace_id after every span_id. */
+static void edit_decoded(sp_arena_t *a, sp_pprof_t *pp) {
+  sp_pprof_edit_t e;
+  sp_pprof_edit_init(&e, a, pp);
+  int64_t k_sid = sp_pprof_find_string(pp, "span_id");
+  for (size_t i = 0; i < pp->n_sample; i++) {
+    sp_pprof_label_t *l = sp_pprof_sample_label(pp->sample[i], k_sid);
+    if (l == NULL)
+      continue;
+    sp_pprof_sample_set_label_str(&e, pp->sample[i], "span_name", "GET /api/v1/users/{id}");
+    sp_pprof_sample_set_label_str(&e, pp->sample[i], "trace_id", "0af7651916cd43dd8448eb211c80319c");
+  }
+  sp_pprof_edit_free(&e);
+}
+
+/* The same on the wire. */
+static int splice_labels(sp_pprof_splice_t *sp, const sp_pprof_wire_t *w) {
+  int64_t k_sid = sp_pprof_wire_find(w, "span_id", 7);
+  int64_t k_name = sp_pprof_splice_string(sp, "span_name", 9);
+  int64_t v_name = sp_pprof_splice_string(sp, "GET /api/v1/users/{id}", 22);
+  int64_t k_tid = sp_pprof_splice_string(sp, "trace_id", 8);
+  int64_t v_tid = sp_pprof_splice_string(sp, "0af7651916cd43dd8448eb211c80319c", 32);
+  for (size_t i = 0; i < w->n_samples; i++) {
+    sp_pw_label_t l[8];
+    size_t n = sp_pprof_wire_labels(w, i, l, 8);
+    for (size_t j = 0; j < n && j < 8; j++) {
+      if (l[j].key != k_sid)
+        continue;
+      sp_pw_label_t add[2] = {{k_name, v_name, 0, 0}, {k_tid, v_tid, 0, 0}};
+      if (sp_pprof_splice_labels(sp, i, add, 2) != 0)
+        return -1;
+      break;
+    }
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  int iters = argc > 1 ? atoi(argv[1]) : 400;
+  if (iters <= 0)
+    iters = 400;
+  size_t len;
+  uint8_t *raw = build_profile(&len);
+  char err[256];
+  double t0, t_decode, t_unpack, t_wire_v = 0, t_wire = 0, t_pack, t_splice, t_finish;
+  size_t sink = 0;
+
+  t0 = now_cpu();
+  for (int i = 0; i < iters; i++) {
+    sp_arena_t *a = sp_arena_create(len * 4);
+    sp_pprof_t *pp;
+    if (sp_pprof_decode(a, raw, len, &pp, err, sizeof(err)) != 0) {
+      fprintf(stderr, "decode: %s\n", err);
+      return 1;
+    }
+    sink += pp->n_sample;
+    sp_arena_destroy(a);
+  }
+  t_decode = (now_cpu() - t0) / iters;
+
+  t0 = now_cpu();
+  for (int i = 0; i < iters; i++) {
+    sp_arena_t *a = sp_arena_create(len * 4);
+    sp_pprof_t *pp = perftools__profiles__profile__unpack(sp_arena_pbc(a), len, raw);
+    if (pp == NULL || sp_pprof_validate(pp, err, sizeof(err)) != 0)
+      return 1;
+    sink += pp->n_sample;
+    sp_arena_destroy(a);
+  }
+  t_unpack = (now_cpu() - t0) / iters;
+
+  for (int v = 1; v >= 0; v--) {
+    t0 = now_cpu();
+    for (int i = 0; i < iters; i++) {
+      sp_arena_t *a = sp_arena_create(len);
+      sp_pprof_wire_t w;
+      if (sp_pprof_wire_index(a, raw, len, v == 1, &w, err, sizeof(err)) != 0) {
+        fprintf(stderr, "index: %s\n", err);
+        return 1;
+      }
+      sink += w.n_samples;
+      sp_arena_destroy(a);
+    }
+    *(v ? &t_wire_v : &t_wire) = (now_cpu() - t0) / iters;
+  }
+
+  /* Writing: pack of the edited decoded profile. */
+  {
+    sp_arena_t *a = sp_arena_create(len * 4);
+    sp_pprof_t *pp;
+    if (sp_pprof_decode(a, raw, len, &pp, err, sizeof(err)) != 0)
+      return 1;
+    edit_decoded(a, pp);
+    uint8_t *buf = malloc(2 * len + 65536);
+    t0 = now_cpu();
+    for (int i = 0; i < iters; i++) {
+      size_t n = perftools__profiles__profile__get_packed_size(pp);
+      sink += perftools__profiles__profile__pack(pp, buf) + n;
+    }
+    t_pack = (now_cpu() - t0) / iters;
+    free(buf);
+    sp_arena_destroy(a);
+  }
+  /* Writing: the splice (labels + finish), and finish alone. */
+  {
+    sp_arena_t *ia = sp_arena_create(len);
+    sp_pprof_wire_t w;
+    if (sp_pprof_wire_index(ia, raw, len, false, &w, NULL, 0) != 0)
+      return 1;
+    t0 = now_cpu();
+    for (int i = 0; i < iters; i++) {
+      sp_arena_t *a = sp_arena_create(2 * len);
+      sp_pprof_splice_t sp;
+      sp_pprof_splice_init(&sp, &w);
+      const uint8_t *out;
+      size_t out_len;
+      if (splice_labels(&sp, &w) != 0 || sp_pprof_splice_finish(&sp, a, &out, &out_len) != 0)
+        return 1;
+      sink += out_len;
+      sp_pprof_splice_free(&sp);
+      sp_arena_destroy(a);
+    }
+    t_splice = (now_cpu() - t0) / iters;
+    sp_pprof_splice_t sp;
+    sp_pprof_splice_init(&sp, &w);
+    if (splice_labels(&sp, &w) != 0)
+      return 1;
+    t0 = now_cpu();
+    for (int i = 0; i < iters; i++) {
+      sp_arena_t *a = sp_arena_create(2 * len);
+      const uint8_t *out;
+      size_t out_len;
+      if (sp_pprof_splice_finish(&sp, a, &out, &out_len) != 0)
+        return 1;
+      sink += out_len;
+      sp_arena_destroy(a);
+    }
+    t_finish = (now_cpu() - t0) / iters;
+    /* The splice result decodes to the same samples as the edited profile. */
+    sp_arena_t *a = sp_arena_create(2 * len);
+    const uint8_t *out;
+    size_t out_len;
+    sp_pprof_t *back;
+    if (sp_pprof_splice_finish(&sp, a, &out, &out_len) != 0 ||
+        sp_pprof_decode(a, out, out_len, &back, err, sizeof(err)) != 0 ||
+        back->n_sample != N_SAMPLES) {
+      fprintf(stderr, "splice result does not decode: %s\n", err);
+      return 1;
+    }
+    sp_arena_destroy(a);
+    sp_pprof_splice_free(&sp);
+    sp_arena_destroy(ia);
+  }
+
+  printf("profile: %zu bytes, %d samples, %d iterations (sink %zu)\n", len, N_SAMPLES, iters,
+         sink % 10);
+  printf("read   scan+unpack+validate (sp_pprof_decode)  %8.1f us  1.00x\n", t_decode * 1e6);
+  printf("read   unpack+validate                          %8.1f us  %.2fx\n", t_unpack * 1e6,
+         t_unpack / t_decode);
+  printf("read   wire index, validate=true                %8.1f us  %.2fx (%.1fx faster)\n",
+         t_wire_v * 1e6, t_wire_v / t_decode, t_decode / t_wire_v);
+  printf("read   wire index, validate=false               %8.1f us  %.2fx (%.1fx faster)\n",
+         t_wire * 1e6, t_wire / t_decode, t_decode / t_wire);
+  printf("write  get_packed_size+pack (edited, decoded)   %8.1f us  1.00x\n", t_pack * 1e6);
+  printf("write  splice: labels + finish                  %8.1f us  %.2fx (%.1fx faster)\n",
+         t_splice * 1e6, t_splice / t_pack, t_pack / t_splice);
+  printf("write  splice: finish alone                     %8.1f us  %.2fx (%.1fx faster)\n",
+         t_finish * 1e6, t_finish / t_pack, t_pack / t_finish);
+  free(raw);
+  return 0;
+}
