@@ -371,7 +371,7 @@ static int stream_inflate(sp_inflater_t *inf, const uint8_t *z, size_t zlen, siz
 static void test_ours_read_by_zlib(void **state) {
   (void)state;
   static const int levels[] = {-1, 0, 1, 2, 3, 4, 9};
-  static const size_t sizes[] = {0, 1, 100, 70000, 300000};
+  static const size_t sizes[] = {0, 1, 100, 70000, 200000};
   for (int data = 0; data < 2; data++) {
     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
       size_t n = sizes[si];
@@ -403,7 +403,7 @@ static void test_ours_read_by_zlib(void **state) {
 /* zlib's output at every level and format is read by ours, one-shot and streamed. */
 static void test_zlib_read_by_ours(void **state) {
   (void)state;
-  size_t n = 150000;
+  size_t n = 100000;
   uint8_t *text = make_text(n);
   sp_inflater_t *inf;
   assert_int_equal(sp_inflater_create(SP_ENC_AUTO, 0, &inf), 0);
@@ -419,8 +419,9 @@ static void test_zlib_read_by_ours(void **state) {
         assert_int_equal(sp_inflate(z.data, z.len, as[a], 0, &out), 0);
         assert_int_equal(out.len, n);
         assert_memory_equal(out.data, text, n);
-        /* streamed: one byte at a time (only for a few levels: it is slow), and random pieces */
-        for (int pass = (level % 3 == 0) ? 0 : 1; pass < 2; pass++) {
+        /* streamed in random pieces; one byte at a time too for stored gzip and raw zlib-9 */
+        bool bytewise = a == 1 && ((level == 0 && e == 0) || (level == 9 && e == 2));
+        for (int pass = bytewise ? 0 : 1; pass < 2; pass++) {
           out.len = 0;
           sp_inflater_reset(inf, as[a], n);
           assert_int_equal(stream_inflate(inf, z.data, z.len, pass ? 5000 : 0, &out), 0);
@@ -497,7 +498,7 @@ static void test_gzip_header_fields(void **state) {
 /* Members from both compressors back to back, streamed; garbage of every length after the end. */
 static void test_members_and_trailing_garbage(void **state) {
   (void)state;
-  size_t n = 40000;
+  size_t n = 35000;
   uint8_t *text = make_text(n);
   sp_buf_t z, out;
   sp_buf_init(&z, 0);
@@ -535,7 +536,7 @@ static void test_members_and_trailing_garbage(void **state) {
         assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), SP_EPROTO);
         out.len = 0;
         sp_inflater_reset(inf, k_encs[e], 0);
-        assert_int_equal(stream_inflate(inf, z.data, z.len, g % 2 ? 0 : 777, &out), SP_EPROTO);
+        assert_int_equal(stream_inflate(inf, z.data, z.len, g == 1 || g == 5 ? 0 : 777, &out), SP_EPROTO);
       }
       /* trailing zeros are garbage too */
       z.len = base;
@@ -574,7 +575,7 @@ static void test_trailer_and_truncation(void **state) {
         assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), SP_EPROTO);
         out.len = 0;
         sp_inflater_reset(inf, k_encs[e], 0);
-        assert_int_equal(stream_inflate(inf, z.data, z.len, 0, &out), SP_EPROTO);
+        assert_int_equal(stream_inflate(inf, z.data, z.len, t == 0 ? 0 : 500, &out), SP_EPROTO);
         z.data[z.len - trailer + t] ^= 0x40;
       }
       /* cut at many points, including inside the trailer */
@@ -774,5 +775,6 @@ int main(void) {
       cmocka_unit_test(test_out_of_memory_everywhere),
       cmocka_unit_test(test_levels),
   };
+  if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
