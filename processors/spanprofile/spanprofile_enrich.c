@@ -364,7 +364,7 @@ typedef struct sp_spj_dd_s {
 typedef struct sp_spj_strtab_s {
   sp_pprof_splice_t *sp;
   sp_spj_dd_t *dd;
-  size_t dd_cap;
+  size_t dd_cap, dd_n;
 } sp_spj_strtab_t;
 
 static int64_t sp__strtab_add(sp_spj_strtab_t *t, const char *s, size_t len) {
@@ -377,6 +377,29 @@ static uint64_t sp__be64(const uint8_t *b) {
   for (int i = 0; i < 8; i++)
     v = v << 8 | b[i];
   return v;
+}
+
+static size_t sp__dd_hash(int kind, uint64_t a, uint64_t b) {
+  uint64_t h = (a * 0x9e3779b97f4a7c15ULL) ^ (b + (uint64_t)kind * 0xc2b2ae3d27d4eb4fULL);
+  return (size_t)(h ^ h >> 29);
+}
+
+/* Doubles the dedup table. 0 or SP_ENOMEM (the table is unchanged). */
+static int sp__dd_grow(sp_spj_strtab_t *t) {
+  size_t cap = t->dd_cap * 2;
+  sp_spj_dd_t *dd = sp_calloc(cap, sizeof(*dd));
+  if (dd == NULL) return SP_ENOMEM;
+  for (size_t i = 0; i < t->dd_cap; i++) {
+    if (t->dd[i].kind == 0) continue;
+    size_t j = sp__dd_hash(t->dd[i].kind, t->dd[i].a, t->dd[i].b) & (cap - 1);
+    while (dd[j].kind != 0)
+      j = (j + 1) & (cap - 1);
+    dd[j] = t->dd[i];
+  }
+  sp_free(t->dd);
+  t->dd = dd;
+  t->dd_cap = cap;
+  return 0;
 }
 
 /*
@@ -395,12 +418,17 @@ static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_
     a = sp__be64(span->trace_id);
     b = sp__be64(span->trace_id + 8);
   }
-  uint64_t h = (a * 0x9e3779b97f4a7c15ULL) ^ (b + (uint64_t)kind * 0xc2b2ae3d27d4eb4fULL);
-  h ^= h >> 29;
   size_t mask = t->dd_cap - 1;
-  size_t j = h & mask;
+  size_t j = sp__dd_hash(kind, a, b) & mask;
   for (; t->dd[j].kind != 0; j = (j + 1) & mask)
     if (t->dd[j].kind == kind && t->dd[j].a == a && t->dd[j].b == b) return t->dd[j].idx;
+  /* Distinct values are few (three per span at most): the table grows with them. */
+  if ((t->dd_n + 1) * 2 > t->dd_cap) {
+    if (sp__dd_grow(t) != 0) return -1;
+    mask = t->dd_cap - 1;
+    for (j = sp__dd_hash(kind, a, b) & mask; t->dd[j].kind != 0; j = (j + 1) & mask)
+      ;
+  }
   char hex[33];
   int64_t idx;
   if (kind == SP_DD_SPAN) {
@@ -415,7 +443,10 @@ static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_
     sp_hex_encode(span->trace_id, 16, hex, sizeof(hex));
     idx = sp__strtab_add(t, hex, 32);
   }
-  if (idx >= 0) t->dd[j] = (sp_spj_dd_t){.a = a, .b = b, .kind = kind, .idx = idx};
+  if (idx >= 0) {
+    t->dd[j] = (sp_spj_dd_t){.a = a, .b = b, .kind = kind, .idx = idx};
+    t->dd_n++;
+  }
   return idx;
 }
 
@@ -431,9 +462,7 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
   sp_spj_strtab_t t = {.sp = &sp};
   int rc = SP_ENOMEM;
   size_t touched = 0;
-  t.dd_cap = 16;
-  while (t.dd_cap < n * 4)
-    t.dd_cap <<= 1;
+  t.dd_cap = 64;
   t.dd = sp_calloc(t.dd_cap, sizeof(*t.dd));
   if (t.dd == NULL) goto fail;
   /* An empty table still needs its "" at index 0. */
