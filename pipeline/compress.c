@@ -239,7 +239,7 @@ static int gz_parse(sp_inflater_t *s, const uint8_t **pp, size_t *pn) {
     case GZ_EXTRA: {
       size_t k = s->gz_need - s->gz_have;
       if (k > n) k = n;
-      if (s->gz_flags & GZF_HCRC) s->gz_crc = crc32_gzip_refl(s->gz_crc, (uint8_t *)p, k);
+      if (s->gz_flags & GZF_HCRC) s->gz_crc = crc32_gzip_refl(s->gz_crc, p, k);
       p += k;
       n -= k;
       s->gz_have += (uint32_t)k;
@@ -250,7 +250,7 @@ static int gz_parse(sp_inflater_t *s, const uint8_t **pp, size_t *pn) {
     case GZ_COMMENT: {
       const uint8_t *z = memchr(p, 0, n);
       size_t k = z ? (size_t)(z - p) + 1 : n;
-      if (s->gz_flags & GZF_HCRC) s->gz_crc = crc32_gzip_refl(s->gz_crc, (uint8_t *)p, k);
+      if (s->gz_flags & GZF_HCRC) s->gz_crc = crc32_gzip_refl(s->gz_crc, p, k);
       p += k;
       n -= k;
       if (z) gz_advance(s, s->gz_stage);
