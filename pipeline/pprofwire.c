@@ -60,11 +60,16 @@
 /* ---- strict wire reading ------------------------------------------------------ */
 
 /* A varint as both the scan and protobuf-c accept it: <= 10 bytes, the 10th 0 or 1. */
-static inline bool sp__varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+static inline __attribute__((always_inline)) bool sp__varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
   const uint8_t *p = *pp;
   if (p < end && *p < 0x80) {
     *out = *p;
     *pp = p + 1;
+    return true;
+  }
+  if (end - p >= 2 && p[1] < 0x80) { /* location IDs and lengths up to 16383 */
+    *out = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+    *pp = p + 2;
     return true;
   }
   uint64_t v = 0;
@@ -92,7 +97,7 @@ typedef struct sp__fld_s {
 } sp__fld_t;
 
 /* Next field at *pp: 1 read, 0 at the end, -1 malformed. */
-static inline int sp__next(const uint8_t **pp, const uint8_t *end, sp__fld_t *f) {
+static inline __attribute__((always_inline)) int sp__next(const uint8_t **pp, const uint8_t *end, sp__fld_t *f) {
   const uint8_t *p = *pp;
   if (p >= end)
     return 0;
@@ -716,25 +721,62 @@ int64_t sp_pprof_wire_find(const sp_pprof_wire_t *w, const char *s, size_t len) 
 
 /* ---- reading samples --------------------------------------------------------------- */
 
+/*
+ * A Label's fields: the common encoding (one-byte keys of fields 1-4, wire
+ * type 0) in a tight loop, anything else through sp__next. Memory-safe on
+ * any bytes; on malformed ones the label ends where the bytes stop making
+ * sense.
+ */
+static inline void sp__label_read(const uint8_t *p, const uint8_t *end, sp_pw_label_t *out) {
+  int64_t l[4] = {0, 0, 0, 0};
+  while (p < end) {
+    uint8_t key = *p;
+    if ((key & 0x87) == 0 && key >= 0x08 && key <= 0x20) { /* fields 1-4, varint */
+      p++;
+      uint64_t v;
+      if (!sp__varint(&p, end, &v))
+        break;
+      l[(key >> 3) - 1] = (int64_t)v;
+      continue;
+    }
+    sp__fld_t g;
+    if (sp__next(&p, end, &g) <= 0)
+      break;
+    if (g.wt == 0 && g.num >= 1 && g.num <= 4)
+      l[g.num - 1] = (int64_t)g.v;
+  }
+  *out = (sp_pw_label_t){l[0], l[1], l[2], l[3]};
+}
+
 size_t sp_pprof_wire_labels(const sp_pprof_wire_t *w, size_t i, sp_pw_label_t *out, size_t cap) {
   if (i >= w->n_samples)
     return 0;
   const uint8_t *p = w->raw + w->samples[i].off, *end = p + w->samples[i].len;
   size_t n = 0;
-  sp__fld_t f;
-  while (sp__next(&p, end, &f) > 0) {
-    if (f.num != 3 || f.wt != 2)
+  while (p < end) {
+    uint8_t key = *p;
+    if (key == ((1 << 3) | 2) || key == ((2 << 3) | 2) || key == ((3 << 3) | 2)) {
+      /* packed location_id / value, or a label: one-byte key, length-delimited */
+      p++;
+      uint64_t len;
+      if (!sp__varint(&p, end, &len) || len > (uint64_t)(end - p))
+        break;
+      if (key == ((3 << 3) | 2)) {
+        if (n < cap)
+          sp__label_read(p, p + len, &out[n]);
+        n++;
+      }
+      p += len;
       continue;
-    if (n < cap) {
-      int64_t l[4] = {0, 0, 0, 0};
-      const uint8_t *q = f.data, *qe = f.data + f.v;
-      sp__fld_t g;
-      while (sp__next(&q, qe, &g) > 0)
-        if (g.wt == 0 && g.num >= 1 && g.num <= 4)
-          l[g.num - 1] = (int64_t)g.v;
-      out[n] = (sp_pw_label_t){l[0], l[1], l[2], l[3]};
     }
-    n++;
+    sp__fld_t f;
+    if (sp__next(&p, end, &f) <= 0)
+      break;
+    if (f.num == 3 && f.wt == 2) {
+      if (n < cap)
+        sp__label_read(f.data, f.data + f.v, &out[n]);
+      n++;
+    }
   }
   return n;
 }

@@ -10,8 +10,9 @@
  * pyroscope_profile.c what both APIs share: one pprof (gzipped or not) into
  * a batch with its series labels, span labels normalised.
  *
- * Threads. Turning a request into a batch — inflating the pprof, decoding
- * it, validating, normalising labels — is stateless and was most of the
+ * Threads. Turning a request into a batch — inflating the pprof, checking
+ * it on the wire (pipeline/pprofwire.h; decoding only the uploads whose
+ * labels must change), normalising labels — is stateless and was most of the
  * loop's time on the profiles path, so for bodies of at least
  * SP_PYRO_POOL_MIN bytes it runs on libuv's thread pool (uv_queue_work):
  * the handler checks only the method (and Push its content type) on the

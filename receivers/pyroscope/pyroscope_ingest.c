@@ -41,7 +41,7 @@
  * the pipeline is full.
  *
  * A body of SP_PYRO_POOL_MIN bytes or more is turned into its batch
- * (sp__ingest_build: query, name, times, inflate, decode, validate) on
+ * (sp__ingest_build: query, name, times, inflate, check on the wire) on
  * libuv's thread pool; everything it touches is the request, the job below
  * and the const config. The answer, the counters and the hand-over to the
  * pipeline happen in the after_work callback, on the loop (see pyroscope.h).

@@ -25,7 +25,7 @@
  * request without any sample is "no profiles received".
  *
  * A body of SP_PYRO_POOL_MIN bytes or more is decoded (wire scan, unpack or
- * JSON, then every sample inflated, decoded and validated) on libuv's
+ * JSON, then every sample inflated and checked on the wire) on libuv's
  * thread pool; the answer, the counters and the hand-over to the pipeline
  * happen in the after_work callback on the loop (see pyroscope.h).
  */

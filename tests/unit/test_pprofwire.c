@@ -171,8 +171,9 @@ static void assert_index_matches(const sp_pprof_wire_t *w, const uint8_t *raw, s
   for (size_t i = 0; i < d->n_string_table; i++) {
     size_t n;
     const char *s = sp_pprof_wire_str(w, (int64_t)i, &n);
-    assert_int_equal(n, strlen(d->string_table[i]));
-    assert_memory_equal(s, d->string_table[i], n);
+    /* protobuf-c's strings end at a NUL byte; the index keeps every byte. */
+    assert_int_equal(strnlen(s, n), strlen(d->string_table[i]));
+    assert_memory_equal(s, d->string_table[i], strlen(d->string_table[i]));
   }
   assert_int_equal(w->n_samples, d->n_sample);
   for (size_t i = 0; i < d->n_sample; i++) {
@@ -201,6 +202,14 @@ static void assert_index_matches(const sp_pprof_wire_t *w, const uint8_t *raw, s
   assert_int_equal(w->time_nanos, d->time_nanos);
   assert_int_equal(w->duration_nanos, d->duration_nanos);
   perftools__profiles__profile__free_unpacked(d, NULL);
+}
+
+static void assert_index_matches_bytes(const uint8_t *raw, size_t len) {
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, true, &w, NULL, 0), 0);
+  assert_index_matches(&w, raw, len);
+  sp_arena_destroy(a);
 }
 
 static void index_both_ways(const uint8_t *raw, size_t len) {
@@ -942,8 +951,22 @@ static void test_validate_mutations(void **state) {
     }
     char what[64];
     snprintf(what, sizeof(what), "mutation %d", it);
-    if (assert_same_verdict(buf, n, what) == 0)
+    if (assert_same_verdict(buf, n, what) == 0) {
       accepted++;
+      assert_index_matches_bytes(buf, n);
+    }
+    /* Without validation only the top level is framed: reading samples stays in bounds. */
+    sp_arena_t *a = sp_arena_create(0);
+    sp_pprof_wire_t w;
+    if (sp_pprof_wire_index(a, buf, n, false, &w, NULL, 0) == 0) {
+      for (size_t i = 0; i < w.n_samples; i++) {
+        sp_pw_label_t l[4];
+        int64_t v[4];
+        sp_pprof_wire_labels(&w, i, l, 4);
+        sp_pprof_wire_values(&w, i, v, 4);
+      }
+    }
+    sp_arena_destroy(a);
   }
   print_message("mutations: %zu of 4000 accepted\n", accepted);
   /* Both outcomes were exercised. */
