@@ -361,10 +361,19 @@ typedef struct sp_spj_dd_s {
   int64_t idx;
 } sp_spj_dd_t;
 
+/* The last string indices handed out for a span (SP_DD_* - 1; -1 when not yet). */
+typedef struct sp_spj_spanvals_s {
+  const sp_spj_span_t *span;
+  int64_t idx[3];
+} sp_spj_spanvals_t;
+
+#define SP_SPJ_SPANVALS 64 /* direct-mapped: a profile's samples name a few dozen spans */
+
 typedef struct sp_spj_strtab_s {
   sp_pprof_splice_t *sp;
   sp_spj_dd_t *dd;
   size_t dd_cap, dd_n;
+  sp_spj_spanvals_t spans[SP_SPJ_SPANVALS];
 } sp_spj_strtab_t;
 
 static int64_t sp__strtab_add(sp_spj_strtab_t *t, const char *s, size_t len) {
@@ -450,6 +459,14 @@ static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_
   return idx;
 }
 
+/* sp__strtab_value through the per-span cache: one lookup per sample and kind, no hashing. */
+static int64_t sp__span_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_t *span) {
+  sp_spj_spanvals_t *c = &t->spans[((uintptr_t)span / sizeof(*span)) % SP_SPJ_SPANVALS];
+  if (c->span != span) *c = (sp_spj_spanvals_t){.span = span, .idx = {-1, -1, -1}};
+  if (c->idx[kind - 1] < 0) c->idx[kind - 1] = sp__strtab_value(t, kind, span);
+  return c->idx[kind - 1];
+}
+
 static int64_t sp__key_index(sp_spj_strtab_t *t, int64_t existing, const char *name) {
   return existing >= 0 ? existing : sp__strtab_add(t, name, strlen(name));
 }
@@ -459,7 +476,7 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
   const sp_pprof_wire_t *pw = c->w;
   sp_pprof_splice_t sp;
   sp_pprof_splice_init(&sp, pw);
-  sp_spj_strtab_t t = {.sp = &sp};
+  sp_spj_strtab_t t = {.sp = &sp}; /* zeroed: no span cached */
   int rc = SP_ENOMEM;
   size_t touched = 0;
   t.dd_cap = 64;
@@ -485,17 +502,17 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
     size_t nl = 0;
     const sp_spj_span_t *span = wi->span;
     if (add_id) {
-      int64_t v = sp__strtab_value(&t, SP_DD_SPAN, span);
+      int64_t v = sp__span_value(&t, SP_DD_SPAN, span);
       if (v < 0) goto fail;
       fresh[nl++] = (sp_pw_label_t){.key = k_span_id, .str = v};
     }
     if (add_name) {
-      int64_t v = sp__strtab_value(&t, SP_DD_NAME, span);
+      int64_t v = sp__span_value(&t, SP_DD_NAME, span);
       if (v < 0) goto fail;
       fresh[nl++] = (sp_pw_label_t){.key = k_name, .str = v};
     }
     if (add_trace) {
-      int64_t v = sp__strtab_value(&t, SP_DD_TRACE, span);
+      int64_t v = sp__span_value(&t, SP_DD_TRACE, span);
       if (v < 0) goto fail;
       fresh[nl++] = (sp_pw_label_t){.key = k_trace, .str = v};
     }
