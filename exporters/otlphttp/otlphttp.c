@@ -15,7 +15,8 @@
  * Compression. gzip is the Collector's default and what most backends
  * expect, but deflate dominates the cost of a send: at zlib's default level
  * (6) it was ~83% of the daemon's CPU and capped delivery at ~360k spans/s.
- * So the level defaults to 1 (about 3x faster for ~10% more bytes; set
+ * So the level defaults to 1, which pipeline/compress.c runs on ISA-L
+ * (about 15x faster than zlib's level 6 for ~10% more bytes; set
  * `compression_params: {level: N}` as in the Collector's confighttp for
  * another trade-off), and deflate runs on libuv's thread pool:
  *

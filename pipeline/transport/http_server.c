@@ -151,7 +151,7 @@ struct sp_http_server_s {
   size_t n_conns;
   size_t n_rejects; /* bare handles of refused connections, closing */
 
-  sp_inflater_t *inflaters[INFLATER_POOL]; /* idle zlib states for reuse */
+  sp_inflater_t *inflaters[INFLATER_POOL]; /* idle inflater states (~85 KiB each) for reuse */
   size_t n_inflaters;
 
   uint8_t *rbuf;      /* shared socket read buffer */
