@@ -27,12 +27,12 @@
  * as long as it lived downstream — queued in an exporter, held by the
  * join — and the chain of doublings before it (256 B ... 4 MiB) churned
  * the heap. So the traces accumulator starts at the size the previous
- * batch suggests (its bytes per span times send_batch_size, plus one more
- * request of room, at most SP__BATCH_MAX_RESERVE), grows by doubling only
- * past that, and the buffer is cut to its content when the batch is
- * built. A flushed profiles batch's item array is cut to its profiles too.
- * Between batches an accumulator holds no buffer at all (the flush hands
- * it over).
+ * batch suggests (its bytes per span times send_batch_size, at most twice
+ * its size, plus one more request of room, at most SP__BATCH_MAX_RESERVE),
+ * grows by doubling only past that, and the buffer is cut to its content
+ * when the batch is built. A flushed profiles batch's item array is cut to
+ * its profiles too. Between batches an accumulator holds no buffer at all
+ * (the flush hands it over).
  */
 #include "pipeline/alloc.h"
 #include "pipeline/buf.h"
@@ -261,14 +261,17 @@ static void sp__after_add(sp_batcher_t *b) {
 
 /*
  * The room a new accumulation reserves before its first request of @p len
- * bytes: the previous batch's bytes per span times send_batch_size, plus
- * one request (the one that reaches the size overshoots it), capped. 0 when
- * there is nothing to go by yet.
+ * bytes: the previous batch's bytes per span times send_batch_size — but at
+ * most twice the previous batch, so a trickle that leaves on the timeout
+ * reserves little — plus one request (the one that reaches the size
+ * overshoots it), capped. 0 when there is nothing to go by yet.
  */
 static size_t sp__estimate(const sp_batcher_t *b, size_t len) {
   if (b->last_items == 0) return 0;
   double per_item = (double)b->last_len / (double)b->last_items;
-  double est = per_item * (double)b->proc->cfg->send_batch_size + (double)len;
+  double full = per_item * (double)b->proc->cfg->send_batch_size;
+  if (full > 2.0 * (double)b->last_len) full = 2.0 * (double)b->last_len;
+  double est = full + (double)len;
   if (est > (double)SP__BATCH_MAX_RESERVE) est = (double)SP__BATCH_MAX_RESERVE;
   return est > (double)len ? (size_t)est : len;
 }
