@@ -335,9 +335,29 @@ best_of() {
 }
 
 # Scenario 5: idle RSS, then 2x the sustainable rate.
+# Idle memory of the built-in configuration (no --config: OTLP gRPC + HTTP and
+# Pyroscope receivers, join + batch, file + debug exporters) on its standard
+# ports; skipped when they are taken.
+idle_builtin() {
+  local name=s5 d i=0
+  for p in 4317 4318 4040 8888; do port_open $p && { log "$name: port $p busy, built-in config not measured"; return 0; }; done
+  mkdir -p "$W/builtin"
+  (cd "$W/builtin" && exec "$SPANPROFD" >"$W/builtin.log" 2>&1) &
+  d=$!
+  PIDS+=("$d")
+  wait_port 4318 || { kill -TERM $d 2>/dev/null; wait $d 2>/dev/null; return 0; }
+  sleep 2
+  R[$name.builtin_rss]=$(rss_of "$d" VmRSS)
+  R[$name.builtin_anon]=$(rss_of "$d" RssAnon)
+  R[$name.builtin_pss]=$(awk '$1 == "Pss:" { print $2 }' "/proc/$d/smaps_rollup" 2>/dev/null || echo "")
+  kill -TERM $d 2>/dev/null || true
+  wait $d 2>/dev/null || true
+}
+
 run_memory() {
   local name=s5
   log "$name: starting"
+  idle_builtin
   start_sink
   local cfg
   cfg=$(cfg_traces s5 http otlphttp "[]" "compression: none")
@@ -453,10 +473,11 @@ added() { [ -n "${1:-}" ] && [ -n "${2:-}" ] && calc "($1 - $2).toFixed(2)" || p
   fi
   if has s5; then
     echo
-    echo "**5. Memory** (default config, s1 pipeline): idle RSS $(mib "${R[s5.idle_rss]:-}") MiB (of which anonymous"
+    echo "**5. Memory** (default settings, s1 pipeline): idle RSS $(mib "${R[s5.idle_rss]:-}") MiB (of which anonymous"
     echo "$(mib "${R[s5.idle_anon]:-}") MiB, the rest shared-library pages; PSS $(mib "${R[s5.idle_pss]:-}") MiB); offered $(fmt "${R[s5.offered]:-}") spans/s"
     echo "(2× s1) for ${OVERLOAD} s: peak RSS $(mib "${R[s5.rss]:-}") MiB, accepted $(fmt "${R[s5.rate]:-}") spans/s,"
     echo "${R[s5.refused]:-—} retryable refusals, ${R[s5.failed]:-—} spans given up by the load generator, loss at the sink ${R[s5.loss]:-—}."
+    if [ -n "${R[s5.builtin_rss]:-}" ]; then echo "The built-in configuration (\`spanprofd\` without --config, with an OTLP/gRPC receiver) idles at $(mib "${R[s5.builtin_rss]}") MiB RSS ($(mib "${R[s5.builtin_anon]:-}") MiB anonymous, PSS $(mib "${R[s5.builtin_pss]:-}") MiB)."; fi
   fi
   echo
   echo "Columns: *delivered* is counted at the sink; *CPU s per M spans* is spanprofd's user+system"
