@@ -413,10 +413,15 @@ const sp_pprof_wire_t *sp_profile_wire(sp_profiles_t *batch, sp_profile_t *p) {
 }
 
 void sp_profile_set_raw(sp_profile_t *p, const uint8_t *raw, size_t len) {
+  sp_profile_set_raw_indexed(p, raw, len, NULL);
+}
+
+void sp_profile_set_raw_indexed(sp_profile_t *p, const uint8_t *raw, size_t len,
+                                const sp_pprof_wire_t *wire) {
   p->raw = raw;
   p->raw_len = len;
   p->pprof = NULL;
-  p->wire = NULL;
+  p->wire = wire;
   p->modified = false;
 }
 
@@ -460,6 +465,19 @@ static int sp__wire_copy(sp_profiles_t *batch, sp_profile_t *dst, const sp_pprof
   if ((w->n_strings && !c->strings) || (w->n_samples && !c->samples) ||
       (w->n_sample_types && !c->sample_types))
     return SP_ENOMEM;
+  if (w->plabels != NULL) {
+    size_t nl = w->plabel_start[w->n_samples];
+    c->plabels = sp_arena_memdup(batch->arena, w->plabels, (nl ? nl : 1) * sizeof(*w->plabels));
+    c->plabel_start = sp_arena_memdup(batch->arena, w->plabel_start,
+                                      (w->n_samples + 1) * sizeof(*w->plabel_start));
+    if (c->plabels == NULL || c->plabel_start == NULL)
+      return SP_ENOMEM;
+  }
+  if (w->has_keys) {
+    c->keys = sp_arena_memdup(batch->arena, w->keys, (w->n_keys ? w->n_keys : 1) * sizeof(*w->keys));
+    if (c->keys == NULL)
+      return SP_ENOMEM;
+  }
   dst->wire = c;
   return 0;
 }

@@ -206,6 +206,14 @@ const struct sp_pprof_wire_s *sp_profile_wire(sp_profiles_t *batch, sp_profile_t
  */
 void sp_profile_set_raw(sp_profile_t *p, const uint8_t *raw, size_t len);
 
+/**
+ * sp_profile_set_raw that also installs @p wire, an index of exactly these
+ * bytes (e.g. from sp_pprof_splice_finish_indexed) living at least as long
+ * as the batch's arena; NULL is sp_profile_set_raw.
+ */
+void sp_profile_set_raw_indexed(sp_profile_t *p, const uint8_t *raw, size_t len,
+                                const struct sp_pprof_wire_s *wire);
+
 /** Series label value or NULL. */
 const char *sp_profile_label(const sp_profile_t *p, const char *name);
 

@@ -38,6 +38,15 @@
  * would use; rejects are rare and the decode stays within the budget just
  * checked.
  *
+ * With SP_PW_LABELS the validating pass keeps every label it reads anyway
+ * (8 bytes each, in sp_malloc'd scratch copied into the arena at the end)
+ * and each sample's first, and the key summary is made from that array
+ * afterwards; the validating receiver runs on the thread pool, so the loop
+ * reads labels as arrays. sp_pprof_splice_finish_indexed() derives the
+ * output's index from the input's (offsets shifted by the growth of the
+ * touched samples before them, labels and keys extended), so a spliced
+ * profile is never indexed or read again.
+ *
  * Memory: everything the index allocates is an array with one entry per
  * top-level field of a kind (16 bytes at most per entry), and every field
  * takes at least 2 bytes of input, so a hostile profile cannot make the
@@ -162,6 +171,12 @@ typedef struct sp__val_s {
   uint64_t *loc_ids, *fn_ids, *map_ids;
   size_t n_loc, n_fn, n_map;
   sp_pw_range_t *loc_rng; /* location payloads, for the second walk */
+  /* SP_PW_LABELS: the labels as read, in sp_malloc'd scratch, and each sample's first */
+  bool want_labels; /* still collecting (false once a label does not fit or memory ran out) */
+  sp_pw_plabel_t *pl;
+  size_t n_pl, cap_pl;
+  uint32_t *pl_start; /* arena, n_samples + 1 */
+  size_t n_smp_seen;
 } sp__val_t;
 
 /*
@@ -217,8 +232,38 @@ static int sp__val_valuetype(sp__val_t *c, const sp__fld_t *f, int64_t out[2]) {
                       f->data + f->v, out, 2, 2);
 }
 
+/* Keeps one label of the sample being validated (SP_PW_LABELS). */
+static void sp__keep_label(sp__val_t *c, const int64_t l[4]) {
+  sp_pw_plabel_t pl;
+  if (l[0] < 0 || l[0] >= (int64_t)SP_PW_PLABEL_NUM || l[3] != 0) {
+    c->want_labels = false;
+    return;
+  }
+  if (l[2] == 0 && l[1] >= 0 && l[1] <= (int64_t)UINT32_MAX) {
+    pl = (sp_pw_plabel_t){(uint32_t)l[0], (uint32_t)l[1]};
+  } else if (l[1] == 0 && l[2] > 0 && l[2] <= (int64_t)UINT32_MAX) {
+    pl = (sp_pw_plabel_t){(uint32_t)l[0] | SP_PW_PLABEL_NUM, (uint32_t)l[2]};
+  } else {
+    c->want_labels = false;
+    return;
+  }
+  if (c->n_pl == c->cap_pl) {
+    size_t cap = c->cap_pl ? c->cap_pl * 2 : 1024;
+    sp_pw_plabel_t *b = sp_realloc(c->pl, cap * sizeof(*b));
+    if (b == NULL) {
+      c->want_labels = false;
+      return;
+    }
+    c->pl = b;
+    c->cap_pl = cap;
+  }
+  c->pl[c->n_pl++] = pl;
+}
+
 static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
   c->cost += perftools__profiles__sample__descriptor.sizeof_message;
+  if (c->want_labels)
+    c->pl_start[c->n_smp_seen++] = (uint32_t)c->n_pl;
   uint64_t fields = 0;
   size_t n_vals = 0;
   const uint8_t *p = sf->data, *end = sf->data + sf->v;
@@ -271,6 +316,8 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
       SP__STR(c, l[0]);
       SP__STR(c, l[1]);
       SP__STR(c, l[3]);
+      if (c->want_labels)
+        sp__keep_label(c, l);
       break;
     }
     default:
@@ -441,8 +488,69 @@ static int sp__diagnose(const uint8_t *raw, size_t len, char *err, size_t errlen
   return SP_EPROTO;
 }
 
+/*
+ * The key summary from the pre-decoded labels: keys in order of first
+ * appearance, each with its longest value. False past SP_PW_MAX_KEYS keys.
+ */
+static bool sp__summarise_keys(const sp_pprof_wire_t *w, sp_pw_keysum_t *keys, size_t *n_keys) {
+  size_t n = 0, last = SIZE_MAX;
+  for (size_t i = 0; i < w->n_samples; i++) {
+    for (uint32_t j = w->plabel_start[i]; j < w->plabel_start[i + 1]; j++) {
+      const sp_pw_plabel_t *l = &w->plabels[j];
+      if (l->key == 0 || (l->key & SP_PW_PLABEL_NUM) || l->val == 0)
+        continue;
+      size_t e = last;
+      if (e == SIZE_MAX || keys[e].key != (int64_t)l->key) {
+        for (e = 0; e < n && keys[e].key != (int64_t)l->key; e++)
+          ;
+        if (e == n) {
+          if (n == SP_PW_MAX_KEYS)
+            return false;
+          keys[n++] = (sp_pw_keysum_t){(int64_t)l->key, (uint32_t)i, j - w->plabel_start[i], 0};
+        }
+        last = e;
+      }
+      uint32_t vl = l->val < w->n_strings ? w->strings[l->val].len : 0;
+      if (vl > keys[e].max_len)
+        keys[e].max_len = vl;
+    }
+  }
+  *n_keys = n;
+  return true;
+}
+
+/* Moves the collected labels and their summary into the arena; without memory, no labels. */
+static void sp__install_labels(sp_arena_t *arena, sp__val_t *c, sp_pprof_wire_t *out) {
+  sp_pw_plabel_t *pl = sp_arena_alloc(arena, (c->n_pl ? c->n_pl : 1) * sizeof(*pl));
+  if (pl == NULL)
+    return;
+  if (c->n_pl > 0)
+    memcpy(pl, c->pl, c->n_pl * sizeof(*pl));
+  c->pl_start[out->n_samples] = (uint32_t)c->n_pl;
+  out->plabels = pl;
+  out->plabel_start = c->pl_start;
+  sp_pw_keysum_t keys[SP_PW_MAX_KEYS];
+  size_t n = 0;
+  if (!sp__summarise_keys(out, keys, &n))
+    return;
+  sp_pw_keysum_t *k = sp_arena_alloc(arena, (n ? n : 1) * sizeof(*k));
+  if (k == NULL)
+    return;
+  if (n > 0)
+    memcpy(k, keys, n * sizeof(*k));
+  out->keys = k;
+  out->n_keys = n;
+  out->has_keys = true;
+}
+
 int sp_pprof_wire_index(sp_arena_t *arena, const uint8_t *raw, size_t len, bool validate,
                         sp_pprof_wire_t *out, char *err, size_t errlen) {
+  return sp_pprof_wire_index_ex(arena, raw, len, validate ? SP_PW_VALIDATE : 0, out, err, errlen);
+}
+
+int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, unsigned flags,
+                           sp_pprof_wire_t *out, char *err, size_t errlen) {
+  bool validate = (flags & SP_PW_VALIDATE) != 0;
   memset(out, 0, sizeof(*out));
   if (err != NULL && errlen > 0)
     err[0] = '\0';
@@ -500,6 +608,10 @@ int sp_pprof_wire_index(sp_arena_t *arena, const uint8_t *raw, size_t len, bool 
     }
     c.min_vals = SIZE_MAX;
     c.loc_ref_min = c.fn_ref_min = UINT64_MAX;
+    if ((flags & SP_PW_LABELS) && n_smp < UINT32_MAX) {
+      c.pl_start = sp_arena_alloc(arena, (n_smp + 1) * sizeof(uint32_t));
+      c.want_labels = c.pl_start != NULL;
+    }
     c.cost = perftools__profiles__profile__descriptor.sizeof_message;
   }
 
@@ -698,6 +810,9 @@ int sp_pprof_wire_index(sp_arena_t *arena, const uint8_t *raw, size_t len, bool 
   sp_free(c.loc_rng);
   sp_free(c.fn_ids);
   sp_free(c.map_ids);
+  if (ok && c.want_labels && c.n_pl <= UINT32_MAX)
+    sp__install_labels(arena, &c, out);
+  sp_free(c.pl);
   if (ok)
     return 0;
   memset(out, 0, sizeof(*out));
@@ -708,6 +823,7 @@ fail:
   sp_free(c.loc_rng);
   sp_free(c.fn_ids);
   sp_free(c.map_ids);
+  sp_free(c.pl);
   memset(out, 0, sizeof(*out));
   return sp__fail_msg(err, errlen, rc, c.max_cost);
 }
@@ -751,6 +867,17 @@ static inline void sp__label_read(const uint8_t *p, const uint8_t *end, sp_pw_la
 size_t sp_pprof_wire_labels(const sp_pprof_wire_t *w, size_t i, sp_pw_label_t *out, size_t cap) {
   if (i >= w->n_samples)
     return 0;
+  if (w->plabels != NULL) {
+    const sp_pw_plabel_t *l = w->plabels + w->plabel_start[i];
+    size_t n = w->plabel_start[i + 1] - w->plabel_start[i];
+    for (size_t j = 0; j < n && j < cap; j++) {
+      if (l[j].key & SP_PW_PLABEL_NUM)
+        out[j] = (sp_pw_label_t){.key = l[j].key & ~SP_PW_PLABEL_NUM, .num = l[j].val};
+      else
+        out[j] = (sp_pw_label_t){.key = l[j].key, .str = l[j].val};
+    }
+    return n;
+  }
   const uint8_t *p = w->raw + w->samples[i].off, *end = p + w->samples[i].len;
   size_t n = 0;
   while (p < end) {
@@ -813,6 +940,7 @@ size_t sp_pprof_wire_values(const sp_pprof_wire_t *w, size_t i, int64_t *out, si
 struct sp_pw_add_s {
   size_t sample;
   size_t off, len;
+  size_t lab_off, lab_n; /* the labels in add_labels */
 };
 
 static size_t sp__varint_size(uint64_t v) {
@@ -903,6 +1031,16 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
     bytes += sp__label_encode(NULL, &labels[i]);
   if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, bytes) != 0)
     return SP_ENOMEM;
+  if (sp->n_add_labels + n > sp->cap_add_labels) {
+    size_t c = sp->cap_add_labels ? sp->cap_add_labels : 256;
+    while (c < sp->n_add_labels + n)
+      c *= 2;
+    sp_pw_label_t *a = sp_realloc(sp->add_labels, c * sizeof(*a));
+    if (a == NULL)
+      return SP_ENOMEM;
+    sp->add_labels = a;
+    sp->cap_add_labels = c;
+  }
   /* Consecutive calls for one sample extend its last record. */
   struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
   if (last == NULL || last->sample != sample) {
@@ -915,8 +1053,11 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
       sp->cap_adds = c;
     }
     last = &sp->adds[sp->n_adds++];
-    *last = (struct sp_pw_add_s){sample, sp->label_len, 0};
+    *last = (struct sp_pw_add_s){sample, sp->label_len, 0, sp->n_add_labels, 0};
   }
+  memcpy(sp->add_labels + sp->n_add_labels, labels, n * sizeof(*labels));
+  sp->n_add_labels += n;
+  last->lab_n += n;
   uint8_t *p = sp->label_bytes + sp->label_len;
   for (size_t i = 0; i < n; i++)
     p += sp__label_encode(p, &labels[i]);
@@ -1001,6 +1142,200 @@ int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8
   return 0;
 }
 
+/* An added label as sp_pw_plabel_t; false when it does not fit one. */
+static bool sp__plabel_of(const sp_pw_label_t *l, sp_pw_plabel_t *out) {
+  if (l->key < 0 || l->key >= (int64_t)SP_PW_PLABEL_NUM || l->num_unit != 0)
+    return false;
+  if (l->num == 0 && l->str >= 0 && l->str <= (int64_t)UINT32_MAX) {
+    *out = (sp_pw_plabel_t){(uint32_t)l->key, (uint32_t)l->str};
+    return true;
+  }
+  if (l->str == 0 && l->num > 0 && l->num <= (int64_t)UINT32_MAX) {
+    *out = (sp_pw_plabel_t){(uint32_t)l->key | SP_PW_PLABEL_NUM, (uint32_t)l->num};
+    return true;
+  }
+  return false;
+}
+
+/* Pre-decoded labels of the output: each sample's old ones, then its added ones. */
+static int sp__splice_plabels(const sp_pprof_splice_t *sp, sp_arena_t *arena,
+                              sp_pprof_wire_t *o) {
+  const sp_pprof_wire_t *w = sp->w;
+  size_t n_old = w->plabel_start[w->n_samples];
+  if (n_old + sp->n_add_labels > UINT32_MAX)
+    return 0;
+  sp_pw_plabel_t *pl = sp_arena_alloc(arena, (n_old + sp->n_add_labels + 1) * sizeof(*pl));
+  uint32_t *st = sp_arena_alloc(arena, (w->n_samples + 1) * sizeof(*st));
+  if (pl == NULL || st == NULL)
+    return SP_ENOMEM;
+  size_t k = 0, from = 0; /* pl written up to k; input samples copied before sample `from` */
+  for (size_t i = 0; i < sp->n_adds;) {
+    size_t s = sp->adds[i].sample;
+    /* untouched samples from..s-1 and s's own labels: one copy, starts shifted by k - old */
+    size_t a = w->plabel_start[from], b = w->plabel_start[s + 1];
+    memcpy(pl + k, w->plabels + a, (b - a) * sizeof(*pl));
+    for (size_t j = from; j <= s; j++)
+      st[j] = (uint32_t)(w->plabel_start[j] - a + k);
+    k += b - a;
+    for (; i < sp->n_adds && sp->adds[i].sample == s; i++)
+      for (size_t j = 0; j < sp->adds[i].lab_n; j++)
+        if (!sp__plabel_of(&sp->add_labels[sp->adds[i].lab_off + j], &pl[k++]))
+          return 0; /* no pre-decoded labels for this output */
+    from = s + 1;
+  }
+  size_t a = w->plabel_start[from];
+  memcpy(pl + k, w->plabels + a, (n_old - a) * sizeof(*pl));
+  for (size_t j = from; j <= w->n_samples; j++)
+    st[j] = (uint32_t)(w->plabel_start[j] - a + k);
+  o->plabels = pl;
+  o->plabel_start = st;
+  return 0;
+}
+
+/* The input's key summary extended with the added string labels. */
+static int sp__splice_keys(const sp_pprof_splice_t *sp, sp_arena_t *arena, sp_pprof_wire_t *o) {
+  const sp_pprof_wire_t *w = sp->w;
+  sp_pw_keysum_t keys[SP_PW_MAX_KEYS];
+  size_t n = w->n_keys;
+  if (n > SP_PW_MAX_KEYS)
+    return 0;
+  memcpy(keys, w->keys, n * sizeof(*keys));
+  bool moved = false;
+  for (size_t i = 0; i < sp->n_adds;) {
+    size_t s = sp->adds[i].sample;
+    uint32_t pos = w->plabel_start[s + 1] - w->plabel_start[s]; /* after the sample's own */
+    for (; i < sp->n_adds && sp->adds[i].sample == s; i++) {
+      for (size_t j = 0; j < sp->adds[i].lab_n; j++, pos++) {
+        const sp_pw_label_t *l = &sp->add_labels[sp->adds[i].lab_off + j];
+        if (l->key <= 0 || l->str <= 0)
+          continue;
+        size_t e = 0;
+        for (; e < n && keys[e].key != l->key; e++)
+          ;
+        if (e == n) {
+          if (n == SP_PW_MAX_KEYS)
+            return 0;
+          keys[n++] = (sp_pw_keysum_t){l->key, (uint32_t)s, pos, 0};
+          moved = true;
+        } else if (s < keys[e].first_sample ||
+                   (s == keys[e].first_sample && pos < keys[e].first_pos)) {
+          keys[e].first_sample = (uint32_t)s;
+          keys[e].first_pos = pos;
+          moved = true;
+        }
+        size_t vl;
+        sp_pprof_wire_str(o, l->str, &vl);
+        if (vl > keys[e].max_len)
+          keys[e].max_len = (uint32_t)vl;
+      }
+    }
+  }
+  /* Order of first appearance again (insertion sort: a handful of keys). */
+  for (size_t i = 1; moved && i < n; i++) {
+    sp_pw_keysum_t x = keys[i];
+    size_t j = i;
+    for (; j > 0 && (keys[j - 1].first_sample > x.first_sample ||
+                     (keys[j - 1].first_sample == x.first_sample &&
+                      keys[j - 1].first_pos > x.first_pos));
+         j--)
+      keys[j] = keys[j - 1];
+    keys[j] = x;
+  }
+  sp_pw_keysum_t *k = sp_arena_alloc(arena, (n ? n : 1) * sizeof(*k));
+  if (k == NULL)
+    return SP_ENOMEM;
+  memcpy(k, keys, n * sizeof(*k));
+  o->keys = k;
+  o->n_keys = n;
+  o->has_keys = true;
+  return 0;
+}
+
+int sp_pprof_splice_finish_indexed(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
+                                   size_t *out_len, sp_pprof_wire_t *wout) {
+  const sp_pprof_wire_t *w = sp->w;
+  const uint8_t *buf;
+  size_t len;
+  int rc = sp_pprof_splice_finish(sp, arena, &buf, &len); /* sorts the adds */
+  if (rc != 0)
+    return rc;
+  sp_pprof_wire_t o;
+  memset(&o, 0, sizeof(o));
+  o.raw = buf;
+  o.len = len;
+  o.n_strings = w->n_strings + sp->n_new_strings;
+  o.n_samples = w->n_samples;
+  o.n_sample_types = w->n_sample_types;
+  o.period_type[0] = w->period_type[0];
+  o.period_type[1] = w->period_type[1];
+  o.period = w->period;
+  o.time_nanos = w->time_nanos;
+  o.duration_nanos = w->duration_nanos;
+  sp_pw_range_t *strs = o.n_strings ? sp_arena_alloc(arena, o.n_strings * sizeof(*strs)) : NULL;
+  sp_pw_sample_t *smp = o.n_samples ? sp_arena_alloc(arena, o.n_samples * sizeof(*smp)) : NULL;
+  int64_t(*st)[2] = o.n_sample_types ? sp_arena_alloc(arena, o.n_sample_types * sizeof(*st)) : NULL;
+  if ((o.n_strings && !strs) || (o.n_samples && !smp) || (o.n_sample_types && !st))
+    return SP_ENOMEM;
+  if (o.n_sample_types)
+    memcpy(st, w->sample_types, o.n_sample_types * sizeof(*st));
+  /*
+   * Samples: each moves by the growth of the touched samples before it; a
+   * touched one is re-framed where it now starts. The adds are sorted.
+   */
+  size_t shift = 0, ai = 0;
+  for (size_t i = 0; i < w->n_samples; i++) {
+    const sp_pw_sample_t *s = &w->samples[i];
+    if (ai < sp->n_adds && sp->adds[ai].sample == i) {
+      size_t extra = 0;
+      for (; ai < sp->n_adds && sp->adds[ai].sample == i; ai++)
+        extra += sp->adds[ai].len;
+      size_t payload = (size_t)s->len + extra;
+      size_t fo = s->field_off + shift;
+      size_t po = fo + 1 + sp__varint_size(payload);
+      smp[i] = (sp_pw_sample_t){(uint32_t)fo, (uint32_t)po, (uint32_t)payload};
+      shift = po + payload - ((size_t)s->off + s->len);
+    } else {
+      smp[i] = (sp_pw_sample_t){(uint32_t)(s->field_off + shift), (uint32_t)(s->off + shift),
+                                s->len};
+    }
+  }
+  /* Strings: shifted by the growth of the touched samples before them. */
+  size_t ti = 0;
+  shift = 0;
+  for (size_t i = 0; i < w->n_strings; i++) {
+    uint32_t off = w->strings[i].off;
+    while (ti < sp->n_adds && w->samples[sp->adds[ti].sample].off < off) {
+      size_t smpi = sp->adds[ti].sample;
+      while (ti < sp->n_adds && sp->adds[ti].sample == smpi)
+        ti++;
+      shift = (size_t)smp[smpi].off + smp[smpi].len -
+              ((size_t)w->samples[smpi].off + w->samples[smpi].len);
+    }
+    strs[i] = (sp_pw_range_t){(uint32_t)(off + shift), w->strings[i].len};
+  }
+  /* The new strings, at the end in order. */
+  size_t at = len;
+  for (size_t i = sp->n_new_strings; i > 0; i--) {
+    size_t l = sp->new_strings[i - 1].len;
+    at -= l;
+    strs[w->n_strings + i - 1] = (sp_pw_range_t){(uint32_t)at, (uint32_t)l};
+    at -= 1 + sp__varint_size(l);
+  }
+  o.strings = strs;
+  o.samples = smp;
+  o.sample_types = st;
+  if (w->plabels != NULL) {
+    if ((rc = sp__splice_plabels(sp, arena, &o)) != 0)
+      return rc;
+    if (o.plabels != NULL && w->has_keys && (rc = sp__splice_keys(sp, arena, &o)) != 0)
+      return rc;
+  }
+  *out = buf;
+  *out_len = len;
+  *wout = o;
+  return 0;
+}
+
 void sp_pprof_splice_free(sp_pprof_splice_t *sp) {
   if (sp == NULL)
     return;
@@ -1008,5 +1343,6 @@ void sp_pprof_splice_free(sp_pprof_splice_t *sp) {
   sp_free(sp->str_bytes);
   sp_free(sp->adds);
   sp_free(sp->label_bytes);
+  sp_free(sp->add_labels);
   memset(sp, 0, sizeof(*sp));
 }

@@ -49,6 +49,31 @@ typedef struct sp_pw_sample_s {
   uint32_t len;       /* payload length */
 } sp_pw_sample_t;
 
+/**
+ * A sample label decoded ahead of time (SP_PW_LABELS): 8 bytes instead of
+ * the label's 32 in sp_pw_label_t. A string label is {key, str}; a numeric
+ * one (no str, no num_unit, 0 < num < 2^32) has SP_PW_PLABEL_NUM set in
+ * `key` and num in `val`. A profile with a label of any other shape gets
+ * no pre-decoded labels at all (plabels == NULL).
+ */
+typedef struct sp_pw_plabel_s {
+  uint32_t key; /* string index of the key, | SP_PW_PLABEL_NUM for a numeric label */
+  uint32_t val; /* string index of the value, or the number */
+} sp_pw_plabel_t;
+
+#define SP_PW_PLABEL_NUM 0x80000000u
+
+/**
+ * One distinct key of the string labels (key > 0, str > 0) the samples
+ * carry, with where it first appears and its longest value.
+ */
+typedef struct sp_pw_keysum_s {
+  int64_t key;           /* string index */
+  uint32_t first_sample; /* first sample carrying it */
+  uint32_t first_pos;    /* its position among that sample's labels */
+  uint32_t max_len;      /* the longest value's encoded length (bytes; an embedded NUL not considered) */
+} sp_pw_keysum_t;
+
 /** The index of one encoded Profile. */
 typedef struct sp_pprof_wire_s {
   const uint8_t *raw;
@@ -63,7 +88,32 @@ typedef struct sp_pprof_wire_s {
   int64_t period;
   int64_t time_nanos;
   int64_t duration_nanos;
+  /*
+   * Optional (SP_PW_LABELS, or an index made by
+   * sp_pprof_splice_finish_indexed from one that has them); NULL / 0
+   * otherwise. Sample i's labels are plabels[plabel_start[i] ..
+   * plabel_start[i + 1]), in their encoded order.
+   */
+  const sp_pw_plabel_t *plabels;
+  const uint32_t *plabel_start; /* n_samples + 1 entries */
+  /*
+   * The distinct string-label keys in order of first appearance (sample,
+   * then position), exactly the keys a pass over every sample's labels
+   * would collect; valid only when has_keys (never without plabels).
+   */
+  const sp_pw_keysum_t *keys;
+  size_t n_keys;
+  bool has_keys;
 } sp_pprof_wire_t;
+
+/** sp_pprof_wire_index_ex flags. */
+enum {
+  SP_PW_VALIDATE = 1u << 0, /* as sp_pprof_wire_index's validate */
+  SP_PW_LABELS = 1u << 1,   /* with SP_PW_VALIDATE: pre-decode labels and summarise keys */
+};
+
+/** At most this many distinct string-label keys are summarised (has_keys is false past it). */
+#define SP_PW_MAX_KEYS 64
 
 /** A sample label as encoded (pprof Label: key, str, num, num_unit string indices / value). */
 typedef struct sp_pw_label_s {
@@ -91,6 +141,18 @@ typedef struct sp_pw_label_s {
 int sp_pprof_wire_index(sp_arena_t *arena, const uint8_t *raw, size_t len, bool validate,
                         sp_pprof_wire_t *out, char *err, size_t errlen);
 
+/**
+ * sp_pprof_wire_index with flags: SP_PW_VALIDATE as validate; SP_PW_LABELS
+ * (only together with SP_PW_VALIDATE, ignored otherwise) also fills
+ * plabels / plabel_start and the key summary from the validating pass, at
+ * 8 bytes per label and 4 per sample in @p arena. Those are optional: when
+ * they cannot be had (a label of another shape, more than SP_PW_MAX_KEYS
+ * keys, or no memory for them) the index is made without them and the call
+ * still succeeds. Return codes and messages as sp_pprof_wire_index.
+ */
+int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, unsigned flags,
+                           sp_pprof_wire_t *out, char *err, size_t errlen);
+
 /** String @p i of the table (not NUL-terminated); "" with length 0 when out of range. */
 static inline const char *sp_pprof_wire_str(const sp_pprof_wire_t *w, int64_t i, size_t *len) {
   if (i < 0 || (size_t)i >= w->n_strings) {
@@ -107,7 +169,8 @@ int64_t sp_pprof_wire_find(const sp_pprof_wire_t *w, const char *s, size_t len);
 /**
  * Decodes the labels of sample @p i into @p out (at most @p cap, in their
  * encoded order). Returns how many the sample has (which may exceed @p cap:
- * then only the first @p cap were written).
+ * then only the first @p cap were written). With pre-decoded labels this is
+ * a copy out of plabels.
  */
 size_t sp_pprof_wire_labels(const sp_pprof_wire_t *w, size_t i, sp_pw_label_t *out, size_t cap);
 
@@ -136,6 +199,8 @@ typedef struct sp_pprof_splice_s {
   size_t n_adds, cap_adds;
   uint8_t *label_bytes;
   size_t label_len, label_cap;
+  sp_pw_label_t *add_labels; /* the labels added, in call order (for the indexed finish) */
+  size_t n_add_labels, cap_add_labels;
 } sp_pprof_splice_t;
 
 /** Starts a splice over @p w. Allocates nothing. */
@@ -167,6 +232,18 @@ bool sp_pprof_splice_empty(const sp_pprof_splice_t *sp);
  */
 int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
                            size_t *out_len);
+
+/**
+ * sp_pprof_splice_finish that also indexes its output into *@p wout (arrays
+ * from @p arena) without reading it again: strings and samples are the
+ * input's, shifted where the splice moved them, plus the new ones; the
+ * scalars are the input's. Pre-decoded labels and the key summary of the
+ * input index, when it has them, are extended with the added labels (and
+ * dropped when an added label does not fit sp_pw_plabel_t or the keys
+ * overflow SP_PW_MAX_KEYS). 0 or SP_ENOMEM (then nothing is written).
+ */
+int sp_pprof_splice_finish_indexed(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
+                                   size_t *out_len, sp_pprof_wire_t *wout);
 
 /** Frees the builder's scratch memory. Accepts a zeroed builder. */
 void sp_pprof_splice_free(sp_pprof_splice_t *sp);

@@ -340,6 +340,18 @@ static size_t sp__wire_strlen(const sp_pprof_wire_t *w, int64_t i) {
 #define SP__STACK_LABELS 16
 
 /*
+ * Whether the index's key summary says all sp__collect_keys_wire needs:
+ * it has one, and no key has a value longer than max_label_value_length
+ * (else which values are long is decided per sample, as without it).
+ */
+static bool sp__keys_from_summary(const sp__ctx_t *c, const sp_pprof_wire_t *w) {
+  if (!w->has_keys) return false;
+  for (size_t i = 0; i < w->n_keys; i++)
+    if (w->keys[i].max_len > c->max_value) return false;
+  return true;
+}
+
+/*
  * The same from the encoded profile: per sample only integer work (label
  * keys compared with the few distinct ones seen, value lengths read from
  * the index — and only when the table has a string long enough to matter);
@@ -347,6 +359,20 @@ static size_t sp__wire_strlen(const sp_pprof_wire_t *w, int64_t i) {
  */
 static int sp__collect_keys_wire(sp__ctx_t *c, const sp_pprof_wire_t *w, sp__keys_t *k) {
   bool any_long = false;
+  if (sp__keys_from_summary(c, w)) {
+    /* The index summarises the keys, in the order a pass over the samples meets them. */
+    for (size_t i = 0; i < w->n_keys; i++) {
+      sp__skey_t *e = sp__key(c, k, w->keys[i].key);
+      if (e == NULL) return SP_ENOMEM;
+      if (e->name == NULL) {
+        size_t len;
+        const char *s = sp_pprof_wire_str(w, w->keys[i].key, &len);
+        e->name = sp_arena_strndup(c->arena, s, sp__wire_strlen(w, w->keys[i].key));
+        if (e->name == NULL) return SP_ENOMEM;
+      }
+    }
+    return 0;
+  }
   for (size_t i = 0; i < w->n_strings && !any_long; i++)
     any_long = w->strings[i].len > c->max_value;
   sp_pw_label_t stack[SP__STACK_LABELS];

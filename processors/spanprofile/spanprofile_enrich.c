@@ -523,8 +523,11 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
     /* Nothing of the profile changes before this point: a failure leaves it as it was. */
     const uint8_t *out;
     size_t out_len;
-    if (sp_pprof_splice_finish(&sp, batch->arena, &out, &out_len) != 0) goto fail;
-    sp_profile_set_raw(p, out, out_len);
+    /* The output comes indexed: readers downstream (the exporter) need not index it again. */
+    sp_pprof_wire_t *nw = sp_arena_alloc(batch->arena, sizeof(*nw));
+    if (nw == NULL) goto fail;
+    if (sp_pprof_splice_finish_indexed(&sp, batch->arena, &out, &out_len, nw) != 0) goto fail;
+    sp_profile_set_raw_indexed(p, out, out_len, nw);
   }
   rc = 0;
 fail:

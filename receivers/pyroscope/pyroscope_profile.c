@@ -304,7 +304,9 @@ int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *
     rc = SP_ENOMEM;
     goto done;
   }
-  rc = sp_pprof_wire_index(batch->arena, raw, raw_len, true, w, err, errlen);
+  /* Labels are decoded here, on the pool, once: the join and the exporter read them as arrays. */
+  rc = sp_pprof_wire_index_ex(batch->arena, raw, raw_len, SP_PW_VALIDATE | SP_PW_LABELS, w, err,
+                              errlen);
   if (rc != 0)
     goto done;
   bool edit = sp__needs_edit(labels, w);

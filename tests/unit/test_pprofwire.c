@@ -978,6 +978,277 @@ static void test_validate_mutations(void **state) {
 }
 
 /* Out of memory: the arena's cap refuses the arrays. */
+
+/* ---- pre-decoded labels, key summary, indexed splice ----------------------------------- */
+
+/* The fixture with labels that fit sp_pw_plabel_t: string labels of two keys, positive numbers. */
+static uint8_t *fx_plain_bytes(size_t *len) {
+  fx_t f;
+  fx_init(&f);
+  for (int i = 0; i < NS; i++) {
+    f.l[i][1].num = i + 1; /* key 7 ("thread_num"), numeric, no unit */
+    f.l[i][1].num_unit = 0;
+    f.l[i][2].key = 10, f.l[i][2].str = 11, f.l[i][2].num = 0; /* "foo" = "bar" */
+  }
+  /* The first sample carrying key 10 comes before the first carrying key 5 at that position. */
+  f.lp[2][0] = &f.l[2][2];
+  return pack(&f.p, len);
+}
+
+/* Two indexes of the same bytes are equal, pre-decoded parts included. */
+static void assert_same_index(const sp_pprof_wire_t *a, const sp_pprof_wire_t *b) {
+  assert_int_equal(a->len, b->len);
+  assert_memory_equal(a->raw, b->raw, a->len);
+  assert_int_equal(a->n_strings, b->n_strings);
+  for (size_t i = 0; i < a->n_strings; i++) {
+    assert_int_equal(a->strings[i].off, b->strings[i].off);
+    assert_int_equal(a->strings[i].len, b->strings[i].len);
+  }
+  assert_int_equal(a->n_samples, b->n_samples);
+  for (size_t i = 0; i < a->n_samples; i++) {
+    assert_int_equal(a->samples[i].field_off, b->samples[i].field_off);
+    assert_int_equal(a->samples[i].off, b->samples[i].off);
+    assert_int_equal(a->samples[i].len, b->samples[i].len);
+  }
+  assert_int_equal(a->n_sample_types, b->n_sample_types);
+  if (a->n_sample_types > 0)
+    assert_memory_equal(a->sample_types, b->sample_types, a->n_sample_types * sizeof(int64_t[2]));
+  assert_int_equal(a->period_type[0], b->period_type[0]);
+  assert_int_equal(a->period_type[1], b->period_type[1]);
+  assert_int_equal(a->period, b->period);
+  assert_int_equal(a->time_nanos, b->time_nanos);
+  assert_int_equal(a->duration_nanos, b->duration_nanos);
+  assert_int_equal(a->plabels == NULL, b->plabels == NULL);
+  if (a->plabels != NULL) {
+    assert_memory_equal(a->plabel_start, b->plabel_start, (a->n_samples + 1) * sizeof(uint32_t));
+    assert_memory_equal(a->plabels, b->plabels,
+                        a->plabel_start[a->n_samples] * sizeof(sp_pw_plabel_t));
+  }
+  assert_int_equal(a->has_keys, b->has_keys);
+  if (a->has_keys) {
+    assert_int_equal(a->n_keys, b->n_keys);
+    for (size_t i = 0; i < a->n_keys; i++) {
+      assert_int_equal(a->keys[i].key, b->keys[i].key);
+      assert_int_equal(a->keys[i].first_sample, b->keys[i].first_sample);
+      assert_int_equal(a->keys[i].first_pos, b->keys[i].first_pos);
+      assert_int_equal(a->keys[i].max_len, b->keys[i].max_len);
+    }
+  }
+}
+
+/* The key summary a pass over every sample's labels (decoded from the bytes) gives. */
+static void assert_keys_exact(const sp_pprof_wire_t *w) {
+  assert_true(w->has_keys);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t plain;
+  assert_int_equal(sp_pprof_wire_index(a, w->raw, w->len, false, &plain, NULL, 0), 0);
+  assert_null(plain.plabels);
+  sp_pw_keysum_t want[SP_PW_MAX_KEYS];
+  size_t n = 0;
+  for (size_t i = 0; i < plain.n_samples; i++) {
+    sp_pw_label_t l[64];
+    size_t nl = sp_pprof_wire_labels(&plain, i, l, 64);
+    assert_true(nl <= 64);
+    for (size_t j = 0; j < nl; j++) {
+      if (l[j].key <= 0 || l[j].str <= 0)
+        continue;
+      size_t e = 0;
+      while (e < n && want[e].key != l[j].key)
+        e++;
+      if (e == n) {
+        assert_true(n < SP_PW_MAX_KEYS);
+        want[n++] = (sp_pw_keysum_t){l[j].key, (uint32_t)i, (uint32_t)j, 0};
+      }
+      size_t vl;
+      sp_pprof_wire_str(&plain, l[j].str, &vl);
+      if (vl > want[e].max_len)
+        want[e].max_len = (uint32_t)vl;
+    }
+  }
+  assert_int_equal(w->n_keys, n);
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(w->keys[i].key, want[i].key);
+    assert_int_equal(w->keys[i].first_sample, want[i].first_sample);
+    assert_int_equal(w->keys[i].first_pos, want[i].first_pos);
+    assert_int_equal(w->keys[i].max_len, want[i].max_len);
+  }
+  sp_arena_destroy(a);
+}
+
+static void test_predecoded_labels(void **state) {
+  (void)state;
+  size_t len;
+  /* The fixture has a label with a unit and a negative number: no pre-decoded labels. */
+  uint8_t *raw = fx_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, NULL, 0), 0);
+  assert_null(w.plabels);
+  assert_false(w.has_keys);
+  assert_index_matches(&w, raw, len);
+  free(raw);
+  /* Labels that fit: the arrays agree with protobuf-c and with reading the bytes. */
+  raw = fx_plain_bytes(&len);
+  assert_int_equal(sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, NULL, 0), 0);
+  assert_non_null(w.plabels);
+  assert_non_null(w.plabel_start);
+  assert_index_matches(&w, raw, len);
+  assert_keys_exact(&w);
+  assert_int_equal(w.n_keys, 2);
+  assert_int_equal(w.keys[0].key, 5); /* sample 1 */
+  assert_int_equal(w.keys[1].key, 10); /* sample 2 */
+  /* SP_PW_LABELS without validation is ignored. */
+  sp_pprof_wire_t w2;
+  assert_int_equal(sp_pprof_wire_index_ex(a, raw, len, SP_PW_LABELS, &w2, NULL, 0), 0);
+  assert_null(w2.plabels);
+  assert_false(w2.has_keys);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
+/* Every splice of the test, finished indexed, equals indexing the result afresh. */
+static void splice_indexed_check(sp_pprof_splice_t *sp, sp_arena_t *a, bool expect_plabels) {
+  const uint8_t *out;
+  size_t out_len;
+  sp_pprof_wire_t wi, fresh;
+  assert_int_equal(sp_pprof_splice_finish_indexed(sp, a, &out, &out_len, &wi), 0);
+  assert_ptr_equal(wi.raw, out);
+  assert_int_equal(wi.len, out_len);
+  char err[256];
+  int rc = sp_pprof_wire_index_ex(a, out, out_len,
+                                  SP_PW_VALIDATE | (sp->w->plabels ? SP_PW_LABELS : 0), &fresh,
+                                  err, sizeof(err));
+  if (rc != 0)
+    fail_msg("%s", err);
+  if (!expect_plabels) {
+    assert_null(wi.plabels);
+    assert_false(wi.has_keys);
+    fresh.plabels = NULL;
+    fresh.plabel_start = NULL;
+    fresh.keys = NULL;
+    fresh.n_keys = 0;
+    fresh.has_keys = false;
+  } else {
+    assert_non_null(wi.plabels);
+    assert_keys_exact(&wi);
+  }
+  assert_same_index(&wi, &fresh);
+  assert_index_matches(&wi, out, out_len);
+}
+
+static void test_splice_indexed(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raws[2];
+  size_t lens[2];
+  raws[0] = fx_plain_bytes(&lens[0]);
+  raws[1] = fx_bytes(&lens[1]);
+  for (int r = 0; r < 2; r++) {
+    for (int variant = 0; variant < 4; variant++) {
+      sp_arena_t *a = sp_arena_create(0);
+      sp_pprof_wire_t w;
+      len = lens[r];
+      assert_int_equal(
+          sp_pprof_wire_index_ex(a, raws[r], len, SP_PW_VALIDATE | SP_PW_LABELS, &w, NULL, 0), 0);
+      sp_pprof_splice_t sp;
+      sp_pprof_splice_init(&sp, &w);
+      bool fits = r == 0;
+      if (variant == 0) {
+        /* nothing added */
+      } else if (variant == 1) {
+        /* new key and value strings on some samples, the last one first; an existing key on
+         * a sample before its first appearance; a long value */
+        int64_t k = sp_pprof_splice_string(&sp, "span_name", 9);
+        int64_t v = sp_pprof_splice_string(&sp, "GET /x", 6);
+        char big[300];
+        memset(big, 'y', sizeof(big));
+        int64_t vb = sp_pprof_splice_string(&sp, big, sizeof(big));
+        sp_pw_label_t l1[2] = {{k, v, 0, 0}, {5, vb, 0, 0}};
+        sp_pw_label_t l2[1] = {{10, v, 0, 0}};
+        assert_int_equal(sp_pprof_splice_labels(&sp, NS - 1, l1, 2), 0);
+        assert_int_equal(sp_pprof_splice_labels(&sp, 0, l2, 1), 0);
+        assert_int_equal(sp_pprof_splice_labels(&sp, 3, l1, 1), 0);
+        assert_int_equal(sp_pprof_splice_labels(&sp, 0, l1, 2), 0); /* a second record for 0 */
+        for (int i = 0; i < 40; i++) /* the last sample's length prefix grows */
+          assert_int_equal(sp_pprof_splice_labels(&sp, NS - 1, l2, 1), 0);
+      } else if (variant == 2) {
+        /* strings only */
+        assert_true(sp_pprof_splice_string(&sp, "x", 1) >= 0);
+      } else {
+        /* a label that does not fit a pre-decoded one: the output has none */
+        sp_pw_label_t l[1] = {{7, 0, 3, 8}};
+        assert_int_equal(sp_pprof_splice_labels(&sp, 1, l, 1), 0);
+        fits = false;
+      }
+      splice_indexed_check(&sp, a, fits);
+      sp_pprof_splice_free(&sp);
+      sp_arena_destroy(a);
+    }
+  }
+  free(raws[0]);
+  free(raws[1]);
+}
+
+/* More distinct keys than the summary holds: labels pre-decoded, no summary (also after a splice). */
+static void test_keys_overflow(void **state) {
+  (void)state;
+  Perftools__Profiles__Profile p;
+  perftools__profiles__profile__init(&p);
+  enum { NK = SP_PW_MAX_KEYS + 1 };
+  char *strs[NK + 2];
+  char names[NK][8];
+  strs[0] = "";
+  strs[1] = "v";
+  for (int i = 0; i < NK; i++) {
+    snprintf(names[i], sizeof(names[i]), "k%d", i);
+    strs[2 + i] = names[i];
+  }
+  p.string_table = strs;
+  p.n_string_table = NK + 2;
+  Perftools__Profiles__Label l[NK], *lp[NK];
+  for (int i = 0; i < NK; i++) {
+    perftools__profiles__label__init(&l[i]);
+    l[i].key = 2 + i;
+    l[i].str = 1;
+    lp[i] = &l[i];
+  }
+  Perftools__Profiles__Sample s, *sp_[1] = {&s};
+  perftools__profiles__sample__init(&s);
+  s.label = lp;
+  s.n_label = NK - 1; /* exactly the maximum */
+  p.sample = sp_;
+  p.n_sample = 1;
+  size_t len;
+  uint8_t *raw = pack(&p, &len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, NULL, 0), 0);
+  assert_true(w.has_keys);
+  assert_int_equal(w.n_keys, SP_PW_MAX_KEYS);
+  assert_keys_exact(&w);
+  /* One more key through a splice: the output has labels but no summary. */
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, &w);
+  sp_pw_label_t add[1] = {{2 + NK - 1, 1, 0, 0}};
+  assert_int_equal(sp_pprof_splice_labels(&sp, 0, add, 1), 0);
+  const uint8_t *out;
+  size_t out_len;
+  sp_pprof_wire_t wo;
+  assert_int_equal(sp_pprof_splice_finish_indexed(&sp, a, &out, &out_len, &wo), 0);
+  assert_non_null(wo.plabels);
+  assert_false(wo.has_keys);
+  sp_pprof_splice_free(&sp);
+  free(raw);
+  s.n_label = NK;
+  raw = pack(&p, &len);
+  assert_int_equal(sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, NULL, 0), 0);
+  assert_non_null(w.plabels);
+  assert_false(w.has_keys);
+  assert_index_matches(&w, raw, len);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
 static void test_index_enomem(void **state) {
   (void)state;
   size_t len;
@@ -989,6 +1260,32 @@ static void test_index_enomem(void **state) {
   assert_int_equal(sp_pprof_wire_index(a, raw, len, true, &w, err, sizeof(err)), SP_ENOMEM);
   assert_true(sp_arena_limited(a));
   sp_arena_destroy(a);
+  free(raw);
+  /* Pre-decoded labels are optional: short of memory for them, the index comes without. */
+  raw = fx_plain_bytes(&len);
+  bool with = false, without = false;
+  for (long n = 0; n < 100 && !with; n++) {
+    a = sp_arena_create(0);
+    sp_alloc_set_fail_after(n);
+    int rc = sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, err,
+                                    sizeof(err));
+    sp_alloc_set_fail_after(-1);
+    if (rc == 0) {
+      assert_index_matches(&w, raw, len);
+      if (w.plabels != NULL) {
+        with = true;
+        if (w.has_keys)
+          assert_keys_exact(&w);
+      } else {
+        without = true;
+      }
+    } else {
+      assert_int_equal(rc, SP_ENOMEM);
+    }
+    sp_arena_destroy(a);
+  }
+  assert_true(with);
+  assert_true(without);
   free(raw);
 }
 
@@ -1005,6 +1302,9 @@ int main(void) {
       cmocka_unit_test(test_validate_framing),
       cmocka_unit_test(test_validate_mutations),
       cmocka_unit_test(test_index_enomem),
+      cmocka_unit_test(test_predecoded_labels),
+      cmocka_unit_test(test_splice_indexed),
+      cmocka_unit_test(test_keys_overflow),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

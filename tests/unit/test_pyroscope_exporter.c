@@ -32,6 +32,7 @@
 #include "pipeline/error.h"
 #include "pipeline/log.h"
 #include "pipeline/pprof.h"
+#include "pipeline/pprofwire.h"
 #include "pipeline/telemetry.h"
 #include "pipeline/transport/http_server.h"
 #include "support/exporter_fixture.h"
@@ -709,6 +710,99 @@ static void test_prepare_wire_unchanged_and_fixed(void **state) {
   free(sent[1].bytes);
 }
 
+
+/* Indexes item @p i of @p b as the receiver does (labels pre-decoded, keys summarised). */
+static sp_pprof_wire_t *index_with_keys(sp_profiles_t *b, size_t i) {
+  sp_pprof_wire_t *w = sp_arena_alloc(b->arena, sizeof(*w));
+  assert_non_null(w);
+  assert_int_equal(sp_pprof_wire_index_ex(b->arena, b->items[i].raw, b->items[i].raw_len,
+                                          SP_PW_VALIDATE | SP_PW_LABELS, w, NULL, 0),
+                   0);
+  assert_true(w->has_keys);
+  b->items[i].wire = w;
+  return w;
+}
+
+/*
+ * With a key summary in the index, the exporter takes the sample label keys
+ * from it (no pass over the samples) — but only when no key has a value
+ * longer than max_label_value_length; then it reads the samples as before.
+ * Same results either way; a forged summary shows which path ran.
+ */
+static void test_prepare_key_summary(void **state) {
+  (void)state;
+  static const tlabel_t l0[] = {{"span_id", SPAN_ID, 0}, {"bad key!", "v", 0}};
+  static const tlabel_t l1[] = {{"span_id", SPAN_ID, 0}, {"thread", "main", 0}};
+  static const tlabel_t longv[] = {{"thread", "0123456789012345678901234567890123456789", 0}};
+  const tsample_t smp[2] = {{l0, 2}, {l1, 2}};
+  const tsample_t smp_long[2] = {{l1, 2}, {longv, 1}};
+  static const char *const a[] = {"service_name", "svc", NULL};
+  sent_t sent[2];
+  sp_profiles_t *b = sp_profiles_create();
+  assert_non_null(b);
+  add_profile(b, a, 1000000000LL, smp, 2, true, &sent[0]);
+  add_profile(b, a, 1000000000LL, smp_long, 2, true, &sent[1]);
+  sp_pyroscope_rules_t rules = {.span_name_label = true, .max_value_len = 32};
+  char err[128];
+  for (size_t item = 0; item < 2; item++) {
+    /* Without, then with the summary: the same output. */
+    sp_pyroscope_prepared_t out[2];
+    sp_pyroscope_drops_t drops[2];
+    sp_arena_t *arenas[2];
+    for (int with = 0; with < 2; with++) {
+      if (with) index_with_keys(b, item);
+      arenas[with] = sp_arena_create(0);
+      memset(&drops[with], 0, sizeof(drops[with]));
+      assert_int_equal(sp_pyroscope_prepare(&rules, b, &b->items[item], arenas[with], &out[with],
+                                            &drops[with], err, sizeof(err)),
+                       0);
+    }
+    assert_true(out[0].modified); /* "bad key!" renamed / the long value dropped */
+    assert_int_equal(out[0].modified, out[1].modified);
+    assert_int_equal(out[0].pprof_len, out[1].pprof_len);
+    assert_memory_equal(out[0].pprof, out[1].pprof, out[0].pprof_len);
+    assert_int_equal(out[0].n_labels, out[1].n_labels);
+    assert_memory_equal(&drops[0], &drops[1], sizeof(drops[0]));
+    sp_arena_destroy(arenas[0]);
+    sp_arena_destroy(arenas[1]);
+  }
+  /* A forged, empty summary: believed when no value is long (nothing to fix, bytes as they are)… */
+  sp_pprof_wire_t *w = index_with_keys(b, 0);
+  w->n_keys = 0;
+  sp_arena_t *arena = sp_arena_create(0);
+  sp_pyroscope_prepared_t out;
+  sp_pyroscope_drops_t drops;
+  memset(&drops, 0, sizeof(drops));
+  assert_int_equal(
+      sp_pyroscope_prepare(&rules, b, &b->items[0], arena, &out, &drops, err, sizeof(err)), 0);
+  assert_false(out.modified);
+  assert_ptr_equal(out.pprof, b->items[0].raw);
+  sp_arena_destroy(arena);
+  /* …and not when it says some value is long: the samples are read, "thread"'s value dropped. */
+  w = index_with_keys(b, 1);
+  size_t k = 0;
+  while (k < w->n_keys && w->keys[k].max_len <= 32)
+    k++;
+  assert_true(k < w->n_keys); /* "thread" */
+  w->keys += k; /* the summary names that key only: were it believed, nothing would change */
+  w->n_keys = 1;
+  arena = sp_arena_create(0);
+  memset(&drops, 0, sizeof(drops));
+  assert_int_equal(
+      sp_pyroscope_prepare(&rules, b, &b->items[1], arena, &out, &drops, err, sizeof(err)), 0);
+  assert_true(out.modified);
+  Perftools__Profiles__Profile *p =
+      perftools__profiles__profile__unpack(NULL, out.pprof_len, out.pprof);
+  assert_non_null(p);
+  assert_null(sample_label(p, p->sample[1], "thread"));
+  assert_string_equal(sample_label(p, p->sample[0], "thread"), "main");
+  perftools__profiles__profile__free_unpacked(p, NULL);
+  sp_arena_destroy(arena);
+  sp_profiles_unref(b);
+  free(sent[0].bytes);
+  free(sent[1].bytes);
+}
+
 static void test_push_series_and_bytes(void **state) {
   fx_t *fx = *state;
   server_start(&fx->srv, &fx->loop, 0);
@@ -1295,6 +1389,7 @@ int main(void) {
       cmocka_unit_test(test_prepare_duplicates),
       cmocka_unit_test(test_prepare_oom),
       cmocka_unit_test(test_prepare_wire_unchanged_and_fixed),
+      cmocka_unit_test(test_prepare_key_summary),
       cmocka_unit_test_setup_teardown(test_push_series_and_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_push_uncompressed_tenant_and_time, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_mode, setup, teardown),
