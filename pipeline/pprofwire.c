@@ -976,6 +976,13 @@ static int sp__reserve(uint8_t **buf, size_t *cap, size_t len, size_t n) {
   return 0;
 }
 
+/* Up to this many samples, the first sp_pprof_splice_labels sizes the scratch for all. */
+#define SP__FIRST_SAMPLES 16384
+
+static size_t sp__first_samples(const sp_pprof_splice_t *sp) {
+  return sp->w->n_samples < SP__FIRST_SAMPLES ? sp->w->n_samples : SP__FIRST_SAMPLES;
+}
+
 void sp_pprof_splice_init(sp_pprof_splice_t *sp, const sp_pprof_wire_t *w) {
   memset(sp, 0, sizeof(*sp));
   sp->w = w;
@@ -999,25 +1006,40 @@ int64_t sp_pprof_splice_string(sp_pprof_splice_t *sp, const char *s, size_t len)
   return (int64_t)(sp->w->n_strings + sp->n_new_strings - 1);
 }
 
-/* A Label as Sample field 3, fields equal to zero omitted (as protobuf writes them). */
+/*
+ * A Label as Sample field 3, fields equal to zero omitted (as protobuf
+ * writes them), in one pass: the body (4 varints, at most 44 bytes) always
+ * fits a one-byte length. @p out has room for SP__LABEL_MAX bytes.
+ */
+#define SP__LABEL_MAX (2 + 4 * 11)
+
 static size_t sp__label_encode(uint8_t *out, const sp_pw_label_t *l) {
   const int64_t v[4] = {l->key, l->str, l->num, l->num_unit};
-  size_t body = 0;
-  for (int i = 0; i < 4; i++)
-    if (v[i] != 0)
-      body += 1 + sp__varint_size((uint64_t)v[i]);
-  if (out == NULL)
-    return 1 + sp__varint_size(body) + body;
-  uint8_t *p = out;
-  *p++ = (3 << 3) | 2;
-  p = sp__put_varint(p, body);
+  uint8_t *p = out + 2;
   for (int i = 0; i < 4; i++) {
     if (v[i] != 0) {
       *p++ = (uint8_t)(((i + 1) << 3) | 0);
       p = sp__put_varint(p, (uint64_t)v[i]);
     }
   }
+  out[0] = (3 << 3) | 2;
+  out[1] = (uint8_t)(p - out - 2);
   return (size_t)(p - out);
+}
+
+/* An added label as sp_pw_plabel_t; false when it does not fit one. */
+static bool sp__plabel_of(const sp_pw_label_t *l, sp_pw_plabel_t *out) {
+  if (l->key < 0 || l->key >= (int64_t)SP_PW_PLABEL_NUM || l->num_unit != 0)
+    return false;
+  if (l->num == 0 && l->str >= 0 && l->str <= (int64_t)UINT32_MAX) {
+    *out = (sp_pw_plabel_t){(uint32_t)l->key, (uint32_t)l->str};
+    return true;
+  }
+  if (l->str == 0 && l->num > 0 && l->num <= (int64_t)UINT32_MAX) {
+    *out = (sp_pw_plabel_t){(uint32_t)l->key | SP_PW_PLABEL_NUM, (uint32_t)l->num};
+    return true;
+  }
+  return false;
 }
 
 int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_label_t *labels,
@@ -1026,16 +1048,22 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
     return SP_EINVAL;
   if (n == 0)
     return 0;
-  size_t bytes = 0;
-  for (size_t i = 0; i < n; i++)
-    bytes += sp__label_encode(NULL, &labels[i]);
-  if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, bytes) != 0)
+  if (n > SIZE_MAX / SP__LABEL_MAX / 2)
+    return SP_ENOMEM;
+  /*
+   * The first call sizes the scratch for every sample getting as much (the
+   * join labels most samples alike), so it is not regrown sample by sample.
+   */
+  size_t want = n * SP__LABEL_MAX;
+  if (sp->label_cap == 0 && n <= 64 && sp->w->n_samples <= SP__FIRST_SAMPLES)
+    want += n * 16 * sp->w->n_samples; /* a label is some 8 to 12 bytes */
+  if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, want) != 0)
     return SP_ENOMEM;
   if (sp->n_add_labels + n > sp->cap_add_labels) {
-    size_t c = sp->cap_add_labels ? sp->cap_add_labels : 256;
+    size_t c = sp->cap_add_labels ? sp->cap_add_labels : n * (sp__first_samples(sp) + 1);
     while (c < sp->n_add_labels + n)
       c *= 2;
-    sp_pw_label_t *a = sp_realloc(sp->add_labels, c * sizeof(*a));
+    sp_pw_plabel_t *a = sp_realloc(sp->add_labels, c * sizeof(*a));
     if (a == NULL)
       return SP_ENOMEM;
     sp->add_labels = a;
@@ -1045,7 +1073,7 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
   struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
   if (last == NULL || last->sample != sample) {
     if (sp->n_adds == sp->cap_adds) {
-      size_t c = sp->cap_adds ? sp->cap_adds * 2 : 64;
+      size_t c = sp->cap_adds ? sp->cap_adds * 2 : sp__first_samples(sp) + 1;
       struct sp_pw_add_s *a = sp_realloc(sp->adds, c * sizeof(*a));
       if (a == NULL)
         return SP_ENOMEM;
@@ -1055,12 +1083,15 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
     last = &sp->adds[sp->n_adds++];
     *last = (struct sp_pw_add_s){sample, sp->label_len, 0, sp->n_add_labels, 0};
   }
-  memcpy(sp->add_labels + sp->n_add_labels, labels, n * sizeof(*labels));
+  for (size_t i = 0; i < n; i++)
+    if (!sp__plabel_of(&labels[i], &sp->add_labels[sp->n_add_labels + i]))
+      sp->add_unfit = true;
   sp->n_add_labels += n;
   last->lab_n += n;
   uint8_t *p = sp->label_bytes + sp->label_len;
+  size_t bytes = 0;
   for (size_t i = 0; i < n; i++)
-    p += sp__label_encode(p, &labels[i]);
+    bytes += sp__label_encode(p + bytes, &labels[i]);
   sp->label_len += bytes;
   last->len += bytes;
   return 0;
@@ -1142,28 +1173,13 @@ int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8
   return 0;
 }
 
-/* An added label as sp_pw_plabel_t; false when it does not fit one. */
-static bool sp__plabel_of(const sp_pw_label_t *l, sp_pw_plabel_t *out) {
-  if (l->key < 0 || l->key >= (int64_t)SP_PW_PLABEL_NUM || l->num_unit != 0)
-    return false;
-  if (l->num == 0 && l->str >= 0 && l->str <= (int64_t)UINT32_MAX) {
-    *out = (sp_pw_plabel_t){(uint32_t)l->key, (uint32_t)l->str};
-    return true;
-  }
-  if (l->str == 0 && l->num > 0 && l->num <= (int64_t)UINT32_MAX) {
-    *out = (sp_pw_plabel_t){(uint32_t)l->key | SP_PW_PLABEL_NUM, (uint32_t)l->num};
-    return true;
-  }
-  return false;
-}
-
 /* Pre-decoded labels of the output: each sample's old ones, then its added ones. */
 static int sp__splice_plabels(const sp_pprof_splice_t *sp, sp_arena_t *arena,
                               sp_pprof_wire_t *o) {
   const sp_pprof_wire_t *w = sp->w;
   size_t n_old = w->plabel_start[w->n_samples];
-  if (n_old + sp->n_add_labels > UINT32_MAX)
-    return 0;
+  if (sp->add_unfit || n_old + sp->n_add_labels > UINT32_MAX)
+    return 0; /* no pre-decoded labels for this output */
   sp_pw_plabel_t *pl = sp_arena_alloc(arena, (n_old + sp->n_add_labels + 1) * sizeof(*pl));
   uint32_t *st = sp_arena_alloc(arena, (w->n_samples + 1) * sizeof(*st));
   if (pl == NULL || st == NULL)
@@ -1177,10 +1193,10 @@ static int sp__splice_plabels(const sp_pprof_splice_t *sp, sp_arena_t *arena,
     for (size_t j = from; j <= s; j++)
       st[j] = (uint32_t)(w->plabel_start[j] - a + k);
     k += b - a;
-    for (; i < sp->n_adds && sp->adds[i].sample == s; i++)
-      for (size_t j = 0; j < sp->adds[i].lab_n; j++)
-        if (!sp__plabel_of(&sp->add_labels[sp->adds[i].lab_off + j], &pl[k++]))
-          return 0; /* no pre-decoded labels for this output */
+    for (; i < sp->n_adds && sp->adds[i].sample == s; i++) {
+      memcpy(pl + k, sp->add_labels + sp->adds[i].lab_off, sp->adds[i].lab_n * sizeof(*pl));
+      k += sp->adds[i].lab_n;
+    }
     from = s + 1;
   }
   size_t a = w->plabel_start[from];
@@ -1206,9 +1222,12 @@ static int sp__splice_keys(const sp_pprof_splice_t *sp, sp_arena_t *arena, sp_pp
     uint32_t pos = w->plabel_start[s + 1] - w->plabel_start[s]; /* after the sample's own */
     for (; i < sp->n_adds && sp->adds[i].sample == s; i++) {
       for (size_t j = 0; j < sp->adds[i].lab_n; j++, pos++) {
-        const sp_pw_label_t *l = &sp->add_labels[sp->adds[i].lab_off + j];
-        if (l->key <= 0 || l->str <= 0)
+        const sp_pw_plabel_t *pl = &sp->add_labels[sp->adds[i].lab_off + j];
+        if (pl->key == 0 || (pl->key & SP_PW_PLABEL_NUM) || pl->val == 0)
           continue;
+        const struct {
+          int64_t key, str;
+        } lv = {pl->key, pl->val}, *l = &lv;
         size_t e = 0;
         for (; e < n && keys[e].key != l->key; e++)
           ;

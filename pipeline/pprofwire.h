@@ -199,8 +199,9 @@ typedef struct sp_pprof_splice_s {
   size_t n_adds, cap_adds;
   uint8_t *label_bytes;
   size_t label_len, label_cap;
-  sp_pw_label_t *add_labels; /* the labels added, in call order (for the indexed finish) */
+  sp_pw_plabel_t *add_labels; /* the labels added, in call order (for the indexed finish) */
   size_t n_add_labels, cap_add_labels;
+  bool add_unfit; /* some added label does not fit sp_pw_plabel_t */
 } sp_pprof_splice_t;
 
 /** Starts a splice over @p w. Allocates nothing. */
