@@ -17,7 +17,12 @@
  *   are unique) and rejects malformed protobuf, so a receiver can accept a
  *   profile without decoding it, and later decodes cannot fail.
  * - reading a sample: its labels and values, decoded on the fly from the
- *   sample's bytes into caller buffers.
+ *   sample's bytes into caller buffers — or, for labels, copied from the
+ *   index when the validating pass kept them (SP_PW_LABELS: the receiver
+ *   validates on the thread pool, so the event loop reads arrays), along
+ *   with a summary of the label keys in use.
+ * - sp_pprof_splice_finish_indexed(): the splice's output comes with its
+ *   index (derived from the input's), so it is never indexed again.
  * - a splice builder: new strings are appended to the string table (they get
  *   the next indices; protobuf keeps repeated fields in order, so appending
  *   `string_table` fields at the end of the message is exactly appending to
