@@ -759,10 +759,25 @@ void sp__spj_traces(sp_spj_t *j, sp_traces_t *b, unsigned port, uint64_t now_ms)
 
 /* ---- profiles ----------------------------------------------------------------------------- */
 
+/*
+ * Span IDs found for this profile, direct-mapped: its samples name a few
+ * dozen spans, each many times, and a hit here skips the hash lookup's
+ * cache misses. An entry is trusted only while its span is live with that
+ * ID and service (checked through its generation), so nothing the join
+ * does between samples can make it wrong.
+ */
+#define SP_SPJ_IDCACHE 64
+
+typedef struct sp_spj_idc_s {
+  uint64_t id; /* 0: empty (span IDs are never 0) */
+  sp_spj_ref_t ref;
+} sp_spj_idc_t;
+
 typedef struct sp_spj_pinfo_s {
   sp_spj_pctx_t c;
   sp_spj_str_t *svc; /* not referenced: looked up only */
   uint32_t proc;
+  sp_spj_idc_t idc[SP_SPJ_IDCACHE];
 } sp_spj_pinfo_t;
 
 /* Sets up reading @p p (wire index @p w); free pi->c with sp__spj_pctx_free. */
@@ -782,13 +797,26 @@ static void sp__pinfo(sp_spj_t *j, const char *tenant, sp_profile_t *p, const sp
     if (sp__build_key(j, tenant, s, sp__prof_get, p, keybuf[s], SP_SPJ_KEY_MAX))
       keys[s] = keybuf[s];
   pi->proc = sp__spj_process(j->ix, keys, j->n_sets, false);
+  memset(pi->idc, 0, sizeof(pi->idc));
+}
+
+/* sp__spj_lookup through the profile's cache. */
+static uint32_t sp__lookup_cached(sp_spj_t *j, sp_spj_pinfo_t *pi, uint64_t id) {
+  sp_spj_idc_t *c = &pi->idc[(id * 0x9e3779b97f4a7c15ULL) >> 58];
+  if (c->id == id) {
+    sp_spj_span_t *e = sp__spj_deref(j->ix, c->ref);
+    if (e != NULL && e->span_id == id && e->svc == pi->svc) return c->ref.idx;
+  }
+  uint32_t idx = sp__spj_lookup(j->ix, pi->svc, id);
+  if (idx != SP_SPJ_NONE)
+    *c = (sp_spj_idc_t){.id = id, .ref = {idx, sp__spj_at(j->ix, idx)->gen}};
+  return idx;
 }
 
 /* Resolves one sample against what is known now. */
-static int sp__resolve(sp_spj_t *j, const sp_spj_pinfo_t *pi, const sp_spj_skey_t *k,
-                       uint32_t *idx) {
+static int sp__resolve(sp_spj_t *j, sp_spj_pinfo_t *pi, const sp_spj_skey_t *k, uint32_t *idx) {
   if (k->has_id) {
-    *idx = sp__spj_lookup(j->ix, pi->svc, k->span_id);
+    *idx = sp__lookup_cached(j, pi, k->span_id);
     if (*idx != SP_SPJ_NONE) return SP_SPJ_JOINED_ID;
     return sp__spj_recently_removed(j->ix, pi->svc, k->span_id) ? SP_SPJ_R_EXPIRED
                                                                 : SP_SPJ_R_NO_SPAN;
