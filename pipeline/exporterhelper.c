@@ -59,11 +59,29 @@ static const sp_cfg_field_t sp__queue_fields[] = {
      .def = "64MiB"},
 };
 
+/*
+ * With `sizer: bytes` the default queue_size (1000, meant as requests) would
+ * be a 1000-byte queue, i.e. one request at a time: unless queue_size is
+ * given, the byte bound is max_queued_bytes (or its default when that is 0).
+ */
+static int sp__queue_validate(void *cfg, const sp_node_t *node, const char *path,
+                              sp_errors_t *errs) {
+  (void)path;
+  (void)errs;
+  sp_exporterhelper_queue_cfg_t *q = cfg;
+  if (q->sizer == SP_EXPORTERHELPER_SIZER_BYTES && sp_node_get(node, "queue_size") == NULL) {
+    uint64_t b = q->max_queued_bytes > 0 ? q->max_queued_bytes
+                                         : SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES;
+    q->queue_size = b > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)b;
+  }
+  return 0;
+}
+
 const sp_cfg_schema_t sp_exporterhelper_queue_schema = {
     .fields = sp__queue_fields,
     .n_fields = sizeof(sp__queue_fields) / sizeof(sp__queue_fields[0]),
     .size = sizeof(sp_exporterhelper_queue_cfg_t),
-    .validate = NULL,
+    .validate = sp__queue_validate,
 };
 
 static int sp__retry_validate(void *cfg, const sp_node_t *node, const char *path,

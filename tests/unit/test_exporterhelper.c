@@ -832,6 +832,14 @@ static void test_schema(void **state) {
   assert_int_equal(decode("sending_queue: {max_queued_bytes: 0}\n", &h, &errs), 0);
   assert_int_equal(h.q.max_queued_bytes, 0);
   assert_int_equal(errs.n, 0);
+  /* sizer: bytes without a queue_size: the byte bound, not 1000 bytes. */
+  assert_int_equal(decode("sending_queue: {sizer: bytes, max_queued_bytes: 8MiB}\n", &h, &errs), 0);
+  assert_int_equal(h.q.queue_size, 8 << 20);
+  assert_int_equal(decode("sending_queue: {sizer: bytes, max_queued_bytes: 0}\n", &h, &errs), 0);
+  assert_int_equal(h.q.queue_size, 64 << 20);
+  assert_int_equal(decode("sending_queue: {sizer: items}\n", &h, &errs), 0);
+  assert_int_equal(h.q.queue_size, 1000);
+  assert_int_equal(errs.n, 0);
 
   assert_int_equal(decode("sending_queue: {num_consumers: 0, sizer: pages}\n", &h, &errs),
                    SP_ECONFIG);
