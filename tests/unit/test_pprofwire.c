@@ -1249,6 +1249,64 @@ static void test_keys_overflow(void **state) {
   free(raw);
 }
 
+
+/* Samples of every payload length from 0 to 90 bytes, each given 1 to 9 labels: the splice's
+ * short copies are exact at every size (checked against protobuf-c's decode). */
+static void test_splice_every_size(void **state) {
+  (void)state;
+  enum { N = 91 };
+  Perftools__Profiles__Profile p;
+  perftools__profiles__profile__init(&p);
+  char *strs[] = {"", "k", "v"};
+  p.string_table = strs;
+  p.n_string_table = 3;
+  static Perftools__Profiles__Sample smp[N], *sp_[N];
+  static uint64_t ids[N][N];
+  for (size_t i = 0; i < N; i++) {
+    perftools__profiles__sample__init(&smp[i]);
+    /* packed location_id: a 1-byte key, 1-byte length, i - 2 one-byte IDs (none for i < 2) */
+    smp[i].n_location_id = i >= 2 ? i - 2 : 0;
+    for (size_t j = 0; j < smp[i].n_location_id; j++)
+      ids[i][j] = 0; /* no locations: the index need not validate */
+    smp[i].location_id = ids[i];
+    sp_[i] = &smp[i];
+  }
+  p.sample = sp_;
+  p.n_sample = N;
+  size_t len;
+  uint8_t *raw = pack(&p, &len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index(a, raw, len, false, &w, NULL, 0), 0);
+  sp_pprof_splice_t spl;
+  sp_pprof_splice_init(&spl, &w);
+  sp_pw_label_t l[9];
+  for (size_t j = 0; j < 9; j++)
+    l[j] = (sp_pw_label_t){1, 2, 0, 0};
+  for (size_t i = 0; i < N; i++)
+    assert_int_equal(sp_pprof_splice_labels(&spl, i, l, 1 + i % 9), 0);
+  const uint8_t *out;
+  size_t out_len;
+  sp_pprof_wire_t wo;
+  assert_int_equal(sp_pprof_splice_finish_indexed(&spl, a, &out, &out_len, &wo), 0);
+  sp_pprof_splice_free(&spl);
+  Perftools__Profiles__Profile *d = perftools__profiles__profile__unpack(NULL, out_len, out);
+  assert_non_null(d);
+  assert_int_equal(d->n_sample, N);
+  for (size_t i = 0; i < N; i++) {
+    assert_int_equal(d->sample[i]->n_location_id, smp[i].n_location_id);
+    assert_int_equal(d->sample[i]->n_label, 1 + i % 9);
+    for (size_t j = 0; j < d->sample[i]->n_label; j++) {
+      assert_int_equal(d->sample[i]->label[j]->key, 1);
+      assert_int_equal(d->sample[i]->label[j]->str, 2);
+    }
+  }
+  perftools__profiles__profile__free_unpacked(d, NULL);
+  assert_index_matches(&wo, out, out_len);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
 static void test_index_enomem(void **state) {
   (void)state;
   size_t len;
@@ -1305,6 +1363,7 @@ int main(void) {
       cmocka_unit_test(test_predecoded_labels),
       cmocka_unit_test(test_splice_indexed),
       cmocka_unit_test(test_keys_overflow),
+      cmocka_unit_test(test_splice_every_size),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
