@@ -1307,6 +1307,52 @@ static void test_splice_every_size(void **state) {
   free(raw);
 }
 
+
+/* A batch's pre-decoded labels and key summary: set_raw_indexed installs a splice's index, a
+ * writable copy gets its own copy of them (in its own arena), equal to the original. */
+static void test_batch_wire_labels(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_plain_bytes(&len);
+  sp_profiles_t *b = sp_profiles_create();
+  sp_profile_t *p = sp_profiles_add(b, NULL, 0, 0, 0, raw, len);
+  assert_non_null(p);
+  sp_pprof_wire_t *w = sp_arena_alloc(b->arena, sizeof(*w));
+  assert_non_null(w);
+  assert_int_equal(sp_pprof_wire_index_ex(b->arena, p->raw, p->raw_len,
+                                          SP_PW_VALIDATE | SP_PW_LABELS, w, NULL, 0),
+                   0);
+  p->wire = w;
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, w);
+  int64_t k = sp_pprof_splice_string(&sp, "span_name", 9);
+  sp_pw_label_t l = {k, k, 0, 0};
+  assert_int_equal(sp_pprof_splice_labels(&sp, 1, &l, 1), 0);
+  const uint8_t *out;
+  size_t out_len;
+  sp_pprof_wire_t *nw = sp_arena_alloc(b->arena, sizeof(*nw));
+  assert_non_null(nw);
+  assert_int_equal(sp_pprof_splice_finish_indexed(&sp, b->arena, &out, &out_len, nw), 0);
+  sp_pprof_splice_free(&sp);
+  sp_profile_set_raw_indexed(p, out, out_len, nw);
+  assert_ptr_equal(sp_profile_wire(b, p), nw); /* installed, not rebuilt */
+  assert_non_null(nw->plabels);
+  assert_true(nw->has_keys);
+  sp_profiles_t *shared = sp_profiles_ref(b);
+  assert_int_equal(sp_profiles_writable(&shared), 0);
+  assert_ptr_not_equal(shared, b);
+  const sp_pprof_wire_t *cw = shared->items[0].wire;
+  assert_non_null(cw);
+  assert_ptr_equal(cw->raw, shared->items[0].raw);
+  assert_ptr_not_equal(cw->plabels, nw->plabels);
+  assert_ptr_not_equal(cw->plabel_start, nw->plabel_start);
+  assert_ptr_not_equal(cw->keys, nw->keys);
+  assert_same_index(cw, nw);
+  sp_profiles_unref(shared);
+  sp_profiles_unref(b);
+  free(raw);
+}
+
 static void test_index_enomem(void **state) {
   (void)state;
   size_t len;
@@ -1364,6 +1410,7 @@ int main(void) {
       cmocka_unit_test(test_splice_indexed),
       cmocka_unit_test(test_keys_overflow),
       cmocka_unit_test(test_splice_every_size),
+      cmocka_unit_test(test_batch_wire_labels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
