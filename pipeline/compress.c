@@ -509,7 +509,8 @@ int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_b
 /* --- encoding ------------------------------------------------------------ */
 
 /* zlib: levels 0 (stored) and 4-9. */
-static int zlib_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int level, sp_buf_t *out) {
+static int zlib_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int level,
+                         sp_buf_t *out) {
   int wbits = enc == SP_ENC_GZIP ? 15 + 16 : enc == SP_ENC_DEFLATE ? 15 : -15;
   z_stream zs;
   memset(&zs, 0, sizeof zs);
@@ -567,7 +568,8 @@ static size_t isal_level_buf_size(int level, size_t len) {
 }
 
 /* ISA-L: levels 1-3. */
-static int isal_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int level, sp_buf_t *out) {
+static int isal_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int level,
+                         sp_buf_t *out) {
   size_t zs_size = (sizeof(struct isal_zstream) + 63) & ~(size_t)63;
   size_t lvl_size = isal_level_buf_size(level, len);
   uint8_t *mem = sp_malloc(zs_size + lvl_size);
@@ -577,7 +579,9 @@ static int isal_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int l
   zs->level = (uint32_t)level;
   zs->level_buf = mem + zs_size;
   zs->level_buf_size = (uint32_t)lvl_size;
-  zs->gzip_flag = enc == SP_ENC_GZIP ? IGZIP_GZIP : enc == SP_ENC_DEFLATE ? IGZIP_ZLIB : IGZIP_DEFLATE;
+  zs->gzip_flag = enc == SP_ENC_GZIP      ? IGZIP_GZIP
+                  : enc == SP_ENC_DEFLATE ? IGZIP_ZLIB
+                                          : IGZIP_DEFLATE;
   zs->flush = NO_FLUSH;
   /* Profiles and spans deflate 3-5x: start at half and grow by halves. */
   int rc = sp_buf_reserve(out, len / 2 + 1024);

@@ -109,7 +109,7 @@ typedef struct sp_inflater_s sp_inflater_t;
  */
 int sp_inflater_create(sp_encoding_t enc, size_t limit, sp_inflater_t **out);
 
-/** Prepares for a new stream with encoding @p enc and @p limit; keeps the inflate state's memory. */
+/** Prepares for a new stream with encoding @p enc and @p limit; keeps the inflate state. */
 void sp_inflater_reset(sp_inflater_t *self, sp_encoding_t enc, size_t limit);
 
 /**

@@ -70,8 +70,8 @@ static int sp__queue_validate(void *cfg, const sp_node_t *node, const char *path
   (void)errs;
   sp_exporterhelper_queue_cfg_t *q = cfg;
   if (q->sizer == SP_EXPORTERHELPER_SIZER_BYTES && sp_node_get(node, "queue_size") == NULL) {
-    uint64_t b = q->max_queued_bytes > 0 ? q->max_queued_bytes
-                                         : SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES;
+    uint64_t b =
+        q->max_queued_bytes > 0 ? q->max_queued_bytes : SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES;
     q->queue_size = b > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)b;
   }
   return 0;

@@ -35,8 +35,8 @@ static void sp__set_meta(sp_arena_t *arena, sp_meta_t *meta, const char *tenant,
 
 /* *@p owned (may be NULL): the body's storage, taken over by the batch when it wraps the bytes. */
 static void sp__ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,
-                              size_t len, bool json, const char *tenant,
-                              const char *authorization, sp_otlp_result_t *res, uint8_t **owned) {
+                              size_t len, bool json, const char *tenant, const char *authorization,
+                              sp_otlp_result_t *res, uint8_t **owned) {
   memset(res, 0, sizeof(*res));
   sp_traces_t *batch = NULL;
   if (self->next_traces == NULL) {
@@ -76,8 +76,8 @@ static void sp__ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
   } else {
     /* Without a copy the batch takes the storage, and frees it on failure too. */
     bool take = owned != NULL && *owned != NULL;
-    int rc = sp_traces_from_proto(take ? *owned : (uint8_t *)body, len, !take, &batch,
-                                  res->message, sizeof(res->message));
+    int rc = sp_traces_from_proto(take ? *owned : (uint8_t *)body, len, !take, &batch, res->message,
+                                  sizeof(res->message));
     if (take) *owned = NULL;
     if (rc != 0) {
       /* Out of memory is retryable; a request over the decode budget is too large. */
@@ -129,8 +129,8 @@ static void sp__ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const
 }
 
 void sp__otlp_ingest_traces(sp_otlp_t *self, const sp_otlp_metrics_t *m, const uint8_t *body,
-                            size_t len, bool json, const char *tenant,
-                            const char *authorization, sp_otlp_result_t *res) {
+                            size_t len, bool json, const char *tenant, const char *authorization,
+                            sp_otlp_result_t *res) {
   sp__ingest_traces(self, m, body, len, json, tenant, authorization, res, NULL);
 }
 

@@ -58,9 +58,13 @@ static char *fmt(sp_arena_t *a, const char *f, const char *x, const char *y, siz
 
 static uint8_t *make_pprof(size_t *len) {
   enum { N_FUNCS = 480, N_SAMPLES = 1500 };
-  static const char *const pkgs[] = {"github.com/acme/shop/internal/orders", "github.com/acme/shop/internal/cart",
-                                     "github.com/jackc/pgx/v5/pgconn", "encoding/json", "runtime",
-                                     "net/http", "google.golang.org/grpc/internal/transport",
+  static const char *const pkgs[] = {"github.com/acme/shop/internal/orders",
+                                     "github.com/acme/shop/internal/cart",
+                                     "github.com/jackc/pgx/v5/pgconn",
+                                     "encoding/json",
+                                     "runtime",
+                                     "net/http",
+                                     "google.golang.org/grpc/internal/transport",
                                      "github.com/acme/shop/internal/payments"};
   static const char *const nouns[] = {"Order", "Cart", "Conn", "Buffer", "State", "Decoder"};
   sp_arena_t *a = sp_arena_create(1 << 20);
@@ -69,8 +73,8 @@ static uint8_t *make_pprof(size_t *len) {
   size_t ns = 0;
 #define STR(s) (st[ns] = (s), (int64_t)ns++)
   STR("");
-  int64_t s_samples = STR("samples"), s_count = STR("count"), s_cpu = STR("cpu"), s_ns = STR("nanoseconds"),
-          s_span = STR("span_id");
+  int64_t s_samples = STR("samples"), s_count = STR("count"), s_cpu = STR("cpu"),
+          s_ns = STR("nanoseconds"), s_span = STR("span_id");
   Perftools__Profiles__ValueType vt[3] = {PERFTOOLS__PROFILES__VALUE_TYPE__INIT,
                                           PERFTOOLS__PROFILES__VALUE_TYPE__INIT,
                                           PERFTOOLS__PROFILES__VALUE_TYPE__INIT};
@@ -89,7 +93,8 @@ static uint8_t *make_pprof(size_t *len) {
     perftools__profiles__location__init(l);
     perftools__profiles__line__init(ln);
     f->id = l->id = ln->function_id = i + 1;
-    f->name = f->system_name = STR(fmt(a, "%s.(*%s).Handle%zu", pkgs[i % 8], nouns[(i / 8) % 6], i));
+    f->name = f->system_name =
+        STR(fmt(a, "%s.(*%s).Handle%zu", pkgs[i % 8], nouns[(i / 8) % 6], i));
     f->filename = STR(fmt(a, "/src/%s/%s%zu.go", pkgs[i % 8], nouns[(i / 8) % 6], i % 7));
     ln->line = (int64_t)(20 + rnd() % 900);
     lines[0] = ln;
@@ -106,7 +111,8 @@ static uint8_t *make_pprof(size_t *len) {
     s->location_id = sp_arena_alloc(a, depth * sizeof(uint64_t));
     uint64_t stack = rnd() % 420; /* stacks repeat, with different leaves */
     for (size_t k = 0; k < depth; k++)
-      s->location_id[k] = k + 1 == depth ? 1 + rnd() % N_FUNCS : 1 + (stack * 31 + k * 17) % N_FUNCS;
+      s->location_id[k] =
+          k + 1 == depth ? 1 + rnd() % N_FUNCS : 1 + (stack * 31 + k * 17) % N_FUNCS;
     s->n_location_id = depth;
     s->value = sp_arena_alloc(a, 2 * sizeof(int64_t));
     s->value[0] = 1 + (int64_t)(rnd() % 3), s->value[1] = s->value[0] * 10000000;
@@ -156,16 +162,21 @@ static kv_t *kv(sp_arena_t *a, const char *k, const char *s, int64_t i) {
 
 static uint8_t *make_traces(size_t n, size_t *len) {
   sp_arena_t *a = sp_arena_create(1 << 20);
-  sp_otlp_traces_req_t req = OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
-  Opentelemetry__Proto__Trace__V1__ResourceSpans rs = OPENTELEMETRY__PROTO__TRACE__V1__RESOURCE_SPANS__INIT;
-  Opentelemetry__Proto__Resource__V1__Resource res = OPENTELEMETRY__PROTO__RESOURCE__V1__RESOURCE__INIT;
-  Opentelemetry__Proto__Trace__V1__ScopeSpans ss = OPENTELEMETRY__PROTO__TRACE__V1__SCOPE_SPANS__INIT;
+  sp_otlp_traces_req_t req =
+      OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
+  Opentelemetry__Proto__Trace__V1__ResourceSpans rs =
+      OPENTELEMETRY__PROTO__TRACE__V1__RESOURCE_SPANS__INIT;
+  Opentelemetry__Proto__Resource__V1__Resource res =
+      OPENTELEMETRY__PROTO__RESOURCE__V1__RESOURCE__INIT;
+  Opentelemetry__Proto__Trace__V1__ScopeSpans ss =
+      OPENTELEMETRY__PROTO__TRACE__V1__SCOPE_SPANS__INIT;
   Opentelemetry__Proto__Common__V1__InstrumentationScope scope =
       OPENTELEMETRY__PROTO__COMMON__V1__INSTRUMENTATION_SCOPE__INIT;
-  static const char *const rkeys[10] = {"service.name", "service.namespace", "service.version",
-                                        "service.instance.id", "deployment.environment.name",
-                                        "host.name", "process.pid", "telemetry.sdk.name",
-                                        "telemetry.sdk.language", "telemetry.sdk.version"};
+  static const char *const rkeys[10] = {
+      "service.name",         "service.namespace",           "service.version",
+      "service.instance.id",  "deployment.environment.name", "host.name",
+      "process.pid",          "telemetry.sdk.name",          "telemetry.sdk.language",
+      "telemetry.sdk.version"};
   kv_t *rattrs[10];
   for (int i = 0; i < 10; i++)
     rattrs[i] = i == 6 ? kv(a, rkeys[i], NULL, 4242) : kv(a, rkeys[i], "shop-api-production-1", 0);
@@ -300,33 +311,33 @@ static void bench(const char *name, const uint8_t *raw, size_t len, const sp_buf
   double to3 = run(OP_OURS_GZIP, 3, raw, len, len, &o3);
   double tz6 = run(OP_ZLIB_GZIP, 6, raw, len, len, &z6);
   printf("  gzip  zlib  level 1 %8.1f us  %7zu bytes\n", tz1, z1);
-  printf("  gzip  ours  level 1 %8.1f us  %7zu bytes   time x%.2f of zlib-1, bytes x%.3f\n", to1, o1,
-         to1 / tz1, (double)o1 / (double)z1);
-  printf("  gzip  ours  level 2 %8.1f us  %7zu bytes   time x%.2f, bytes x%.3f\n", to2, o2, to2 / tz1,
-         (double)o2 / (double)z1);
-  printf("  gzip  ours  level 3 %8.1f us  %7zu bytes   time x%.2f, bytes x%.3f\n", to3, o3, to3 / tz1,
-         (double)o3 / (double)z1);
-  printf("  gzip  zlib  level 6 %8.1f us  %7zu bytes   time x%.2f, bytes x%.3f\n", tz6, z6, tz6 / tz1,
-         (double)z6 / (double)z1);
+  printf("  gzip  ours  level 1 %8.1f us  %7zu bytes   time x%.2f of zlib-1, bytes x%.3f\n", to1,
+         o1, to1 / tz1, (double)o1 / (double)z1);
+  printf("  gzip  ours  level 2 %8.1f us  %7zu bytes   time x%.2f, bytes x%.3f\n", to2, o2,
+         to2 / tz1, (double)o2 / (double)z1);
+  printf("  gzip  ours  level 3 %8.1f us  %7zu bytes   time x%.2f, bytes x%.3f\n", to3, o3,
+         to3 / tz1, (double)o3 / (double)z1);
+  printf("  gzip  zlib  level 6 %8.1f us  %7zu bytes   time x%.2f, bytes x%.3f\n", tz6, z6,
+         tz6 / tz1, (double)z6 / (double)z1);
   /* inflate what a zlib-1 sender uploads, and what ours at level 1 sends */
   sp_buf_t gz;
   sp_buf_init(&gz, 0);
   zlib_gzip(raw, len, 1, &gz);
   double tzi = run(OP_ZLIB_GUNZIP, 0, gz.data, gz.len, len, &dummy);
   double toi = run(OP_OURS_GUNZIP, 0, gz.data, gz.len, len, &dummy);
-  printf("  gunzip zlib-1 upload (%zu B): zlib %7.1f us, ours %7.1f us   time x%.2f\n", gz.len, tzi, toi,
-         toi / tzi);
+  printf("  gunzip zlib-1 upload (%zu B): zlib %7.1f us, ours %7.1f us   time x%.2f\n", gz.len, tzi,
+         toi, toi / tzi);
   gz.len = 0;
   sp_gzip_compress(raw, len, 1, &gz);
   tzi = run(OP_ZLIB_GUNZIP, 0, gz.data, gz.len, len, &dummy);
   toi = run(OP_OURS_GUNZIP, 0, gz.data, gz.len, len, &dummy);
-  printf("  gunzip ours-1 upload (%zu B): zlib %7.1f us, ours %7.1f us   time x%.2f\n", gz.len, tzi, toi,
-         toi / tzi);
+  printf("  gunzip ours-1 upload (%zu B): zlib %7.1f us, ours %7.1f us   time x%.2f\n", gz.len, tzi,
+         toi, toi / tzi);
   if (file_gz) { /* the capture as it was uploaded */
     tzi = run(OP_ZLIB_GUNZIP, 0, file_gz->data, file_gz->len, len, &dummy);
     toi = run(OP_OURS_GUNZIP, 0, file_gz->data, file_gz->len, len, &dummy);
-    printf("  gunzip the file itself (%zu B): zlib %7.1f us, ours %7.1f us   time x%.2f\n", file_gz->len, tzi,
-           toi, toi / tzi);
+    printf("  gunzip the file itself (%zu B): zlib %7.1f us, ours %7.1f us   time x%.2f\n",
+           file_gz->len, tzi, toi, toi / tzi);
   }
   sp_buf_free(&gz);
 }

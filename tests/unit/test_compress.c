@@ -32,9 +32,18 @@ static uint8_t *make_text(size_t n) {
 
 /* Text with repeats (words, like labels and attribute keys): LZ77 has matches to find. */
 static uint8_t *make_words(size_t n) {
-  static const char *const w[] = {"service.name", "span_id", "GET /api/v1/orders", "db.system",
-                                  "net/http.(*conn).serve", "runtime.mallocgc", "process_cpu",
-                                  "nanoseconds", "samples", "shop-api", "main.handler", "42"};
+  static const char *const w[] = {"service.name",
+                                  "span_id",
+                                  "GET /api/v1/orders",
+                                  "db.system",
+                                  "net/http.(*conn).serve",
+                                  "runtime.mallocgc",
+                                  "process_cpu",
+                                  "nanoseconds",
+                                  "samples",
+                                  "shop-api",
+                                  "main.handler",
+                                  "42"};
   uint8_t *p = malloc(n + 64);
   uint32_t x = 777;
   size_t i = 0;
@@ -302,11 +311,12 @@ static void test_out_of_memory(void **state) {
   free(text);
 }
 
-
 /* ---- cross-compatibility with zlib, used directly -------------------------- */
 
 static const sp_encoding_t k_encs[3] = {SP_ENC_GZIP, SP_ENC_DEFLATE, SP_ENC_RAW_DEFLATE};
-static int wbits_of(sp_encoding_t e) { return e == SP_ENC_GZIP ? 31 : e == SP_ENC_DEFLATE ? 15 : -15; }
+static int wbits_of(sp_encoding_t e) {
+  return e == SP_ENC_GZIP ? 31 : e == SP_ENC_DEFLATE ? 15 : -15;
+}
 
 static uint32_t g_rng = 1;
 static uint32_t rnd(void) {
@@ -354,7 +364,8 @@ static void zlib_deflate(const uint8_t *in, size_t n, sp_encoding_t e, int level
 }
 
 /* Feeds @p z to a streaming inflater in pieces: 1 byte (step 0) or random sizes up to @p step. */
-static int stream_inflate(sp_inflater_t *inf, const uint8_t *z, size_t zlen, size_t step, sp_buf_t *out) {
+static int stream_inflate(sp_inflater_t *inf, const uint8_t *z, size_t zlen, size_t step,
+                          sp_buf_t *out) {
   size_t off = 0;
   int rc = 0;
   while (off < zlen && rc == 0) {
@@ -536,7 +547,8 @@ static void test_members_and_trailing_garbage(void **state) {
         assert_int_equal(sp_inflate(z.data, z.len, k_encs[e], 0, &out), SP_EPROTO);
         out.len = 0;
         sp_inflater_reset(inf, k_encs[e], 0);
-        assert_int_equal(stream_inflate(inf, z.data, z.len, g == 1 || g == 5 ? 0 : 777, &out), SP_EPROTO);
+        assert_int_equal(stream_inflate(inf, z.data, z.len, g == 1 || g == 5 ? 0 : 777, &out),
+                         SP_EPROTO);
       }
       /* trailing zeros are garbage too */
       z.len = base;
@@ -722,7 +734,8 @@ static void test_out_of_memory_everywhere(void **state) {
   free(text);
 }
 
-/* Levels: ISA-L's 1-3 are close to zlib's 1; 9 is smaller; 0 stores; -1 is the documented default. */
+/* Levels: ISA-L's 1-3 are close to zlib's 1; 9 is smaller; 0 stores; -1 is the documented default.
+ */
 static void test_levels(void **state) {
   (void)state;
   size_t n = 200000;
@@ -736,8 +749,8 @@ static void test_levels(void **state) {
     sp_buf_free(&z);
   }
   assert_int_equal(sz[0], sz[SP_COMPRESS_DEFAULT_LEVEL + 1]);
-  assert_true(sz[1] > n);        /* 0: stored */
-  assert_true(sz[10] < sz[2]);   /* 9 beats ISA-L's 1 */
+  assert_true(sz[1] > n);         /* 0: stored */
+  assert_true(sz[10] < sz[2]);    /* 9 beats ISA-L's 1 */
   assert_true(sz[2] < n * 3 / 4); /* and 1 compresses */
   sp_buf_t z;
   sp_buf_init(&z, 0);

@@ -630,7 +630,8 @@ static void test_batch_processor_fits_profiles(void **state) {
   const char *yaml = "send_batch_size: 5\ntimeout: 1h\n";
   assert_int_equal(sp_config_load_string("t", yaml, strlen(yaml), &doc, &errs), 0);
   void *cfg = sp_calloc(1, sp_processor_batch.config_size);
-  assert_int_equal(sp_cfg_decode(sp_processor_batch.schema, doc->root, "batch", NULL, cfg, &errs), 0);
+  assert_int_equal(sp_cfg_decode(sp_processor_batch.schema, doc->root, "batch", NULL, cfg, &errs),
+                   0);
   sp_create_settings_t set = {.host = &host, .id = "batch"};
   sp_component_t *comp = NULL;
   assert_int_equal(sp_processor_batch.create(&set, cfg, &comp), 0);

@@ -316,7 +316,8 @@ static void test_queue_items_sizer(void **state) {
   shutdown_and_wait(fx, 1000);
 }
 
-/* A traces batch whose encoded request is @p bytes long (zeros: the scripted sender never parses). */
+/* A traces batch whose encoded request is @p bytes long (zeros: the scripted sender never parses).
+ */
 static int consume_bytes(fx_t *fx, size_t spans_n, size_t bytes) {
   uint8_t *buf = sp_calloc(1, bytes ? bytes : 1);
   assert_non_null(buf);
@@ -396,10 +397,8 @@ static void test_queue_max_bytes(void **state) {
 /* The defaults (no queue config) cap the queue at 64 MiB whatever the request size. */
 static void test_queue_default_byte_cap(void **state) {
   fx_t *fx = *state;
-  sp_exporterhelper_options_t o = {.id = "exporter/test",
-                                   .host = &fx->host,
-                                   .sender = &g_sender,
-                                   .sender_ctx = &fx->sc};
+  sp_exporterhelper_options_t o = {
+      .id = "exporter/test", .host = &fx->host, .sender = &g_sender, .sender_ctx = &fx->sc};
   assert_int_equal(sp_exporterhelper_create(&o, &fx->eh), 0);
   assert_int_equal(metric(fx, "spanprof_exporter_queue_bytes_capacity"),
                    SP_EXPORTERHELPER_DEFAULT_MAX_QUEUED_BYTES);

@@ -74,9 +74,9 @@ static void answer_body(sp_http_request_t *req, const uint8_t *data, size_t len)
   char body[512];
   const char *echo = sp_http_request_header(req, "x-echo");
   int n = snprintf(body, sizeof body, "%s %s q=%s len=%zu wire=%zu sum=%08x err=%d echo=%s%s%s",
-                   req->method, req->path, req->query, len, req->wire_len,
-                   fnv1a(data, len), req->error_status, echo ? echo : "-",
-                   req->error_message ? " msg=" : "", req->error_message ? req->error_message : "");
+                   req->method, req->path, req->query, len, req->wire_len, fnv1a(data, len),
+                   req->error_status, echo ? echo : "-", req->error_message ? " msg=" : "",
+                   req->error_message ? req->error_message : "");
   int status = req->error_status ? req->error_status : 200;
   sp_http_header_t extra[] = {{"X-Test", "yes"}};
   sp_http_respond(req, status, "text/plain", body, (size_t)n, extra, 1);
@@ -612,12 +612,13 @@ static void test_take_body(void **state) {
   fx.mode = MODE_TAKE;
   raw_t r;
   raw_connect(&r);
-  const char reqs[] = "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
-                      "GET /two?x HTTP/1.1\r\nHost: a\r\n\r\n"
-                      "POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "2\r\nhi\r\n0\r\n\r\n"
-                      "POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-                      "hello";
+  const char reqs[] =
+      "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+      "GET /two?x HTTP/1.1\r\nHost: a\r\n\r\n"
+      "POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\nhi\r\n0\r\n\r\n"
+      "POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+      "hello";
   raw_send(&r, reqs, sizeof reqs - 1);
   assert_int_equal(sp_test_run_until(&fx.loop, raw_eof, &r, 3000), 0);
   assert_int_equal(count_substr(r.buf, "HTTP/1.1 200 OK"), 4);
@@ -637,7 +638,9 @@ static void test_take_body(void **state) {
   sp_buf_init(&z, 0);
   assert_int_equal(sp_compress(body, n, SP_ENC_GZIP, 6, &z), 0);
   for (int i = 0; i < 2; i++) {
-    job_t j = {.q = {.path = "/z", .body = i ? body : z.data, .len = i ? n : z.len,
+    job_t j = {.q = {.path = "/z",
+                     .body = i ? body : z.data,
+                     .len = i ? n : z.len,
                      .headers = {i ? "X-Plain: 1" : "Content-Encoding: gzip"}}};
     run_client(job_fn, &j);
     assert_int_equal(j.r.status, 200);
