@@ -7,11 +7,16 @@
  *
  * Reading:  sp_pprof_decode (scan + unpack + validate, what the receiver did),
  *           protobuf-c unpack + sp_pprof_validate,
- *           sp_pprof_wire_index(validate=true) and (validate=false).
+ *           sp_pprof_wire_index(validate=true) and (validate=false), and
+ *           validating with SP_PW_LABELS (labels pre-decoded, keys
+ *           summarised: what the receiver does on the pool);
+ *           every sample's labels read from the bytes versus from the
+ *           pre-decoded labels (what the join and exporter do on the loop).
  * Writing:  after adding span_name and trace_id labels to every sample with
  *           a span_id: protobuf-c get_packed_size + pack of the edited
  *           profile, versus the splice (labels added + finish) and finish
- *           alone.
+ *           alone, and sp_pprof_splice_finish_indexed alone (output indexed,
+ *           labels and key summary extended).
  * Times are CPU time of this thread per profile; ratios are against the
  * decoded baseline measured in the same run.
  *
@@ -220,19 +225,48 @@ int main(int argc, char **argv) {
   }
   t_unpack = (now_cpu() - t0) / iters;
 
-  for (int v = 1; v >= 0; v--) {
+  double t_wire_l = 0, t_read_bytes = 0, t_read_pre = 0, t_finish_ix = 0, t_read_vals = 0;
+  for (int v = 2; v >= 0; v--) {
+    unsigned flags = v == 2 ? SP_PW_VALIDATE | SP_PW_LABELS : v == 1 ? SP_PW_VALIDATE : 0;
     t0 = now_cpu();
     for (int i = 0; i < iters; i++) {
       sp_arena_t *a = sp_arena_create(len);
       sp_pprof_wire_t w;
-      if (sp_pprof_wire_index(a, raw, len, v == 1, &w, err, sizeof(err)) != 0) {
+      if (sp_pprof_wire_index_ex(a, raw, len, flags, &w, err, sizeof(err)) != 0) {
         fprintf(stderr, "index: %s\n", err);
         return 1;
       }
       sink += w.n_samples;
       sp_arena_destroy(a);
     }
-    *(v ? &t_wire_v : &t_wire) = (now_cpu() - t0) / iters;
+    *(v == 2 ? &t_wire_l : v ? &t_wire_v : &t_wire) = (now_cpu() - t0) / iters;
+  }
+  /* Reading every sample's labels: from the bytes, then pre-decoded. */
+  {
+    sp_arena_t *a = sp_arena_create(len);
+    sp_pprof_wire_t wb, wp;
+    if (sp_pprof_wire_index(a, raw, len, false, &wb, NULL, 0) != 0 ||
+        sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &wp, NULL, 0) != 0 ||
+        wp.plabels == NULL)
+      return 1;
+    for (int v = 0; v < 2; v++) {
+      const sp_pprof_wire_t *w = v ? &wp : &wb;
+      t0 = now_cpu();
+      for (int i = 0; i < iters; i++) {
+        sp_pw_label_t l[16];
+        for (size_t s = 0; s < w->n_samples; s++)
+          sink += sp_pprof_wire_labels(w, s, l, 16) + (size_t)l[0].str;
+      }
+      *(v ? &t_read_pre : &t_read_bytes) = (now_cpu() - t0) / iters;
+    }
+    t0 = now_cpu();
+    for (int i = 0; i < iters; i++) {
+      int64_t vals[4];
+      for (size_t s = 0; s < wb.n_samples; s++)
+        sink += sp_pprof_wire_values(&wb, s, vals, 4) + (size_t)vals[0];
+    }
+    t_read_vals = (now_cpu() - t0) / iters;
+    sp_arena_destroy(a);
   }
 
   /* Writing: pack of the edited decoded profile. */
@@ -287,6 +321,30 @@ int main(int argc, char **argv) {
       sp_arena_destroy(a);
     }
     t_finish = (now_cpu() - t0) / iters;
+    {
+      sp_arena_t *la = sp_arena_create(len);
+      sp_pprof_wire_t wl;
+      if (sp_pprof_wire_index_ex(la, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &wl, NULL, 0) != 0)
+        return 1;
+      sp_pprof_splice_t spl;
+      sp_pprof_splice_init(&spl, &wl);
+      if (splice_labels(&spl, &wl) != 0)
+        return 1;
+      t0 = now_cpu();
+      for (int i = 0; i < iters; i++) {
+        sp_arena_t *a = sp_arena_create(2 * len);
+        const uint8_t *out;
+        size_t out_len;
+        sp_pprof_wire_t wo;
+        if (sp_pprof_splice_finish_indexed(&spl, a, &out, &out_len, &wo) != 0)
+          return 1;
+        sink += out_len + wo.n_keys;
+        sp_arena_destroy(a);
+      }
+      t_finish_ix = (now_cpu() - t0) / iters;
+      sp_pprof_splice_free(&spl);
+      sp_arena_destroy(la);
+    }
     /* The splice result decodes to the same samples as the edited profile. */
     sp_arena_t *a = sp_arena_create(2 * len);
     const uint8_t *out;
@@ -312,9 +370,17 @@ int main(int argc, char **argv) {
          t_wire_v * 1e6, t_wire_v / t_decode, t_decode / t_wire_v);
   printf("read   wire index, validate=false               %8.1f us  %.2fx (%.1fx faster)\n",
          t_wire * 1e6, t_wire / t_decode, t_decode / t_wire);
+  printf("read   wire index, validate + SP_PW_LABELS      %8.1f us  %.2fx (+%.1f us for labels)\n",
+         t_wire_l * 1e6, t_wire_l / t_decode, (t_wire_l - t_wire_v) * 1e6);
+  printf("read   all sample labels, from the bytes        %8.1f us\n", t_read_bytes * 1e6);
+  printf("read   all sample labels, pre-decoded           %8.1f us  (%.1fx faster)\n",
+         t_read_pre * 1e6, t_read_bytes / t_read_pre);
+  printf("read   all sample values (from the bytes)       %8.1f us\n", t_read_vals * 1e6);
   printf("write  get_packed_size+pack (edited, decoded)   %8.1f us  1.00x\n", t_pack * 1e6);
   printf("write  splice: labels + finish                  %8.1f us  %.2fx (%.1fx faster)\n",
          t_splice * 1e6, t_splice / t_pack, t_pack / t_splice);
+  printf("write  splice: finish_indexed alone             %8.1f us  (+%.1f us over finish)\n",
+         t_finish_ix * 1e6, (t_finish_ix - t_finish) * 1e6);
   printf("write  splice: finish alone                     %8.1f us  %.2fx (%.1fx faster)\n",
          t_finish * 1e6, t_finish / t_pack, t_pack / t_finish);
   free(raw);
