@@ -669,9 +669,9 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
       int64_t vt[2];
       if ((k = sp__val_valuetype(&c, &f, vt)) != 0)
         break;
-      SP__STR(&c, vt[0]);
-      SP__STR(&c, vt[1]);
       if (f.num == 1) {
+        SP__STR(&c, vt[0]);
+        SP__STR(&c, vt[1]);
         int64_t *st = out->sample_types[out->n_sample_types++];
         st[0] = vt[0];
         st[1] = vt[1];
@@ -789,6 +789,9 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
   /* The checks of sp_pprof_validate(), on the aggregates. Singular fields: the last one counts. */
   for (int i = 0; i < 4; i++)
     SP__STR(&c, scalars[i]);
+  /* Only the last period_type counts (an earlier one is replaced whole): check that one. */
+  SP__STR(&c, period_type[0]);
+  SP__STR(&c, period_type[1]);
   /* string_table[0] is checked as a C string, as decoded: a leading NUL makes it "". */
   bool ok = out->n_strings > 0 && (out->strings[0].len == 0 || raw[out->strings[0].off] == 0);
   ok = ok && c.max_str < out->n_strings;

@@ -770,6 +770,29 @@ static void test_validate_framing(void **state) {
   wb_key(&b, 6, 0);
   wb_varint(&b, 1);
   CASE(false, "string as varint");
+  /* period_type twice: the later one replaces the earlier whole, so only its indices count. */
+  RESET();
+  wb_key(&b, 11, 2);
+  wb_varint(&b, 3);
+  b.b[b.n++] = 0x10; /* unit = 9999: outside the table */
+  b.b[b.n++] = 0x8f;
+  b.b[b.n++] = 0x4e;
+  wb_key(&b, 11, 2);
+  wb_varint(&b, 2);
+  b.b[b.n++] = 0x08; /* type = 1 */
+  b.b[b.n++] = 0x01;
+  CASE(true, "bad period_type replaced by a good one");
+  RESET();
+  wb_key(&b, 11, 2);
+  wb_varint(&b, 2);
+  b.b[b.n++] = 0x08;
+  b.b[b.n++] = 0x01;
+  wb_key(&b, 11, 2);
+  wb_varint(&b, 3);
+  b.b[b.n++] = 0x10;
+  b.b[b.n++] = 0x8f;
+  b.b[b.n++] = 0x4e;
+  CASE(false, "good period_type replaced by a bad one");
   /* Overlong varints: an 11-byte value, a 10-byte one whose last byte is > 1. */
   RESET();
   wb_key(&b, 12, 0);
