@@ -358,6 +358,17 @@ sp_profile_t *sp_profiles_add(sp_profiles_t *self, const sp_label_t *labels, siz
   return p;
 }
 
+sp_profile_t *sp_profiles_add_arena_bytes(sp_profiles_t *self, const sp_label_t *labels,
+                                         size_t n_labels, int64_t start_ns, int64_t end_ns,
+                                         const uint8_t *pprof, size_t len) {
+  sp_profile_t *p = sp__profiles_push(self, labels, n_labels, start_ns, end_ns);
+  if (p == NULL)
+    return NULL;
+  p->raw = pprof;
+  p->raw_len = len;
+  return p;
+}
+
 sp_profile_t *sp_profiles_add_decoded(sp_profiles_t *self, const sp_label_t *labels,
                                       size_t n_labels, int64_t start_ns, int64_t end_ns,
                                       sp_pprof_t *pprof) {

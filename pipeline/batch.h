@@ -181,6 +181,14 @@ sp_profile_t *sp_profiles_add(sp_profiles_t *self, const sp_label_t *labels, siz
                               size_t len);
 
 /**
+ * sp_profiles_add() for pprof bytes already in the batch's own arena (e.g.
+ * built there by a receiver): they are used in place, not copied.
+ */
+sp_profile_t *sp_profiles_add_arena_bytes(sp_profiles_t *self, const sp_label_t *labels,
+                                         size_t n_labels, int64_t start_ns, int64_t end_ns,
+                                         const uint8_t *pprof, size_t len);
+
+/**
  * Appends an already decoded profile (allocated in the batch arena).
  * NULL on OOM.
  */

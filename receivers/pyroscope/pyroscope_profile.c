@@ -167,10 +167,33 @@ static sp_profile_t *sp__add(sp_profiles_t *batch, const sp_pyro_labels_t *label
 }
 
 
+/*
+ * The length string @p i has once decoded: protobuf-c's strings end at an
+ * embedded NUL, and the decode-and-edit path compares them as C strings.
+ */
+static size_t sp__cstr_len(const sp_pprof_wire_t *w, size_t i) {
+  const uint8_t *c = w->raw + w->strings[i].off;
+  const uint8_t *nul = w->strings[i].len > 0 ? memchr(c, 0, w->strings[i].len) : NULL;
+  return nul != NULL ? (size_t)(nul - c) : w->strings[i].len;
+}
+
+/* True when some string of the table equals @p name as a C string. */
+static bool sp__has_cstr(const sp_pprof_wire_t *w, const char *name) {
+  size_t k = strlen(name);
+  for (size_t i = 1; i < w->n_strings; i++)
+    if (w->strings[i].len >= k && memcmp(w->raw + w->strings[i].off, name, k) == 0 &&
+        sp__cstr_len(w, i) == k)
+      return true;
+  return false;
+}
+
 /* True when a span_id / trace_id value may need lower-casing: a 16 or 32 hex string with A-F. */
 static bool sp__upper_hex_id(const sp_pprof_wire_t *w) {
   for (size_t i = 1; i < w->n_strings; i++) {
     size_t n = w->strings[i].len;
+    if (n < 16)
+      continue;
+    n = sp__cstr_len(w, i);
     if (n != 16 && n != 32)
       continue;
     const uint8_t *c = w->raw + w->strings[i].off;
@@ -191,8 +214,7 @@ static bool sp__needs_edit(const sp_pyro_labels_t *labels, const sp_pprof_wire_t
   for (size_t k = 0; k < sizeof(sp__span_label_names) / sizeof(sp__span_label_names[0]); k++)
     if (sp__pyro_labels_get(labels, sp__span_label_names[k]) != NULL)
       return true;
-  return sp_pprof_wire_find(w, "profile_id", 10) > 0 || sp_pprof_wire_find(w, "span", 4) > 0 ||
-         sp__upper_hex_id(w);
+  return sp__has_cstr(w, "profile_id") || sp__has_cstr(w, "span") || sp__upper_hex_id(w);
 }
 
 /* The sample type names of a decoded profile (into @p arena). NULL on OOM. */
@@ -264,7 +286,10 @@ static int sp__add_wire(sp_profiles_t *batch, sp_pyro_labels_t *labels, sp_pprof
     len = n;
     w->time_nanos = start;
   }
-  sp_profile_t *p = sp_profiles_add(batch, labels->items, labels->n, start, end, bytes, len);
+  /* Bytes already built in the batch arena are used in place (no second copy). */
+  sp_profile_t *p =
+      fill_time ? sp_profiles_add_arena_bytes(batch, labels->items, labels->n, start, end, bytes, len)
+                : sp_profiles_add(batch, labels->items, labels->n, start, end, bytes, len);
   if (p == NULL)
     return SP_ENOMEM;
   /* Offsets are relative to the buffer: the index holds for the batch's copy. */

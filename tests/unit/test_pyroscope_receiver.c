@@ -726,6 +726,80 @@ static void test_ingest_edit_triggers(void **state) {
   sp_free(pb);
 }
 
+static void patch_bytes(uint8_t *b, size_t n, const char *from, const char *to, size_t k) {
+  for (size_t i = 0; i + k <= n; i++) {
+    if (memcmp(b + i, from, k) == 0) {
+      memcpy(b + i, to, k);
+      return;
+    }
+  }
+  fail_msg("pattern not found");
+}
+
+/*
+ * Strings with an embedded NUL read as their prefix once decoded, so the wire
+ * check treats them that way too: "profile_id\0Y" is a profile_id key and
+ * "…AA\0" an upper-case span ID, both edited as the decode path edits them.
+ */
+static void test_ingest_edit_triggers_embedded_nul(void **state) {
+  (void)state;
+  size_t len;
+  const char *key[] = {"profile_idXY=00000000000000aa", NULL};
+  uint8_t *pb = make_pprof("cpu/nanoseconds", 2, key, 1700000000000000000LL, &len);
+  patch_bytes(pb, len, "profile_idXY", "profile_id\0Y", 12);
+  req_t r;
+  assert_int_equal(ingest(&r, "svc", "format=pprof", pb, len, NULL), 200);
+  sp_profiles_t *batch;
+  sp_profile_t *p = got(0, &batch);
+  assert_string_equal(sample_label(batch, p, 0, "span_id"), "00000000000000aa");
+  sp_free(pb);
+
+  const char *val[] = {"span_id=00000000000000AAX", NULL};
+  pb = make_pprof("cpu/nanoseconds", 2, val, 1700000000000000000LL, &len);
+  patch_bytes(pb, len, "00000000000000AAX", "00000000000000AA\0", 17);
+  assert_int_equal(ingest(&r, "svc", "format=pprof", pb, len, NULL), 200);
+  p = got(1, &batch);
+  assert_string_equal(sample_label(batch, p, 0, "span_id"), "00000000000000aa");
+  sp_free(pb);
+}
+
+/* A profile given a time_nanos on the wire is held once in the batch arena, not twice. */
+static void test_ingest_fill_time_single_copy(void **state) {
+  (void)state;
+  size_t arena[2], raw_len[2];
+  for (int k = 0; k < 2; k++) {
+    size_t l0, len;
+    uint8_t *p0 = make_pprof("cpu/nanoseconds", 4, NULL, k ? 0 : 1700000000000000000LL, &l0);
+    size_t big = 50000;
+    uint8_t *pb = sp_malloc(l0 + big + 8);
+    memcpy(pb, p0, l0);
+    len = l0;
+    pb[len++] = (6 << 3) | 2; /* a 50 KB string makes the profile's size dominate */
+    for (size_t v = big;; v >>= 7) {
+      if (v < 0x80) {
+        pb[len++] = (uint8_t)v;
+        break;
+      }
+      pb[len++] = (uint8_t)(v | 0x80);
+    }
+    memset(pb + len, 'x', big);
+    len += big;
+    sp_free(p0);
+    req_t r;
+    assert_int_equal(
+        ingest(&r, "svc", "format=pprof&from=1700000000&until=1700000010", pb, len, NULL), 200);
+    sp_profiles_t *batch;
+    sp_profile_t *p = got((size_t)k, &batch);
+    assert_null(p->pprof);
+    assert_non_null(p->wire);
+    raw_len[k] = p->raw_len;
+    arena[k] = sp_arena_bytes(batch->arena);
+    sp_free(pb);
+  }
+  assert_true(raw_len[1] > raw_len[0] - 11 && raw_len[1] <= raw_len[0] + 11);
+  assert_true(arena[1] < arena[0] + arena[0] / 4); /* was twice the profile */
+}
+
 static void test_ingest_folded_and_lines(void **state) {
   (void)state;
   const char *folded = "main;work;hot 3\nmain;idle 2\nno-count-line\n\nmain;work 0\n";
@@ -1357,6 +1431,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_ingest_span_labels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_wire_path, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_edit_triggers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ingest_edit_triggers_embedded_nul, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ingest_fill_time_single_copy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_folded_and_lines, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_bad_inputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ingest_refused, setup, teardown),
