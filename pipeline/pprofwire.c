@@ -27,6 +27,16 @@
  * inputs get SP_ETOOBIG. Nesting in pprof is at most three levels, well
  * under the scan's 64.
  *
+ * Most of a profile's bytes are samples (packed location_id and value
+ * arrays) and locations (a few varints and a Line each), so those, and the
+ * flat messages, read their common encoding (one-byte keys, the declared
+ * wire types) directly and do sp__known's accounting inline; any other
+ * field goes through sp__next and sp__known as before. The accounting is
+ * the same either way, checked at the same points: a walk that finds an
+ * error stops where the general one would, with the same code. Packed values
+ * are only counted (a byte at a time, without a branch per varint), and
+ * location IDs are checked as one maximum of ID - 1 (zero wraps to the top).
+ *
  * The semantic checks (string indices, value counts, IDs) are made on
  * aggregates collected in the same pass: the largest string index used, the
  * smallest and largest value count, and whether location / function /
@@ -82,6 +92,22 @@ static inline __attribute__((always_inline)) bool sp__varint(const uint8_t **pp,
     return true;
   }
   uint64_t v = 0;
+  if (end - p >= 10) { /* no bounds check per byte; unrolled, so every shift is a constant */
+#pragma GCC unroll 9
+    for (int i = 0; i < 9; i++) {
+      uint64_t b = p[i];
+      v |= (b & 0x7f) << (7 * i);
+      if (b < 0x80) {
+        *out = v;
+        *pp = p + i + 1;
+        return true;
+      }
+    }
+    if (p[9] > 1) return false;
+    *out = v | (uint64_t)p[9] << 63;
+    *pp = p + 10;
+    return true;
+  }
   for (int shift = 0; shift < 70; shift += 7) {
     if (p >= end)
       return false;
@@ -96,6 +122,15 @@ static inline __attribute__((always_inline)) bool sp__varint(const uint8_t **pp,
     }
   }
   return false;
+}
+
+/* A length prefix: at most 5 bytes (protobuf-c), at most INT_MAX, fitting the bytes left. */
+static inline __attribute__((always_inline)) bool sp__len(const uint8_t **pp, const uint8_t *end,
+                                                          uint64_t *out) {
+  const uint8_t *p = *pp;
+  if (!sp__varint(pp, end, out) || *pp - p > 5 || *out > INT_MAX || *out > (uint64_t)(end - *pp))
+    return false;
+  return true;
 }
 
 typedef struct sp__fld_s {
@@ -140,10 +175,7 @@ static inline __attribute__((always_inline)) int sp__next(const uint8_t **pp, co
     p += 4;
     break;
   case 2: {
-    const uint8_t *l0 = p;
-    if (!sp__varint(&p, end, &f->v) || p - l0 > 5 || f->v > INT_MAX ||
-        f->v > (uint64_t)(end - p))
-      return -1;
+    if (!sp__len(&p, end, &f->v)) return -1;
     f->data = p;
     p += f->v;
     break;
@@ -165,7 +197,10 @@ typedef struct sp__val_s {
   uint64_t cost, max_cost;
   uint64_t max_str; /* largest string index referenced (negative ones wrap to huge) */
   size_t min_vals, max_vals;
-  uint64_t loc_ref_min, loc_ref_max; /* over sample location_ids */
+  /* Over sample location_ids: whether there are any, and the largest ID - 1 (0 wrapping
+   * to the top), so that they all lie in 1..n iff loc_ref_top < n: one compare per ID. */
+  bool loc_ref_any;
+  uint64_t loc_ref_top;
   uint64_t fn_ref_min, fn_ref_max;   /* over line function_ids */
   uint64_t map_ref_max;              /* over non-zero location mapping_ids */
   uint64_t *loc_ids, *fn_ids, *map_ids;
@@ -205,16 +240,31 @@ static inline int sp__known(sp__val_t *c, uint64_t *fields, int kind, const sp__
 
 #define SP__STR(c, v) ((c)->max_str = (uint64_t)(v) > (c)->max_str ? (uint64_t)(v) : (c)->max_str)
 
-/* Walks a message whose fields are all non-repeated varints (ValueType, Label, Line,
+/*
+ * Walks a message whose fields are all non-repeated varints (ValueType, Label, Line,
  * Function, Mapping, and Location minus its lines), keeping the last value of fields
- * 1..n_vals in vals[]. */
+ * 1..n_vals in vals[]. Such a message adds only its per-field records to the cost
+ * while it is walked, so the budget becomes a field count fixed up front; the common
+ * encoding (one-byte keys of known fields, wire type 0) skips sp__next and sp__known.
+ */
 static int sp__val_flat(sp__val_t *c, size_t sizeof_message, const uint8_t *p, const uint8_t *end,
                         int64_t *vals, uint32_t n_vals, uint32_t n_known) {
   c->cost += sizeof_message;
   uint64_t fields = 0;
-  sp__fld_t f;
-  int r;
-  while ((r = sp__next(&p, end, &f)) > 0) {
+  uint64_t max_fields = c->cost > c->max_cost ? 0 : (c->max_cost - c->cost) / SP__FIELD_COST;
+  while (p < end) {
+    uint8_t key = *p;
+    uint32_t num = key >> 3;
+    if ((key & 0x87) == 0 && num >= 1 && num <= n_known) {
+      uint64_t v;
+      p++;
+      if (!sp__varint(&p, end, &v)) return SP_EPROTO;
+      if (++fields > max_fields) return SP_ETOOBIG;
+      if (num <= n_vals) vals[num - 1] = (int64_t)v;
+      continue;
+    }
+    sp__fld_t f;
+    if (sp__next(&p, end, &f) < 0) return SP_EPROTO;
     if (f.num > n_known)
       continue;
     int k = sp__known(c, &fields, SP__K_VARINT, &f);
@@ -223,7 +273,7 @@ static int sp__val_flat(sp__val_t *c, size_t sizeof_message, const uint8_t *p, c
     if (f.num <= n_vals)
       vals[f.num - 1] = (int64_t)f.v;
   }
-  return r < 0 ? SP_EPROTO : 0;
+  return 0;
 }
 
 static int sp__val_valuetype(sp__val_t *c, const sp__fld_t *f, int64_t out[2]) {
@@ -260,6 +310,36 @@ static void sp__keep_label(sp__val_t *c, const int64_t l[4]) {
   c->pl[c->n_pl++] = pl;
 }
 
+/* A packed location_id payload: most IDs take one or two bytes. */
+static inline int sp__val_loc_ids(sp__val_t *c, const uint8_t *q, const uint8_t *qe) {
+  uint64_t top = c->loc_ref_top, v;
+  if (q < qe) c->loc_ref_any = true;
+  while (q < qe) {
+    if (!sp__varint(&q, qe, &v)) return SP_EPROTO;
+    top = v - 1 > top ? v - 1 : top;
+  }
+  c->loc_ref_top = top;
+  return 0;
+}
+
+/*
+ * The number of varints in a packed payload, or -1 unless it is a whole
+ * number of valid ones (as sp__varint reads them): counted a byte at a time
+ * without branches, since values of one and of several bytes alternate.
+ */
+static inline int64_t sp__count_varints(const uint8_t *q, const uint8_t *qe) {
+  uint64_t n = 0;
+  uint32_t run = 0; /* continuation bytes so far in the current varint */
+  bool bad = false;
+  for (; q < qe; q++) {
+    uint32_t cont = *q >> 7;
+    bad |= run == 9 && *q > 1; /* the 10th byte: 0 or 1 */
+    n += cont ^ 1;
+    run = (run + 1) & (0 - cont);
+  }
+  return bad || run != 0 ? -1 : (int64_t)n;
+}
+
 static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
   c->cost += perftools__profiles__sample__descriptor.sizeof_message;
   if (c->want_labels)
@@ -269,7 +349,28 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
   const uint8_t *p = sf->data, *end = sf->data + sf->v;
   sp__fld_t f;
   int r, k;
-  while ((r = sp__next(&p, end, &f)) > 0) {
+  while (p < end) {
+    uint8_t key = *p;
+    if (key == 0x0a || key == 0x12) { /* packed location_id / value: the common encoding */
+      const uint8_t *q = p + 1;
+      uint64_t n;
+      if (!sp__len(&q, end, &n)) return SP_EPROTO;
+      /* What sp__known accounts for a packed repeated scalar. */
+      fields++;
+      c->cost += 8 + n + 1;
+      if (c->cost + fields * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
+      c->cost += n * 8;
+      p = q + n;
+      if (key == 0x0a) {
+        if ((k = sp__val_loc_ids(c, q, p)) != 0) return k;
+      } else {
+        int64_t n_packed = sp__count_varints(q, p);
+        if (n_packed < 0) return SP_EPROTO;
+        n_vals += (size_t)n_packed;
+      }
+      continue;
+    }
+    if ((r = sp__next(&p, end, &f)) < 0) return SP_EPROTO;
     switch (f.num) {
     case 1: /* location_id */
     case 2: /* value */
@@ -279,8 +380,8 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
         if (f.num == 2) {
           n_vals++;
         } else {
-          c->loc_ref_min = f.v < c->loc_ref_min ? f.v : c->loc_ref_min;
-          c->loc_ref_max = f.v > c->loc_ref_max ? f.v : c->loc_ref_max;
+          c->loc_ref_any = true;
+          c->loc_ref_top = f.v - 1 > c->loc_ref_top ? f.v - 1 : c->loc_ref_top;
         }
         break;
       }
@@ -293,16 +394,8 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
               return SP_EPROTO;
             n_vals++;
           }
-        } else {
-          uint64_t lo = c->loc_ref_min, hi = c->loc_ref_max;
-          while (q < qe) {
-            if (!sp__varint(&q, qe, &v))
-              return SP_EPROTO;
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-          }
-          c->loc_ref_min = lo;
-          c->loc_ref_max = hi;
+        } else if ((k = sp__val_loc_ids(c, q, qe)) != 0) {
+          return k;
         }
       }
       break;
@@ -324,29 +417,84 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
       break;
     }
   }
-  if (r < 0)
-    return SP_EPROTO;
   c->min_vals = n_vals < c->min_vals ? n_vals : c->min_vals;
   c->max_vals = n_vals > c->max_vals ? n_vals : c->max_vals;
   return 0;
 }
 
+/*
+ * A Line in its common encoding: only one-byte keys of fields 1-3 with wire type
+ * 0 and valid varints. Sets *fn (function_id) and *n_fields and returns true;
+ * otherwise returns false having changed nothing, and the caller walks the
+ * Line with sp__val_flat, which finds the error (or the odd encoding) in order.
+ */
+static inline bool sp__line_common(const uint8_t *q, const uint8_t *qe, uint64_t *fn,
+                                   uint64_t *n_fields) {
+  uint64_t n = 0, f = 0, v;
+  while (q < qe) {
+    uint8_t key = *q++;
+    if (key != 0x08 && key != 0x10 && key != 0x18) return false;
+    if (!sp__varint(&q, qe, &v)) return false;
+    if (key == 0x08) f = v;
+    n++;
+  }
+  *fn = f;
+  *n_fields = n;
+  return true;
+}
+
+/*
+ * A Location. The common encoding (one-byte keys: id, mapping_id, address,
+ * is_folded as varints, lines as messages) is read here directly, with the
+ * accounting sp__known would do; anything else goes through sp__next.
+ */
 static int sp__val_location(sp__val_t *c, const sp__fld_t *lf) {
+  const size_t line_size = perftools__profiles__line__descriptor.sizeof_message;
   c->cost += perftools__profiles__location__descriptor.sizeof_message;
   uint64_t fields = 0;
-  uint64_t id = 0, mapping = 0;
+  uint64_t id = 0, mapping = 0, fn, v;
   const uint8_t *p = lf->data, *end = lf->data + lf->v;
   sp__fld_t f;
-  int r, k;
-  while ((r = sp__next(&p, end, &f)) > 0) {
+  int k;
+  while (p < end) {
+    uint8_t key = *p;
+    if (key == 0x08 || key == 0x10 || key == 0x18 || key == 0x28) {
+      p++;
+      if (!sp__varint(&p, end, &v)) return SP_EPROTO;
+      if (c->cost + ++fields * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
+      if (key == 0x08)
+        id = v;
+      else if (key == 0x10)
+        mapping = v;
+      continue;
+    }
+    if (key == 0x22) { /* line */
+      const uint8_t *q = p + 1;
+      if (!sp__len(&q, end, &v)) return SP_EPROTO;
+      p = q + v;
+      c->cost += 8;
+      if (c->cost + ++fields * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
+      uint64_t n_line;
+      if (sp__line_common(q, p, &fn, &n_line)) {
+        /* Valid throughout, so the budget is the only check left, and it is monotonic. */
+        c->cost += line_size;
+        if (c->cost + n_line * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
+      } else {
+        int64_t line[3] = {0, 0, 0};
+        if ((k = sp__val_flat(c, line_size, q, p, line, 1, 3)) != 0) return k;
+        fn = (uint64_t)line[0];
+      }
+      c->fn_ref_min = fn < c->fn_ref_min ? fn : c->fn_ref_min;
+      c->fn_ref_max = fn > c->fn_ref_max ? fn : c->fn_ref_max;
+      continue;
+    }
+    if (sp__next(&p, end, &f) < 0) return SP_EPROTO;
     if (f.num == 4) {
       if ((k = sp__known(c, &fields, SP__K_MSG_REP, &f)) != 0)
         return k < 0 ? k : SP_EPROTO;
       int64_t line[3] = {0, 0, 0};
-      if ((k = sp__val_flat(c, perftools__profiles__line__descriptor.sizeof_message, f.data,
-                            f.data + f.v, line, 1, 3)) != 0)
-        return k;
-      uint64_t fn = (uint64_t)line[0];
+      if ((k = sp__val_flat(c, line_size, f.data, f.data + f.v, line, 1, 3)) != 0) return k;
+      fn = (uint64_t)line[0];
       c->fn_ref_min = fn < c->fn_ref_min ? fn : c->fn_ref_min;
       c->fn_ref_max = fn > c->fn_ref_max ? fn : c->fn_ref_max;
     } else if (f.num >= 1 && f.num <= 5) {
@@ -358,8 +506,6 @@ static int sp__val_location(sp__val_t *c, const sp__fld_t *lf) {
         mapping = f.v;
     }
   }
-  if (r < 0)
-    return SP_EPROTO;
   if (mapping > c->map_ref_max)
     c->map_ref_max = mapping;
   c->loc_ids[c->n_loc++] = id;
@@ -607,7 +753,7 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
       goto fail;
     }
     c.min_vals = SIZE_MAX;
-    c.loc_ref_min = c.fn_ref_min = UINT64_MAX;
+    c.fn_ref_min = UINT64_MAX;
     if ((flags & SP_PW_LABELS) && n_smp < UINT32_MAX) {
       c.pl_start = sp_arena_alloc(arena, (n_smp + 1) * sizeof(uint32_t));
       c.want_labels = c.pl_start != NULL;
@@ -803,7 +949,7 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
     ok = (ld || sp__idset_sort(c.loc_ids, c.n_loc)) && (fd || sp__idset_sort(c.fn_ids, c.n_fn)) &&
          (md || sp__idset_sort(c.map_ids, c.n_map));
     if (ok && ld && fd && md)
-      ok = (c.loc_ref_min == UINT64_MAX || (c.loc_ref_min >= 1 && c.loc_ref_max <= c.n_loc)) &&
+      ok = (!c.loc_ref_any || c.loc_ref_top < c.n_loc) &&
            (c.fn_ref_min == UINT64_MAX || (c.fn_ref_min >= 1 && c.fn_ref_max <= c.n_fn)) &&
            c.map_ref_max <= c.n_map;
     else if (ok)

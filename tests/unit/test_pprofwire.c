@@ -935,6 +935,145 @@ static uint64_t rng_next(uint64_t *s) {
   return *s = x;
 }
 
+/*
+ * The validating pass reads the common encodings of samples, locations and
+ * lines without sp__next; the odd but valid encodings and the malformed ones
+ * next to them must still get the decoder's verdict.
+ */
+static void append_msg(wbuf_t *b, uint32_t num, const wbuf_t *m) { wb_bytes(b, num, m->b, m->n); }
+
+static void test_validate_fast_paths(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *base = fx_bytes(&len);
+  wbuf_t b, s, l;
+  struct {
+    const char *what;
+    bool valid;
+    const uint8_t *vals; /* the packed value payload */
+    size_t n_vals;
+    const uint8_t *ids; /* the packed location_id payload */
+    size_t n_ids;
+  } smp[] = {
+      {"10-byte value", true, (const uint8_t *)"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x05", 11,
+       (const uint8_t *)"\x01\x02", 2},
+      {"10-byte value overflowing", false,
+       (const uint8_t *)"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02\x05", 11, (const uint8_t *)"\x01",
+       1},
+      {"11-byte value", false, (const uint8_t *)"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00\x05",
+       12, (const uint8_t *)"\x01", 1},
+      {"value cut short", false, (const uint8_t *)"\x05\x85", 2, (const uint8_t *)"\x01", 1},
+      {"three values", false, (const uint8_t *)"\x05\x06\x07", 3, (const uint8_t *)"\x01", 1},
+      {"3-byte location id", true, (const uint8_t *)"\x05\x06", 2,
+       (const uint8_t *)"\x81\x80\x00\x02", 4},
+      {"location id 0", false, (const uint8_t *)"\x05\x06", 2, (const uint8_t *)"\x01\x00", 2},
+      {"location id past the table", false, (const uint8_t *)"\x05\x06", 2,
+       (const uint8_t *)"\x01\x80\x01", 3},
+      {"location id cut short", false, (const uint8_t *)"\x05\x06", 2, (const uint8_t *)"\x01\x81",
+       2},
+  };
+  for (size_t i = 0; i < sizeof(smp) / sizeof(smp[0]); i++) {
+    memcpy(b.b, base, len);
+    b.n = len;
+    s.n = 0;
+    wb_bytes(&s, 1, smp[i].ids, smp[i].n_ids);
+    wb_bytes(&s, 2, smp[i].vals, smp[i].n_vals);
+    append_msg(&b, 2, &s);
+    int rc = assert_same_verdict(b.b, b.n, smp[i].what);
+    if ((rc == 0) != smp[i].valid) fail_msg("%s: got %d", smp[i].what, rc);
+  }
+  /* Values split over two packed fields, and one sent unpacked. */
+  memcpy(b.b, base, len);
+  b.n = len;
+  s.n = 0;
+  wb_bytes(&s, 2, "\x05", 1);
+  wb_key(&s, 2, 0);
+  wb_varint(&s, 6);
+  wb_bytes(&s, 1, "\x01", 1);
+  append_msg(&b, 2, &s);
+  assert_int_equal(assert_same_verdict(b.b, b.n, "values packed and unpacked"), 0);
+
+  /* A location appended as the next ID, its line payload varied. */
+  struct {
+    const char *what;
+    bool valid;
+    const uint8_t *line;
+    size_t n_line;
+    const uint8_t *addr; /* the address varint */
+    size_t n_addr;
+  } loc[] = {
+      {"line with a column", true, (const uint8_t *)"\x08\x01\x10\x07\x18\x03", 6,
+       (const uint8_t *)"\x10", 1},
+      {"line with an unknown field", true, (const uint8_t *)"\x08\x01\x48\x07", 4,
+       (const uint8_t *)"\x10", 1},
+      {"line number as fixed32", false, (const uint8_t *)"\x08\x01\x15\x01\x02\x03\x04", 7,
+       (const uint8_t *)"\x10", 1},
+      {"line number overflowing", false,
+       (const uint8_t *)"\x08\x01\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", 13,
+       (const uint8_t *)"\x10", 1},
+      {"line cut short", false, (const uint8_t *)"\x08\x01\x10\x87", 4, (const uint8_t *)"\x10", 1},
+      {"line without function", false, (const uint8_t *)"\x10\x07", 2, (const uint8_t *)"\x10", 1},
+      {"line function past the table", false, (const uint8_t *)"\x08\x7f", 2,
+       (const uint8_t *)"\x10", 1},
+      {"10-byte address", true, (const uint8_t *)"\x08\x01", 2,
+       (const uint8_t *)"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 10},
+      {"10-byte address overflowing", false, (const uint8_t *)"\x08\x01", 2,
+       (const uint8_t *)"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", 10},
+      {"address cut short", false, (const uint8_t *)"\x08\x01", 2, (const uint8_t *)"\xff\xff", 2},
+  };
+  for (size_t i = 0; i < sizeof(loc) / sizeof(loc[0]); i++) {
+    memcpy(b.b, base, len);
+    b.n = len;
+    l.n = 0;
+    wb_key(&l, 1, 0);
+    wb_varint(&l, NL + 1);
+    wb_key(&l, 5, 0); /* is_folded */
+    wb_varint(&l, 1);
+    wb_bytes(&l, 4, loc[i].line, loc[i].n_line);
+    wb_key(&l, 3, 0);
+    memcpy(l.b + l.n, loc[i].addr, loc[i].n_addr);
+    l.n += loc[i].n_addr;
+    append_msg(&b, 4, &l);
+    int rc = assert_same_verdict(b.b, b.n, loc[i].what);
+    if ((rc == 0) != loc[i].valid) fail_msg("%s: got %d", loc[i].what, rc);
+  }
+  /* Over the decode budget in small samples and in small locations, read by the fast paths. */
+  static const struct {
+    const char *what;
+    const char *field;
+    size_t n;
+  } big[] = {
+      {"budget: samples", "\x12\x06\x0a\x01\x01\x12\x01\x05", 8},
+      {"budget: locations", "\x22\x0a\x08\x01\x22\x00\x22\x02\x08\x01\x22\x00", 12},
+  };
+  for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+    size_t n = 150000;
+    uint8_t *raw = malloc(len + big[i].n * n);
+    assert_non_null(raw);
+    memcpy(raw, base, len);
+    for (size_t j = 0; j < n; j++)
+      memcpy(raw + len + j * big[i].n, big[i].field, big[i].n);
+    int rc = assert_same_verdict(raw, len + big[i].n * n, big[i].what);
+    if (rc != SP_ETOOBIG) fail_msg("%s: got %d", big[i].what, rc);
+    /* Exactly at the edge: the fewest fields the decoder refuses as too big, and one fewer. */
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+      size_t mid = lo + (hi - lo) / 2;
+      sp_arena_t *a = sp_arena_create(0);
+      sp_pprof_t *d = NULL;
+      if (sp_pprof_decode(a, raw, len + big[i].n * mid, &d, NULL, 0) == SP_ETOOBIG)
+        hi = mid;
+      else
+        lo = mid;
+      sp_arena_destroy(a);
+    }
+    assert_int_equal(assert_same_verdict(raw, len + big[i].n * hi, big[i].what), SP_ETOOBIG);
+    assert_int_not_equal(assert_same_verdict(raw, len + big[i].n * lo, big[i].what), SP_ETOOBIG);
+    free(raw);
+  }
+  free(base);
+}
+
 static void test_validate_mutations(void **state) {
   (void)state;
   size_t len;
@@ -1427,6 +1566,7 @@ int main(void) {
       cmocka_unit_test(test_batch_wire),
       cmocka_unit_test(test_validate_table),
       cmocka_unit_test(test_validate_framing),
+      cmocka_unit_test(test_validate_fast_paths),
       cmocka_unit_test(test_validate_mutations),
       cmocka_unit_test(test_index_enomem),
       cmocka_unit_test(test_predecoded_labels),
