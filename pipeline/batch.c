@@ -493,6 +493,33 @@ static int sp__wire_copy(sp_profiles_t *batch, sp_profile_t *dst, const sp_pprof
   return 0;
 }
 
+sp_profile_t *sp_profiles_copy_in(sp_profiles_t *dst_batch, sp_profiles_t *src_batch,
+                                  sp_profile_t *src) {
+  const uint8_t *bytes;
+  size_t len;
+  if (sp_profile_encoded(src_batch, src, &bytes, &len) != 0) return NULL;
+  sp_profile_t *dst = sp_profiles_add(dst_batch, src->labels, src->n_labels, src->time_start_ns,
+                                      src->time_end_ns, bytes, len);
+  if (dst == NULL) return NULL;
+  if (src->wire != NULL && src->raw == bytes && sp__wire_copy(dst_batch, dst, src->wire) != 0)
+    goto fail;
+  if (src->n_ext > 0) {
+    size_t n = src->n_ext * sizeof(int64_t);
+    dst->sample_time_ns =
+        src->sample_time_ns ? sp_arena_memdup(dst_batch->arena, src->sample_time_ns, n) : NULL;
+    dst->sample_thread =
+        src->sample_thread ? sp_arena_memdup(dst_batch->arena, src->sample_thread, n) : NULL;
+    if ((src->sample_time_ns && !dst->sample_time_ns) ||
+        (src->sample_thread && !dst->sample_thread))
+      goto fail;
+    dst->n_ext = src->n_ext;
+  }
+  return dst;
+fail:
+  dst_batch->n--; /* the item just pushed; its arena bytes stay until the batch goes */
+  return NULL;
+}
+
 int sp_profiles_writable(sp_profiles_t **batch) {
   sp_profiles_t *self = *batch;
   if (self->refcnt <= 1)
@@ -503,32 +530,8 @@ int sp_profiles_writable(sp_profiles_t **batch) {
   copy->meta.tenant = sp_profiles_strdup(copy, self->meta.tenant);
   copy->meta.authorization = sp_profiles_strdup(copy, self->meta.authorization);
   copy->received_ns = self->received_ns;
-  for (size_t i = 0; i < self->n; i++) {
-    sp_profile_t *src = &self->items[i];
-    const uint8_t *bytes;
-    size_t len;
-    sp_profile_t *dst = NULL;
-    if (sp_profile_encoded(self, src, &bytes, &len) == 0)
-      dst = sp_profiles_add(copy, src->labels, src->n_labels, src->time_start_ns,
-                            src->time_end_ns, bytes, len);
-    if (dst == NULL)
-      goto fail;
-    if (src->wire != NULL && src->raw == bytes && sp__wire_copy(copy, dst, src->wire) != 0)
-      goto fail;
-    if (src->n_ext > 0) {
-      size_t bytes_ext = src->n_ext * sizeof(int64_t);
-      dst->sample_time_ns = src->sample_time_ns
-                                ? sp_arena_memdup(copy->arena, src->sample_time_ns, bytes_ext)
-                                : NULL;
-      dst->sample_thread = src->sample_thread
-                               ? sp_arena_memdup(copy->arena, src->sample_thread, bytes_ext)
-                               : NULL;
-      if ((src->sample_time_ns && !dst->sample_time_ns) ||
-          (src->sample_thread && !dst->sample_thread))
-        goto fail;
-      dst->n_ext = src->n_ext;
-    }
-  }
+  for (size_t i = 0; i < self->n; i++)
+    if (sp_profiles_copy_in(copy, self, &self->items[i]) == NULL) goto fail;
   sp_profiles_unref(self);
   *batch = copy;
   return 0;

@@ -237,6 +237,15 @@ size_t sp_profiles_count_samples(sp_profiles_t *self);
 int sp_profiles_writable(sp_profiles_t **batch);
 
 /**
+ * Appends to @p dst_batch a copy of profile @p src of @p src_batch: its
+ * pprof bytes (encoded first when modified), labels, side arrays and wire
+ * index. Returns the new profile, or NULL on OOM (then @p dst_batch has no
+ * new item).
+ */
+sp_profile_t *sp_profiles_copy_in(sp_profiles_t *dst_batch, sp_profiles_t *src_batch,
+                                  sp_profile_t *src);
+
+/**
  * The pprof bytes of @p p: the received bytes when unmodified, else a fresh
  * encoding into the batch arena. 0 or SP_ENOMEM.
  */

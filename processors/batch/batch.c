@@ -308,26 +308,8 @@ static int sp__append_profiles(sp_batcher_t *b, sp_profiles_t *batch) {
   sp_profiles_t *acc = b->profiles;
   size_t n_before = acc->n, items_before = b->items;
   for (size_t i = 0; i < batch->n; i++) {
-    sp_profile_t *src = &batch->items[i];
-    const uint8_t *bytes;
-    size_t len;
-    sp_profile_t *dst = NULL;
-    if (sp_profile_encoded(batch, src, &bytes, &len) == 0)
-      dst = sp_profiles_add(acc, src->labels, src->n_labels, src->time_start_ns,
-                            src->time_end_ns, bytes, len);
-    if (dst == NULL)
-      goto fail;
-    if (src->n_ext > 0) {
-      size_t n = src->n_ext * sizeof(int64_t);
-      dst->sample_time_ns =
-          src->sample_time_ns ? sp_arena_memdup(acc->arena, src->sample_time_ns, n) : NULL;
-      dst->sample_thread =
-          src->sample_thread ? sp_arena_memdup(acc->arena, src->sample_thread, n) : NULL;
-      if ((src->sample_time_ns != NULL && dst->sample_time_ns == NULL) ||
-          (src->sample_thread != NULL && dst->sample_thread == NULL))
-        goto fail;
-      dst->n_ext = src->n_ext;
-    }
+    /* Bytes, side arrays and the wire index (so nothing downstream re-indexes). */
+    if (sp_profiles_copy_in(acc, batch, &batch->items[i]) == NULL) goto fail;
     b->items++;
   }
   return 0;

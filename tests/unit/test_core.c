@@ -11,6 +11,7 @@
 
 #include "pipeline/alloc.h"
 #include "pipeline/batch.h"
+#include "pipeline/pprofwire.h"
 #include "pipeline/component.h"
 #include "pipeline/config.h"
 #include "pipeline/consumer.h"
@@ -477,6 +478,7 @@ typedef struct prec_s {
   sp_consumer_t base;
   size_t batches, profiles;
   size_t unfitted; /* batches whose item array had room beyond their profiles */
+  size_t indexed;  /* profiles that arrived with their wire index */
 } prec_t;
 
 static int prec_profiles(sp_consumer_t *c, sp_profiles_t *b) {
@@ -486,6 +488,7 @@ static int prec_profiles(sp_consumer_t *c, sp_profiles_t *b) {
   r->unfitted += b->cap > b->n;
   for (size_t i = 0; i < b->n; i++) {
     const sp_profile_t *p = &b->items[i];
+    r->indexed += p->wire != NULL && p->wire->raw == p->raw;
     assert_non_null(sp_profile_label(p, "service_name"));
     if (p->n_ext > 0) {
       assert_non_null(p->sample_time_ns);
@@ -643,11 +646,17 @@ static void test_batch_processor_fits_profiles(void **state) {
   assert_int_equal(sp_processor_batch.attach(comp, SP_SIGNAL_PROFILES, &next.base, &input), 0);
   assert_int_equal(sp_processor_batch.start(comp), 0);
   /* 2 + 2 + 2 profiles: the third append passes 5 and flushes 6 (the array had room for 8). */
-  for (int i = 0; i < 3; i++)
-    assert_int_equal(sp_consume_profiles(input, oom_profiles()), 0);
+  /* Profiles arrive indexed (as the receivers and the join leave them): the copies keep it. */
+  for (int i = 0; i < 3; i++) {
+    sp_profiles_t *in = oom_profiles();
+    for (size_t k = 0; k < in->n; k++)
+      assert_non_null(sp_profile_wire(in, &in->items[k]));
+    assert_int_equal(sp_consume_profiles(input, in), 0);
+  }
   assert_int_equal(next.batches, 1);
   assert_int_equal(next.profiles, 6);
   assert_int_equal(next.unfitted, 0);
+  assert_int_equal(next.indexed, 6);
   int done = 0;
   host.drain_deadline = uv_now(&loop) + 100;
   sp_processor_batch.shutdown(comp, on_done, &done);
