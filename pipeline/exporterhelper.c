@@ -84,6 +84,23 @@ const sp_cfg_schema_t sp_exporterhelper_queue_schema = {
     .validate = sp__queue_validate,
 };
 
+const char *const sp_exporterhelper_compressions[] = {"gzip", "none", NULL};
+
+static const sp_cfg_field_t sp__compression_params_fields[] = {
+    {.key = "level",
+     .type = SP_CFG_INT,
+     .offset = offsetof(sp_compression_params_t, level),
+     .def = "1",
+     .min = -1,
+     .max = 9},
+};
+
+const sp_cfg_schema_t sp_exporterhelper_compression_params_schema = {
+    .fields = sp__compression_params_fields,
+    .n_fields = 1,
+    .size = sizeof(sp_compression_params_t),
+};
+
 static int sp__retry_validate(void *cfg, const sp_node_t *node, const char *path,
                               sp_errors_t *errs) {
   const sp_exporterhelper_retry_cfg_t *r = cfg;

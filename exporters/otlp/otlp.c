@@ -35,8 +35,6 @@
 
 /* ---- configuration ---------------------------------------------------------- */
 
-static const char *const sp__compressions[] = {"gzip", "none", NULL};
-
 static const sp_cfg_field_t sp__keepalive_fields[] = {
     {.key = "time",
      .type = SP_CFG_DURATION,
@@ -84,7 +82,7 @@ static const sp_cfg_field_t sp__otlp_fields[] = {
      .type = SP_CFG_ENUM,
      .offset = offsetof(sp_otlpexp_cfg_t, compression),
      .def = "gzip",
-     .enum_values = sp__compressions},
+     .enum_values = sp_exporterhelper_compressions},
     {.key = "timeout",
      .type = SP_CFG_DURATION,
      .offset = offsetof(sp_otlpexp_cfg_t, timeout_ms),

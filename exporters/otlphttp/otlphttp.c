@@ -62,23 +62,6 @@
 /* ---- configuration ---------------------------------------------------------- */
 
 static const char *const sp__encodings[] = {"proto", "json", NULL};
-static const char *const sp__compressions[] = {"gzip", "none", NULL};
-
-static const sp_cfg_field_t sp__compression_params_fields[] = {
-    {.key = "level",
-     .type = SP_CFG_INT,
-     .offset = offsetof(sp_otlphttp_compression_params_t, level),
-     .def = "1",
-     .min = -1,
-     .max = 9},
-};
-
-static const sp_cfg_schema_t sp__compression_params_schema = {
-    .fields = sp__compression_params_fields,
-    .n_fields = 1,
-    .size = sizeof(sp_otlphttp_compression_params_t),
-};
-
 static bool sp__is_url(const char *s) {
   return s != NULL && (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0);
 }
@@ -135,11 +118,11 @@ static const sp_cfg_field_t sp__otlphttp_fields[] = {
      .type = SP_CFG_ENUM,
      .offset = offsetof(sp_otlphttp_cfg_t, compression),
      .def = "gzip",
-     .enum_values = sp__compressions},
+     .enum_values = sp_exporterhelper_compressions},
     {.key = "compression_params",
      .type = SP_CFG_SECTION,
      .offset = offsetof(sp_otlphttp_cfg_t, compression_params),
-     .section = &sp__compression_params_schema},
+     .section = &sp_exporterhelper_compression_params_schema},
     {.key = "timeout",
      .type = SP_CFG_DURATION,
      .offset = offsetof(sp_otlphttp_cfg_t, timeout_ms),

@@ -14,14 +14,6 @@ enum { SP_OTLPHTTP_PROTO = 0, SP_OTLPHTTP_JSON = 1 };
 enum { SP_OTLPHTTP_GZIP = 0, SP_OTLPHTTP_NONE = 1 };
 
 /**
- * `compression_params` (the Collector's confighttp name): level -1 (zlib's
- * default, 6), 0 (stored) .. 9; default 1, the fastest (see the .c file).
- */
-typedef struct sp_otlphttp_compression_params_s {
-  int64_t level;
-} sp_otlphttp_compression_params_t;
-
-/**
  * Keys (Collector names): endpoint (base URL; /v1/traces and
  * /v1development/profiles are appended), traces_endpoint and
  * profiles_endpoint (full URLs overriding it), encoding (proto|json),
@@ -37,7 +29,7 @@ typedef struct sp_otlphttp_cfg_s {
   char *profiles_endpoint;
   int encoding;    /* SP_OTLPHTTP_PROTO / _JSON */
   int compression; /* SP_OTLPHTTP_GZIP / _NONE */
-  sp_otlphttp_compression_params_t compression_params;
+  sp_compression_params_t compression_params;
   uint64_t timeout_ms;
   sp_strmap_t headers;
   sp_tls_config_t tls;

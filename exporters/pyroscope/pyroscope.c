@@ -102,23 +102,6 @@
 /* ---- configuration ---------------------------------------------------------- */
 
 static const char *const sp__apis[] = {"push", "ingest", NULL};
-static const char *const sp__compressions[] = {"gzip", "none", NULL};
-
-static const sp_cfg_field_t sp__compression_params_fields[] = {
-    {.key = "level",
-     .type = SP_CFG_INT,
-     .offset = offsetof(sp_pyroscope_compression_params_t, level),
-     .def = "1",
-     .min = -1,
-     .max = 9},
-};
-
-static const sp_cfg_schema_t sp__compression_params_schema = {
-    .fields = sp__compression_params_fields,
-    .n_fields = 1,
-    .size = sizeof(sp_pyroscope_compression_params_t),
-};
-
 static const sp_cfg_field_t sp__basic_auth_fields[] = {
     {.key = "username",
      .type = SP_CFG_STRING,
@@ -203,11 +186,11 @@ static const sp_cfg_field_t sp__pyroscope_fields[] = {
      .type = SP_CFG_ENUM,
      .offset = offsetof(sp_pyroscope_cfg_t, compression),
      .def = "gzip",
-     .enum_values = sp__compressions},
+     .enum_values = sp_exporterhelper_compressions},
     {.key = "compression_params",
      .type = SP_CFG_SECTION,
      .offset = offsetof(sp_pyroscope_cfg_t, compression_params),
-     .section = &sp__compression_params_schema},
+     .section = &sp_exporterhelper_compression_params_schema},
     {.key = "timeout",
      .type = SP_CFG_DURATION,
      .offset = offsetof(sp_pyroscope_cfg_t, timeout_ms),

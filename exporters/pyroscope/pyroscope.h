@@ -25,14 +25,6 @@
 enum { SP_PYROSCOPE_API_PUSH = 0, SP_PYROSCOPE_API_INGEST = 1 };
 enum { SP_PYROSCOPE_GZIP = 0, SP_PYROSCOPE_NONE = 1 };
 
-/**
- * `compression_params` (the Collector's confighttp name): level -1 (zlib's
- * default, 6), 0 (stored) .. 9; default 1, the fastest (see the .c file).
- */
-typedef struct sp_pyroscope_compression_params_s {
-  int64_t level;
-} sp_pyroscope_compression_params_t;
-
 /** Pyroscope's own defaults for its per-tenant validation limits. */
 #define SP_PYROSCOPE_MAX_LABEL_NAME_LEN 1024
 #define SP_PYROSCOPE_MAX_LABEL_VALUE_LEN 2048
@@ -60,7 +52,7 @@ typedef struct sp_pyroscope_cfg_s {
   char *endpoint;
   int api;         /* SP_PYROSCOPE_API_* */
   int compression; /* SP_PYROSCOPE_GZIP / _NONE */
-  sp_pyroscope_compression_params_t compression_params;
+  sp_compression_params_t compression_params;
   uint64_t timeout_ms;
   sp_strmap_t headers;
   sp_tls_config_t tls;
