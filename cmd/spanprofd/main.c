@@ -16,6 +16,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -65,10 +66,28 @@ static int cmd_components(void) {
 
 static void on_stopped(void *arg) { (void)arg; }
 
+/*
+ * libuv's thread pool runs what is too heavy for the loop: gzip, inflate,
+ * validating uploads. That work is all CPU, so threads beyond the cores only
+ * compete with the loop thread, which everything waits on: with the default
+ * four threads on two cores, the loop was preempted while it had requests
+ * to answer. So unless UV_THREADPOOL_SIZE says otherwise, the pool gets one
+ * thread per core minus the loop's (at least one). libuv reads the variable
+ * when the pool first starts, after this.
+ */
+static void size_thread_pool(void) {
+  if (getenv("UV_THREADPOOL_SIZE") != NULL) return;
+  unsigned n = uv_available_parallelism();
+  char buf[16];
+  snprintf(buf, sizeof(buf), "%u", n > 1 ? n - 1 : 1);
+  setenv("UV_THREADPOOL_SIZE", buf, 0);
+}
+
 /* Runs the daemon until it is told to stop; the exit status. */
 static int run(const sp_service_options_t *opts) {
   /* A peer closing a socket must not kill the daemon. */
   signal(SIGPIPE, SIG_IGN);
+  size_thread_pool();
   uv_loop_t loop;
   uv_loop_init(&loop);
   sp_service_t *svc = NULL;
