@@ -16,7 +16,8 @@
 #   s2            OTLP/gRPC in → otlp (gRPC) out
 #   s3            s1 with batch and spanprofile in the traces pipeline (join window 2 s)
 #   s4            profiles: Pyroscope /ingest of ~30 KB gzipped CPU profiles with span_id
-#                 labels (plus their spans over OTLP/HTTP) → spanprofile (2 s) → pyroscope push
+#                 labels → spanprofile (2 s) → pyroscope push, plus their spans over
+#                 OTLP/HTTP → spanprofile → batch → otlphttp (configs/sidecar.yaml's pipelines)
 #   s5            memory: idle RSS, then twice s1's sustainable rate for --overload
 #                 seconds: refusals must be retryable, memory bounded, and the retrying
 #                 load generator must see zero loss at the sink
@@ -212,6 +213,8 @@ cfg_traces() { # name receiver-proto exporter processors(yaml list) [exporter ex
   echo "$W/$name.yaml"
 }
 
+# The pipelines of configs/sidecar.yaml: traces through the join and a batch
+# processor, profiles through the join.
 cfg_profiles() {
   cat >"$W/s4.yaml" <<YAML
 receivers:
@@ -222,6 +225,7 @@ receivers:
     endpoint: 127.0.0.1:$D_PYRO
 processors:
   spanprofile: { wait: ${JOIN_WAIT}s }
+  batch: {}
 exporters:
   otlphttp:
     endpoint: http://127.0.0.1:$SINK_HTTP
@@ -232,7 +236,7 @@ $(telemetry)
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [spanprofile]
+      processors: [spanprofile, batch]
       exporters: [otlphttp]
     profiles:
       receivers: [pyroscope]
