@@ -282,6 +282,39 @@ int sp_traces_writable(sp_traces_t **batch) {
   return 0;
 }
 
+int sp_traces_set_raw(sp_traces_t **batch, uint8_t *raw, size_t len) {
+  sp_traces_t *self = *batch;
+  if (self->refcnt > 1) {
+    sp_traces_t *copy = sp__traces_new();
+    if (copy == NULL) {
+      sp_free(raw);
+      return SP_ENOMEM;
+    }
+    copy->span_count = self->span_count;
+    copy->invalid_spans = self->invalid_spans;
+    copy->received_ns = self->received_ns;
+    if ((self->meta.tenant != NULL &&
+         (copy->meta.tenant = sp_arena_strdup(copy->arena, self->meta.tenant)) == NULL) ||
+        (self->meta.authorization != NULL &&
+         (copy->meta.authorization = sp_arena_strdup(copy->arena, self->meta.authorization)) ==
+             NULL)) {
+      sp_traces_unref(copy);
+      sp_free(raw);
+      return SP_ENOMEM;
+    }
+    sp_traces_unref(self);
+    *batch = self = copy;
+  }
+  sp_free(self->raw);
+  self->raw = raw;
+  self->raw_len = len;
+  self->req = NULL;
+  sp_free(self->enc);
+  self->enc = NULL;
+  self->enc_len = 0;
+  return 0;
+}
+
 /* ---- profiles --------------------------------------------------------------- */
 
 sp_profiles_t *sp_profiles_create(void) {

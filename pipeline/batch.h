@@ -123,6 +123,20 @@ int sp_traces_writable(sp_traces_t **batch);
  */
 int sp_traces_encoded(sp_traces_t *self, const uint8_t **out, size_t *len);
 
+/**
+ * Installs @p raw (@p len bytes, sp_malloc'd) as the encoded request of
+ * *@p batch: bytes holding the same spans (span_count is kept), e.g. a wire
+ * splice of the batch's own bytes (pipeline/otlpwire.h). The batch takes
+ * ownership of @p raw in every case (on failure it is freed). The old
+ * bytes, any decoded form (its arena memory stays until the batch is
+ * freed) and any cached encoding are dropped, so the batch is exported as
+ * @p raw. When others hold a reference, *@p batch is replaced by a private
+ * copy carrying @p raw (and the metadata), dropping the caller's reference
+ * to the shared one, as sp_traces_writable does. Loop thread.
+ * 0 or SP_ENOMEM (then *@p batch is unchanged).
+ */
+int sp_traces_set_raw(sp_traces_t **batch, uint8_t *raw, size_t len);
+
 /* ---- profiles --------------------------------------------------------------- */
 
 typedef struct sp_label_s {

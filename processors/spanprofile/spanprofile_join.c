@@ -10,9 +10,11 @@
  * after a span is itself held up to `wait` and resolves its samples only
  * when it leaves; the span must still be known then.
  *
- * Spans are indexed from the request bytes as received (spanprofile_wire.c);
- * a held batch is decoded only if one of its spans gains an attribute, so
- * an unchanged batch leaves as the bytes it came in as. Profiles are never
+ * Spans are indexed from the request bytes as received (spanprofile_wire.c)
+ * and a held batch is never decoded: an unchanged batch leaves as the bytes
+ * it came in as, and attributes its spans gain are spliced into the bytes
+ * (pipeline/otlpwire.h; only a batch that reached the join already decoded
+ * is changed through protobuf-c). Profiles are never
  * decoded either: samples are read through the pprof wire index
  * (sp_profile_wire) and labels spliced into the bytes (spanprofile_enrich.c).
  *
@@ -49,7 +51,9 @@
 #include "pipeline/alloc.h"
 #include "pipeline/component.h"
 #include "pipeline/error.h"
+#include "pipeline/hex.h"
 #include "pipeline/log.h"
+#include "pipeline/otlpwire.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -317,6 +321,76 @@ static bool sp__attrs_for(sp_spj_t *j, const sp_spj_span_t *e, sp_spj_attrs_t *a
   return a->profile_id || a->cpu;
 }
 
+/*
+ * The attribute keys the join adds; they must be spanprofile_enrich.c's
+ * (sp__spj_write_attrs), which the decoded path uses.
+ */
+static const char *const sp__attr_keys[4] = {
+    "pyroscope.profile.id", "profile.sample.count", "profile.cpu.time_ns", "profile.wall.time_ns"};
+
+typedef struct sp_spj_ectx_s {
+  sp_spj_t *j;
+  sp_spj_unit_t *u;
+  sp_otlpwire_splice_t sp;
+  size_t enriched;
+} sp_spj_ectx_t;
+
+/*
+ * One span of a held batch's bytes (ordinal @p i: the wire walk gave the
+ * span refs[i]): queues the attributes sp__spj_write_attrs would add, in
+ * its order and under its conditions.
+ */
+static int sp__enrich_wire_span(void *ctx, size_t i, const uint8_t *span, size_t len) {
+  sp_spj_ectx_t *c = ctx;
+  if (i >= c->u->n_refs) return 1;
+  sp_spj_attrs_t a;
+  if (!sp__attrs_for(c->j, sp__spj_deref(c->j->ix, c->u->refs[i]), &a)) return 0;
+  uint32_t have = 0;
+  int rc = sp_otlpwire_span_keys(span, len, sp__attr_keys, 4, &have);
+  if (rc != 0) return rc;
+  if (a.profile_id && !(have & 1u)) {
+    uint8_t raw[8];
+    char hex[17];
+    for (int b = 0; b < 8; b++)
+      raw[b] = (uint8_t)(a.span_id >> (56 - 8 * b));
+    sp_hex_encode(raw, 8, hex, sizeof(hex));
+    if ((rc = sp_otlpwire_splice_str(&c->sp, i, sp__attr_keys[0], hex, 16)) != 0) return rc;
+  }
+  if (a.cpu) {
+    const uint64_t v[3] = {a.count, a.cpu_ns, a.wall_ns};
+    for (int k = 0; k < 3; k++) {
+      if ((k > 0 && v[k] == 0) || (have & (1u << (k + 1)))) continue;
+      int64_t x = v[k] > INT64_MAX ? INT64_MAX : (int64_t)v[k];
+      if ((rc = sp_otlpwire_splice_int(&c->sp, i, sp__attr_keys[k + 1], x)) != 0) return rc;
+    }
+  }
+  c->enriched++;
+  return 0;
+}
+
+/*
+ * Enriches a held batch that still has its received bytes without
+ * decoding it: the attributes are spliced into the bytes
+ * (pipeline/otlpwire.h), which replace the batch's. All or nothing: on
+ * failure (no memory, or bytes the splice refuses) the batch is unchanged
+ * and the caller takes the decoded path.
+ */
+static int sp__enrich_wire(sp_spj_t *j, sp_spj_unit_t *u) {
+  sp_spj_ectx_t c = {.j = j, .u = u};
+  sp_otlpwire_splice_init(&c.sp);
+  sp_traces_t *b = u->traces;
+  uint8_t *out = NULL;
+  size_t out_len = 0;
+  int rc = sp_otlpwire_spans(b->raw, b->raw_len, sp__enrich_wire_span, &c);
+  if (rc == 0 && !sp_otlpwire_splice_empty(&c.sp)) {
+    rc = sp_otlpwire_splice_finish(&c.sp, b->raw, b->raw_len, &out, &out_len);
+    if (rc == 0) rc = sp_traces_set_raw(&u->traces, out, out_len); /* takes out */
+  }
+  sp_otlpwire_splice_free(&c.sp);
+  if (rc == 0) sp_metric_add(j->m.spans_enriched, c.enriched);
+  return rc;
+}
+
 /* Adds what the join found to the spans of a held batch. */
 static void sp__enrich_traces(sp_spj_t *j, sp_spj_unit_t *u) {
   bool any = false;
@@ -324,6 +398,13 @@ static void sp__enrich_traces(sp_spj_t *j, sp_spj_unit_t *u) {
   for (size_t i = 0; i < u->n_refs && !any; i++)
     any = sp__attrs_for(j, sp__spj_deref(j->ix, u->refs[i]), &a);
   if (!any) return; /* unchanged: goes out as the bytes it came in as */
+  /*
+   * Bytes as received (or as last spliced) are enriched on the wire: the
+   * spans' ordinals in them are the refs' (the wire walk, or a decode of
+   * the same bytes, numbered them in this order). A batch someone decoded
+   * is changed decoded.
+   */
+  if (u->traces->req == NULL && u->traces->raw != NULL && sp__enrich_wire(j, u) == 0) return;
   if (sp_traces_writable(&u->traces) != 0) {
     sp_log_warn(NULL, "spanprofile: out of memory enriching %zu span(s); sent unchanged",
                 u->n_refs);

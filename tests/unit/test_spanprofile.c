@@ -983,6 +983,66 @@ static void test_early_emission(void **state) {
   fx_free(&f);
 }
 
+/*
+ * Attributes are spliced into a held batch's bytes: the batch leaves with
+ * wire bytes and no decoded form, and its bytes decode to exactly what the
+ * decoded path (a batch that reached the join decoded) produces.
+ */
+static void test_enriched_on_the_wire(void **state) {
+  (void)state;
+  uint8_t *canon[2];
+  size_t canon_len[2];
+  for (int decoded = 0; decoded < 2; decoded++) {
+    fx_t f;
+    fx_loop_init(&f);
+    fx_make(&f, "wait: 1h\nspan_cpu_attributes: true\nprofile_id_attribute: all\n");
+    tspan_t sp[4] = {mkspan(0xe1, 0, 0, 100, 1, "root"), mkspan(0xe2, 0xe1, 10, 20, 1, "child"),
+                     mkspan(0xe3, 0, 200, 300, 2, "idle"),
+                     mkspan(0xe4, 0xe1, 30, 40, NO_THREAD, "c2")};
+    tspan_t *p[4] = {&sp[0], &sp[1], &sp[2], &sp[3]};
+    sp_traces_t *t = mk_traces(&res_a, p, 4);
+    if (decoded) assert_non_null(sp_traces_request(t));
+    assert_int_equal(sp_consume_traces(f.in_traces, t), 0);
+    tsample_t s[3] = {{.span_id = 0xe1, .gt = 1, .cpu_ns = 5},
+                      {.span_id = 0xe2, .gt = 2, .cpu_ns = 7},
+                      {.span_id = 0xe1, .gt = 3, .cpu_ns = 11}};
+    assert_int_equal(send_samples(&f, "svc", NULL, s, 3), 0);
+    fx_stop(&f);
+    assert_int_equal(f.sink_t.n_traces, 1);
+    sp_traces_t *out = f.sink_t.traces[0];
+    if (!decoded) { /* never decoded: the spliced bytes are the batch's bytes */
+      assert_null(out->req);
+      assert_non_null(out->raw);
+      assert_null(out->enc);
+      const uint8_t *enc;
+      size_t len;
+      assert_int_equal(sp_traces_encoded(out, &enc, &len), 0);
+      assert_ptr_equal(enc, out->raw);
+    }
+    const t_span_t *root = find_span(&f.sink_t, 0xe1, NULL), *child = find_span(&f.sink_t, 0xe2, NULL);
+    assert_string_equal(span_attr(root, "pyroscope.profile.id")->string_value, "00000000000000e1");
+    assert_int_equal(span_attr(root, "profile.sample.count")->int_value, 2);
+    assert_int_equal(span_attr(root, "profile.cpu.time_ns")->int_value, 16);
+    assert_string_equal(root->attributes[0]->key, "thread.id"); /* appended after its own */
+    assert_string_equal(span_attr(child, "pyroscope.profile.id")->string_value, "00000000000000e2");
+    assert_int_equal(span_attr(child, "profile.sample.count")->int_value, 1);
+    assert_int_equal(span_attr(child, "profile.cpu.time_ns")->int_value, 7);
+    assert_int_equal(find_span(&f.sink_t, 0xe3, NULL)->n_attributes, 1);
+    assert_int_equal(find_span(&f.sink_t, 0xe4, NULL)->n_attributes, 0);
+    assert_int_equal(metric(&f, "spanprof_processor_spanprofile_spans_enriched_total", NULL), 2);
+    const sp_otlp_traces_req_t *req = sp_traces_request(out);
+    canon_len[decoded] = protobuf_c_message_get_packed_size(&req->base);
+    canon[decoded] = malloc(canon_len[decoded]);
+    assert_non_null(canon[decoded]);
+    protobuf_c_message_pack(&req->base, canon[decoded]);
+    fx_free(&f);
+  }
+  assert_int_equal(canon_len[0], canon_len[1]);
+  assert_memory_equal(canon[0], canon[1], canon_len[0]);
+  free(canon[0]);
+  free(canon[1]);
+}
+
 /* Span ID samples match only the span of the same service; samples may arrive first. */
 static void test_id_join_service_and_order(void **state) {
   (void)state;
@@ -1937,6 +1997,7 @@ int main(void) {
       cmocka_unit_test(test_malformed_traces),     cmocka_unit_test(test_tenants_never_mix),
       cmocka_unit_test(test_lifecycle_and_config), cmocka_unit_test(test_index_shared_cell_churn),
       cmocka_unit_test(test_wire_spellings),       cmocka_unit_test(test_wire_oom_all_or_nothing),
+      cmocka_unit_test(test_enriched_on_the_wire),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
