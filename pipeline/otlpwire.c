@@ -103,6 +103,23 @@ static bool sp__key_is(const uint8_t *k, size_t klen, const char *want, size_t w
   return klen >= wlen && memcmp(k, want, wlen) == 0 && (klen == wlen || k[wlen] == 0);
 }
 
+/*
+ * The common encoding of a KeyValue, read directly: a key field and a value
+ * field (in that order, one-byte tags and lengths) and nothing else. False
+ * for anything else, which the general reader then handles.
+ */
+static bool sp__kv_common(const uint8_t *p, size_t len, const uint8_t **key, size_t *key_len) {
+  if (len < 2 || p[0] != SP_OW_TAG(SP_OW_KV_KEY, 2) || p[1] >= 0x80 || p[1] > len - 2) return false;
+  size_t rest = len - 2 - p[1];
+  const uint8_t *q = p + 2 + p[1];
+  if (rest != 0 &&
+      (rest < 2 || q[0] != SP_OW_TAG(SP_OW_KV_VALUE, 2) || q[1] >= 0x80 || q[1] != rest - 2))
+    return false;
+  *key = p + 2;
+  *key_len = p[1];
+  return true;
+}
+
 int sp_otlpwire_span_keys(const uint8_t *span, size_t len, const char *const *keys, size_t n,
                           uint32_t *found) {
   if (n > 32) return SP_EINVAL;
@@ -120,14 +137,16 @@ int sp_otlpwire_span_keys(const uint8_t *span, size_t len, const char *const *ke
     /* A KeyValue: the last key field is the key; absent means "" (protobuf-c's default). */
     const uint8_t *key = (const uint8_t *)"";
     size_t key_len = 0;
-    sp_pbwire_t kv = sp_pbwire_sub(&f);
-    while (sp_pbwire_next(&kv, &g)) {
-      if (g.num != SP_OW_KV_KEY) continue;
-      if (g.wt != 2) return SP_EPROTO;
-      key = g.data;
-      key_len = (size_t)g.v;
+    if (!sp__kv_common(f.data, (size_t)f.v, &key, &key_len)) {
+      sp_pbwire_t kv = sp_pbwire_sub(&f);
+      while (sp_pbwire_next(&kv, &g)) {
+        if (g.num != SP_OW_KV_KEY) continue;
+        if (g.wt != 2) return SP_EPROTO;
+        key = g.data;
+        key_len = (size_t)g.v;
+      }
+      if (kv.bad) return SP_EPROTO;
     }
-    if (kv.bad) return SP_EPROTO;
     for (size_t i = 0; i < n; i++)
       if (!(have & ((uint32_t)1 << i)) && sp__key_is(key, key_len, keys[i], klen[i]))
         have |= (uint32_t)1 << i;
