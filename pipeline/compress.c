@@ -64,8 +64,10 @@
 #include <isa-l/crc.h>
 #include <isa-l/igzip_lib.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 #include <strings.h>
+#include <uv.h>
 #include <zlib.h>
 
 enum { MODE_NONE = 0, MODE_GZIP, MODE_ZLIB, MODE_RAW };
@@ -567,18 +569,24 @@ static size_t isal_level_buf_size(int level, size_t len) {
   return req + tokens * ISAL_DEF_LVL1_TOKEN_SIZE; /* token size is 4 at every level */
 }
 
-/* ISA-L: levels 1-3. */
+/*
+ * ISA-L: levels 1-3, or level 0 with @p tables (learned ones: level 0 needs
+ * no level buffer, its hash table is in the stream struct).
+ */
 static int isal_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int level,
-                         sp_buf_t *out) {
+                         struct isal_hufftables *tables, sp_buf_t *out) {
   size_t zs_size = (sizeof(struct isal_zstream) + 63) & ~(size_t)63;
-  size_t lvl_size = isal_level_buf_size(level, len);
+  size_t lvl_size = level == 0 ? 0 : isal_level_buf_size(level, len);
   uint8_t *mem = sp_malloc(zs_size + lvl_size);
   if (!mem) return SP_ENOMEM;
   struct isal_zstream *zs = (struct isal_zstream *)(void *)mem;
   isal_deflate_init(zs);
   zs->level = (uint32_t)level;
-  zs->level_buf = mem + zs_size;
-  zs->level_buf_size = (uint32_t)lvl_size;
+  if (lvl_size) {
+    zs->level_buf = mem + zs_size;
+    zs->level_buf_size = (uint32_t)lvl_size;
+  }
+  if (tables) zs->hufftables = tables;
   zs->gzip_flag = enc == SP_ENC_GZIP      ? IGZIP_GZIP
                   : enc == SP_ENC_DEFLATE ? IGZIP_ZLIB
                                           : IGZIP_DEFLATE;
@@ -628,10 +636,263 @@ int sp_compress(const void *in, size_t len, sp_encoding_t enc, int level, sp_buf
   if (enc == SP_ENC_IDENTITY) return sp_buf_append(out, in, len);
   if (enc != SP_ENC_GZIP && enc != SP_ENC_DEFLATE && enc != SP_ENC_RAW_DEFLATE) return SP_EINVAL;
   if (level == -1) level = SP_COMPRESS_DEFAULT_LEVEL;
-  if (level >= 1 && level <= ISAL_DEF_MAX_LEVEL) return isal_compress(in, len, enc, level, out);
+  if (level >= 1 && level <= ISAL_DEF_MAX_LEVEL)
+    return isal_compress(in, len, enc, level, NULL, out);
   return zlib_compress(in, len, enc, level, out);
 }
 
 int sp_gzip_compress(const void *in, size_t len, int level, sp_buf_t *out) {
   return sp_compress(in, len, SP_ENC_GZIP, level, out);
+}
+
+/* --- learned Huffman tables (sp_compressor_t) ------------------------------ */
+
+#define LL_SYMS ISAL_DEF_LIT_LEN_SYMBOLS
+#define D_SYMS ISAL_DEF_DIST_SYMBOLS
+#define SAMPLE_MAX ((size_t)1 << 20) /* a sample's histogram reads at most this much */
+#define SAMPLE_MIN 256               /* smaller payloads are not worth a sample */
+#define HIST_SCALE 1048576.0         /* each sample weighs as this many lit/len symbols */
+#define ACC_WINDOW 8                 /* the average weighs the last ~8 samples */
+#define FLOOR_DIV 2048.0             /* no symbol counts less than 1/2048 of its alphabet's total */
+#define REF_N 8                      /* outputs averaged into the reference ratio after a build */
+#define RATIO_MIN_LEN 1024           /* smaller outputs say little about the fit */
+#define KL_SLACK 0.05                /* bits per symbol: divergence below this is never a change */
+
+typedef struct sp__tables_s {
+  unsigned refs; /* the context's own (while current) + one per call using them; under mu */
+  struct isal_hufftables h;
+} sp__tables_t;
+
+struct sp_compressor_s {
+  uv_mutex_t mu;
+  sp_compressor_opts_t opts;
+  /* Under mu. */
+  sp__tables_t *cur;    /* published tables; NULL until the first build */
+  bool sampling;        /* a call is building tables (only one at a time) */
+  bool urgent;          /* the ratio degraded: the next sample weighs half the average */
+  uint64_t n;           /* level -1 calls so far (numbers them) */
+  uint64_t next_sample; /* the call numbered this (or the next free one) samples */
+  uint64_t last_sample;
+  uint64_t period;           /* distance to the next sample: doubles up to opts.sample_every */
+  double ref_sum, ref, ewma; /* the ratio monitor over outputs made with cur */
+  unsigned ref_n;
+  sp_compressor_stats_t stats;
+  /* Only the sampling call touches these (sampling == true hands them over under mu). */
+  double acc_ll[LL_SYMS], acc_d[D_SYMS]; /* decaying average of sampled histograms */
+  unsigned n_acc;
+  double kl_avg; /* how far samples usually are from the average (bits per symbol) */
+  unsigned n_kl;
+};
+
+int sp_compressor_create(const sp_compressor_opts_t *opts, sp_compressor_t **out) {
+  *out = NULL;
+  sp_compressor_t *self = sp_calloc(1, sizeof(*self));
+  if (!self) return SP_ENOMEM;
+  if (uv_mutex_init(&self->mu) != 0) {
+    sp_free(self);
+    return SP_ENOMEM;
+  }
+  if (opts) self->opts = *opts;
+  if (self->opts.sample_every == 0) self->opts.sample_every = 64;
+  if (self->opts.min_gap == 0) self->opts.min_gap = 16;
+  if (self->opts.min_gap > self->opts.sample_every) self->opts.min_gap = self->opts.sample_every;
+  if (!(self->opts.degrade > 0)) self->opts.degrade = 0.08;
+  self->next_sample = 1;
+  self->period = 1;
+  *out = self;
+  return 0;
+}
+
+void sp_compressor_destroy(sp_compressor_t *self) {
+  if (!self) return;
+  sp_free(self->cur);
+  uv_mutex_destroy(&self->mu);
+  sp_free(self);
+}
+
+void sp_compressor_get_stats(sp_compressor_t *self, sp_compressor_stats_t *out) {
+  uv_mutex_lock(&self->mu);
+  *out = self->stats;
+  uv_mutex_unlock(&self->mu);
+}
+
+/* Drops one reference (under mu); returns the tables to free after unlocking, or NULL. */
+static sp__tables_t *tables_unref(sp__tables_t *t) {
+  if (t && --t->refs == 0) return t;
+  return NULL;
+}
+
+/*
+ * Sampling call (self->sampling is ours): adds @p in's histogram to the
+ * average and builds tables from it. NULL when out of memory (or should
+ * ISA-L refuse the code), which only postpones learning.
+ */
+static sp__tables_t *learn(sp_compressor_t *self, const uint8_t *in, size_t len, bool urgent) {
+  struct isal_huff_histogram *h = sp_calloc(1, sizeof(*h));
+  sp__tables_t *t = sp_malloc(sizeof(*t));
+  if (!h || !t) goto fail;
+  isal_update_histogram((uint8_t *)in, (int)(len > SAMPLE_MAX ? SAMPLE_MAX : len), h);
+  double tot = 0;
+  for (int i = 0; i < LL_SYMS; i++)
+    tot += (double)h->lit_len_histogram[i];
+  if (tot == 0) goto fail;
+  /*
+   * How many more bits per lit/len symbol this payload would cost with codes
+   * made for the average than with its own (Kullback-Leibler divergence,
+   * floors included). Far more than usual means the stream changed shape
+   * (a stationary mix of shapes keeps it about the same): the sample then
+   * weighs half the average, as it does when the ratio monitor asked for it.
+   */
+  double kl = 0;
+  if (self->n_acc > 0) {
+    double qt = 0;
+    for (int i = 0; i < LL_SYMS; i++)
+      qt += self->acc_ll[i];
+    double fq = qt / FLOOR_DIV, qn = 0;
+    for (int i = 0; i < LL_SYMS; i++)
+      qn += self->acc_ll[i] > fq ? self->acc_ll[i] : fq;
+    for (int i = 0; i < LL_SYMS; i++) {
+      if (!h->lit_len_histogram[i]) continue;
+      double p = (double)h->lit_len_histogram[i] / tot;
+      double q = (self->acc_ll[i] > fq ? self->acc_ll[i] : fq) / qn;
+      kl += p * log2(p / q);
+    }
+  }
+  /* Each sample weighs the same whatever its size; the first ACC_WINDOW are a plain mean. */
+  double scale = HIST_SCALE / tot;
+  double w = self->n_acc < ACC_WINDOW ? 1.0 / (self->n_acc + 1) : 1.0 / ACC_WINDOW;
+  bool changed = self->n_kl >= 2 && kl > 2 * self->kl_avg + KL_SLACK;
+  if ((urgent || changed) && w < 0.5) w = 0.5;
+  if (self->n_acc > 0 && !changed && !urgent) { /* what is usual, without the changes */
+    self->kl_avg = self->n_kl == 0 ? kl : self->kl_avg + (kl - self->kl_avg) / 4;
+    self->n_kl++;
+  }
+  double sll = 0, sd = 0;
+  for (int i = 0; i < LL_SYMS; i++) {
+    self->acc_ll[i] += ((double)h->lit_len_histogram[i] * scale - self->acc_ll[i]) * w;
+    sll += self->acc_ll[i];
+  }
+  for (int i = 0; i < D_SYMS; i++) {
+    self->acc_d[i] += ((double)h->dist_histogram[i] * scale - self->acc_d[i]) * w;
+    sd += self->acc_d[i];
+  }
+  self->n_acc++;
+  /*
+   * A floor under every count keeps the codes of symbols the samples never
+   * had at ~11-13 bits, so a payload unlike them costs less (and the
+   * learned payloads ~0.02% more).
+   */
+  double fll = sll / FLOOR_DIV, fd = sd / FLOOR_DIV;
+  for (int i = 0; i < LL_SYMS; i++)
+    h->lit_len_histogram[i] = (uint64_t)((self->acc_ll[i] > fll ? self->acc_ll[i] : fll) + 0.5);
+  for (int i = 0; i < D_SYMS; i++)
+    h->dist_histogram[i] = (uint64_t)((self->acc_d[i] > fd ? self->acc_d[i] : fd) + 0.5);
+  if (isal_create_hufftables(&t->h, h) != 0) goto fail;
+  sp_free(h);
+  return t;
+fail:
+  sp_free(h);
+  sp_free(t);
+  return NULL;
+}
+
+/* Under mu: one more output of @p out_len bytes for @p len made with the current tables. */
+static void monitor(sp_compressor_t *self, size_t len, size_t out_len) {
+  double r = (double)out_len / (double)len;
+  if (self->ref_n < REF_N) {
+    self->ref_sum += r;
+    if (++self->ref_n == REF_N) self->ewma = self->ref = self->ref_sum / REF_N;
+    return;
+  }
+  self->ewma += (r - self->ewma) / 8;
+  if (self->ewma <= self->ref * (1 + self->opts.degrade)) return;
+  /* Worse than just after the build: sample soon, and learn quickly again after. */
+  uint64_t at = self->last_sample + self->opts.min_gap;
+  if (at <= self->n) at = self->n + 1;
+  if (at < self->next_sample) self->next_sample = at;
+  self->period = self->opts.min_gap;
+  self->urgent = true;
+}
+
+int sp_compressor_compress(sp_compressor_t *self, const void *in, size_t len, sp_encoding_t enc,
+                           int level, sp_buf_t *out) {
+  if (level != -1 || enc == SP_ENC_IDENTITY || (!in && len) ||
+      (enc != SP_ENC_GZIP && enc != SP_ENC_DEFLATE && enc != SP_ENC_RAW_DEFLATE)) {
+    uv_mutex_lock(&self->mu);
+    self->stats.explicit_level++;
+    uv_mutex_unlock(&self->mu);
+    return sp_compress(in, len, enc, level, out);
+  }
+  size_t base = out->len;
+  sp__tables_t *dead[2] = {NULL, NULL};
+  uv_mutex_lock(&self->mu);
+  uint64_t n = ++self->n;
+  sp__tables_t *t = self->cur;
+  if (t) t->refs++;
+  bool sample = !self->sampling && n >= self->next_sample && len >= SAMPLE_MIN;
+  bool urgent = self->urgent;
+  if (sample) self->sampling = true;
+  uv_mutex_unlock(&self->mu);
+
+  if (sample) {
+    /* Outside the lock: other calls go on with the tables they have. */
+    sp__tables_t *nt = learn(self, in, len, urgent);
+    uv_mutex_lock(&self->mu);
+    self->sampling = false;
+    self->urgent = false;
+    self->last_sample = n;
+    self->stats.samples++;
+    if (nt) {
+      nt->refs = 2; /* the context's and this call's */
+      dead[0] = tables_unref(t);
+      dead[1] = tables_unref(self->cur);
+      self->cur = t = nt;
+      self->stats.builds++;
+      self->ref_n = 0;
+      self->ref_sum = 0;
+    }
+    self->next_sample = n + self->period;
+    self->period =
+        self->period * 2 < self->opts.sample_every ? self->period * 2 : self->opts.sample_every;
+    uv_mutex_unlock(&self->mu);
+    sp_free(dead[0]);
+    sp_free(dead[1]);
+    dead[0] = dead[1] = NULL;
+  }
+
+  int rc;
+  bool fallback = false;
+  if (!t) {
+    rc = isal_compress(in, len, enc, 1, NULL, out);
+  } else {
+    rc = isal_compress(in, len, enc, 0, &t->h, out);
+    /*
+     * Level 0 never falls back to stored blocks: data the tables do not
+     * fit (random bytes: +25%) goes again through level 1, which does.
+     */
+    if (rc == 0 && len >= SAMPLE_MIN && out->len - base > len - len / 8) {
+      out->len = base;
+      fallback = true;
+      rc = isal_compress(in, len, enc, 1, NULL, out);
+    }
+  }
+
+  uv_mutex_lock(&self->mu);
+  if (!t) {
+    self->stats.level1++;
+  } else {
+    self->stats.learned++;
+    if (fallback) self->stats.fallbacks++;
+    if (rc == 0 && !fallback && !sample && t == self->cur && len >= RATIO_MIN_LEN)
+      monitor(self, len, out->len - base);
+  }
+  dead[0] = tables_unref(t);
+  uv_mutex_unlock(&self->mu);
+  sp_free(dead[0]);
+  return rc;
+}
+
+int sp_compressor_gzip(sp_compressor_t *self, const void *in, size_t len, int level,
+                       sp_buf_t *out) {
+  return sp_compressor_compress(self, in, len, SP_ENC_GZIP, level, out);
 }

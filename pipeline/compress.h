@@ -95,6 +95,76 @@ int sp_gzip_compress(const void *in, size_t len, int level, sp_buf_t *out);
 int sp_compress(const void *in, size_t len, sp_encoding_t enc, int level, sp_buf_t *out);
 
 /*
+ * A compressor context: the default level (-1) learned from the stream.
+ *
+ * An exporter that gzips many payloads of the same shape (the pyroscope
+ * exporter: one pprof per profile) can do better than ISA-L level 1's
+ * per-payload Huffman coding: ISA-L level 0 with Huffman tables built from
+ * payloads seen before gives the same bytes for ~0.75x of the time. The
+ * context samples a payload now and then (its histogram costs about as much
+ * as compressing it), keeps a decaying average of the sampled histograms,
+ * builds tables from it and publishes them for every later call; see
+ * compress.c for when it samples. Tables give every literal, length and
+ * distance a code, so they encode any payload correctly; a payload unlike
+ * the learned ones only compresses worse, and one that would come out
+ * nearly incompressible is compressed again at level 1 (stored blocks).
+ */
+typedef struct sp_compressor_s sp_compressor_t;
+
+/** Tuning for sp_compressor_create(); zero fields take the defaults. */
+typedef struct sp_compressor_opts_s {
+  /** Payloads between two samples once the tables have settled (default 64; 1 = every one). */
+  unsigned sample_every;
+  /** Fewest payloads between two samples when the ratio degrades (default 16). */
+  unsigned min_gap;
+  /**
+   * How much worse (relative) the recent output ratio may get than the one
+   * measured just after the tables were built before a sample is taken early
+   * (default 0.08, i.e. 8%).
+   */
+  double degrade;
+} sp_compressor_opts_t;
+
+/** What a context did, for tests, benchmarks and metrics. */
+typedef struct sp_compressor_stats_s {
+  uint64_t learned;        /* level -1 payloads compressed at ISA-L level 0 with learned tables */
+  uint64_t level1;         /* level -1 payloads compressed at ISA-L level 1 (no tables yet) */
+  uint64_t fallbacks;      /* learned output nearly incompressible: compressed again at level 1 */
+  uint64_t samples;        /* payloads whose histogram was taken */
+  uint64_t builds;         /* tables published */
+  uint64_t explicit_level; /* calls with an explicit level (compressed as sp_compress does) */
+} sp_compressor_stats_t;
+
+/**
+ * Creates a context with @p opts (NULL: defaults). Returns 0 and sets
+ * @p out, or SP_ENOMEM. Free with sp_compressor_destroy() once no call is
+ * running any more.
+ */
+int sp_compressor_create(const sp_compressor_opts_t *opts, sp_compressor_t **out);
+
+/**
+ * Like sp_compress(), but level -1 compresses with learned tables (see
+ * above) instead of SP_COMPRESS_DEFAULT_LEVEL; explicit levels 0..9 give
+ * exactly sp_compress()'s output. Thread-safe: any number of threads may
+ * call it at once on one context (the libuv pool); tables are swapped under
+ * a lock and reference counted, so a call never sees a half-built table.
+ * @p out is owned by the caller. Returns what sp_compress() returns. Out of
+ * memory while sampling is not an error: the payload is compressed with the
+ * tables it had.
+ */
+int sp_compressor_compress(sp_compressor_t *self, const void *in, size_t len, sp_encoding_t enc,
+                           int level, sp_buf_t *out);
+
+/** sp_compressor_compress() as gzip. */
+int sp_compressor_gzip(sp_compressor_t *self, const void *in, size_t len, int level, sp_buf_t *out);
+
+/** Copies the counters of @p self into @p out (a consistent snapshot). Thread-safe. */
+void sp_compressor_get_stats(sp_compressor_t *self, sp_compressor_stats_t *out);
+
+/** Frees the context and its tables; accepts NULL. No call may be running. */
+void sp_compressor_destroy(sp_compressor_t *self);
+
+/*
  * Streaming decoder: create once, then for each body reset → feed* → finish.
  * The ISA-L inflate state (about 85 KiB) is allocated on the first feed and
  * kept across resets, so a keep-alive connection pays for it once. Input

@@ -9,7 +9,9 @@
 #include "pipeline/compress.h"
 #include "pipeline/error.h"
 
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -768,6 +770,363 @@ static void test_levels(void **state) {
   free(text);
 }
 
+/* ---- sp_compressor_t: level -1 with learned tables ------------------------- */
+
+static void put_varint(sp_buf_t *b, uint64_t v) {
+  while (v >= 0x80) {
+    assert_int_equal(sp_buf_putc(b, (int)(v & 0x7f) | 0x80), 0);
+    v >>= 7;
+  }
+  assert_int_equal(sp_buf_putc(b, (int)v), 0);
+}
+
+static void put_bytes(sp_buf_t *b, unsigned field, const void *p, size_t n) {
+  put_varint(b, (uint64_t)field << 3 | 2);
+  put_varint(b, n);
+  assert_int_equal(sp_buf_append(b, p, n), 0);
+}
+
+/*
+ * Bytes shaped like an encoded pprof Profile: samples (packed location IDs,
+ * values, a span_id label), then functions and the string table. @p style
+ * changes the names (as services in other languages would), @p seed the rest.
+ */
+static uint8_t *make_pprof(int style, uint32_t seed, size_t n_samples, size_t *len) {
+  static const char *const pkg[3][4] = {
+      {"net/http", "github.com/acme/shop/orders", "runtime", "encoding/json"},
+      {"com.acme.shop.orders", "io.netty.channel", "java.util.concurrent", "org.postgresql"},
+      {"shop/orders", "aiohttp/web", "asyncio/base", "json/decoder"}};
+  g_rng = seed;
+  sp_buf_t b, sample;
+  sp_buf_init(&b, 0);
+  sp_buf_init(&sample, 0);
+  for (size_t i = 0; i < n_samples; i++) {
+    sample.len = 0;
+    sp_buf_t ids;
+    sp_buf_init(&ids, 0);
+    size_t depth = 8 + rnd() % 24, stack = rnd() % 200;
+    for (size_t k = 0; k < depth; k++)
+      put_varint(&ids, 1 + (stack * 31 + k * 17) % 300);
+    put_bytes(&sample, 1, ids.data, ids.len);
+    sp_buf_free(&ids);
+    uint8_t vals[12];
+    size_t nv = 0;
+    uint64_t v = 1 + rnd() % 3;
+    vals[nv++] = (uint8_t)v;
+    for (uint64_t x = v * 10000000; x; x >>= 7)
+      vals[nv++] = (uint8_t)((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
+    put_bytes(&sample, 2, vals, nv);
+    if (rnd() % 5) {
+      uint8_t label[8] = {0x08, 5, 0x10, 0, 0, 0, 0, 0};
+      label[3] = (uint8_t)(6 + rnd() % 100);
+      put_bytes(&sample, 3, label, 4);
+    }
+    put_bytes(&b, 2, sample.data, sample.len);
+  }
+  for (size_t i = 0; i < 300; i++) {
+    char name[160];
+    int n = snprintf(name, sizeof name,
+                     style == 0   ? "%s.(*Handler%zu).Serve"
+                     : style == 1 ? "%s.Handler%zuService.serve"
+                                  : "%s.handler_%zu",
+                     pkg[style][i % 4], i);
+    put_bytes(&b, 6, name, (size_t)n);
+  }
+  sp_buf_free(&sample);
+  return sp_buf_steal(&b, len);
+}
+
+/* Compresses with @p ctx and checks that zlib and sp_inflate both give @p in back. */
+static size_t ctx_roundtrip(sp_compressor_t *ctx, const uint8_t *in, size_t n, sp_encoding_t e,
+                            int level) {
+  sp_buf_t z, out;
+  sp_buf_init(&z, 0);
+  sp_buf_init(&out, 0);
+  assert_int_equal(sp_compressor_compress(ctx, in, n, e, level, &z), 0);
+  uint8_t *back = malloc(n + 16);
+  assert_int_equal(zlib_inflate(z.data, z.len, e, back, n + 16), (long)n);
+  if (n) assert_memory_equal(back, in, n);
+  assert_int_equal(sp_inflate(z.data, z.len, e, 0, &out), 0);
+  assert_int_equal(out.len, n);
+  if (n) assert_memory_equal(out.data, in, n);
+  size_t zl = z.len;
+  free(back);
+  sp_buf_free(&z);
+  sp_buf_free(&out);
+  return zl;
+}
+
+static size_t level1_size(const uint8_t *in, size_t n) {
+  sp_buf_t z;
+  sp_buf_init(&z, 0);
+  assert_int_equal(sp_gzip_compress(in, n, 1, &z), 0);
+  size_t zl = z.len;
+  sp_buf_free(&z);
+  return zl;
+}
+
+/*
+ * Tables learned from pprof-shaped payloads encode anything: other pprof
+ * styles, text, random bytes, zeros, empty and tiny inputs, a payload larger
+ * than a sample reads, in every format; what the tables fit compresses like
+ * level 1.
+ */
+static void test_ctx_learns_and_encodes_anything(void **state) {
+  (void)state;
+  sp_compressor_t *ctx = NULL;
+  assert_int_equal(sp_compressor_create(NULL, &ctx), 0);
+  size_t plen;
+  uint8_t *pp = make_pprof(0, 1, 1500, &plen);
+  for (int i = 0; i < 10; i++) /* learn */
+    ctx_roundtrip(ctx, pp, plen, SP_ENC_GZIP, -1);
+  /* Another profile of the same shape: within 1% of level 1. */
+  size_t p2len;
+  uint8_t *pp2 = make_pprof(0, 2, 1400, &p2len);
+  size_t learned = ctx_roundtrip(ctx, pp2, p2len, SP_ENC_GZIP, -1);
+  size_t one = level1_size(pp2, p2len);
+  assert_true(learned * 100 <= one * 101);
+  sp_compressor_stats_t st;
+  sp_compressor_get_stats(ctx, &st);
+  assert_true(st.builds >= 1);
+  assert_int_equal(st.learned + st.level1, 11);
+  assert_int_equal(st.level1, 0); /* the first call built tables before compressing */
+  assert_int_equal(st.fallbacks, 0);
+
+  size_t big_n = ((size_t)3 << 20) / 2; /* more than one sample reads */
+  struct {
+    uint8_t *p;
+    size_t n;
+  } kinds[10];
+  size_t nk = 0;
+  kinds[nk].p = make_pprof(1, 3, 900, &kinds[nk].n), nk++;
+  kinds[nk].p = make_pprof(2, 4, 300, &kinds[nk].n), nk++;
+  kinds[nk].p = make_words(100000), kinds[nk].n = 100000, nk++;
+  kinds[nk].p = make_text(70000), kinds[nk].n = 70000, nk++;
+  kinds[nk].p = make_noise(50000), kinds[nk].n = 50000, nk++;
+  kinds[nk].p = calloc(1, 200000), kinds[nk].n = 200000, nk++;
+  kinds[nk].p = make_words(big_n), kinds[nk].n = big_n, nk++;
+  kinds[nk].p = make_noise(1), kinds[nk].n = 1, nk++;
+  kinds[nk].p = make_noise(300), kinds[nk].n = 300, nk++;
+  kinds[nk].p = make_noise(1), kinds[nk].n = 0, nk++;
+  for (int round = 0; round < 2; round++)
+    for (size_t k = 0; k < nk; k++)
+      for (int e = 0; e < 3; e++) {
+        size_t zl = ctx_roundtrip(ctx, kinds[k].p, kinds[k].n, k_encs[e], -1);
+        if (k == 4) assert_true(zl < kinds[k].n + 200); /* noise: level 1's stored blocks */
+        if (k == 5) assert_true(zl < 3000);             /* zeros */
+      }
+  sp_compressor_get_stats(ctx, &st);
+  assert_true(st.fallbacks >= 2); /* the noise, at least */
+  assert_int_equal(st.explicit_level, 0);
+  for (size_t k = 0; k < nk; k++)
+    free(kinds[k].p);
+  free(pp);
+  free(pp2);
+  sp_compressor_destroy(ctx);
+  sp_compressor_destroy(NULL);
+}
+
+/* Explicit levels give exactly sp_compress()'s bytes; bad arguments are refused alike. */
+static void test_ctx_explicit_levels(void **state) {
+  (void)state;
+  sp_compressor_t *ctx = NULL;
+  assert_int_equal(sp_compressor_create(NULL, &ctx), 0);
+  size_t n;
+  uint8_t *pp = make_pprof(0, 5, 600, &n);
+  for (int i = 0; i < 3; i++)
+    ctx_roundtrip(ctx, pp, n, SP_ENC_GZIP, -1); /* tables exist: they must not leak in */
+  for (int level = 0; level <= 9; level++)
+    for (int e = 0; e < 3; e++) {
+      sp_buf_t a, b;
+      sp_buf_init(&a, 0);
+      sp_buf_init(&b, 0);
+      assert_int_equal(sp_compressor_compress(ctx, pp, n, k_encs[e], level, &a), 0);
+      assert_int_equal(sp_compress(pp, n, k_encs[e], level, &b), 0);
+      assert_int_equal(a.len, b.len);
+      assert_memory_equal(a.data, b.data, a.len);
+      sp_buf_free(&a);
+      sp_buf_free(&b);
+    }
+  sp_buf_t z;
+  sp_buf_init(&z, 0);
+  assert_int_equal(sp_compressor_compress(ctx, "x", 1, SP_ENC_GZIP, -2, &z), SP_EINVAL);
+  assert_int_equal(sp_compressor_compress(ctx, "x", 1, SP_ENC_GZIP, 10, &z), SP_EINVAL);
+  assert_int_equal(sp_compressor_compress(ctx, "x", 1, SP_ENC_AUTO, -1, &z), SP_EINVAL);
+  assert_int_equal(sp_compressor_compress(ctx, NULL, 1, SP_ENC_GZIP, -1, &z), SP_EINVAL);
+  assert_int_equal(z.len, 0);
+  assert_int_equal(sp_compressor_compress(ctx, "xyz", 3, SP_ENC_IDENTITY, -1, &z), 0);
+  assert_int_equal(z.len, 3);
+  sp_buf_free(&z);
+  /* A buffer limit too small for the output: SP_ETOOBIG, as from sp_compress. */
+  sp_buf_t small;
+  sp_buf_init(&small, 1000);
+  assert_int_equal(sp_compressor_gzip(ctx, pp, n, -1, &small), SP_ETOOBIG);
+  sp_buf_free(&small);
+  /* Appends, as sp_compress does. */
+  sp_buf_init(&z, 0);
+  assert_int_equal(sp_buf_append(&z, "head", 4), 0);
+  assert_int_equal(sp_compressor_gzip(ctx, pp, n, -1, &z), 0);
+  sp_buf_t out;
+  sp_buf_init(&out, 0);
+  assert_int_equal(sp_inflate(z.data + 4, z.len - 4, SP_ENC_GZIP, 0, &out), 0);
+  assert_int_equal(out.len, n);
+  assert_memory_equal(out.data, pp, n);
+  sp_buf_free(&out);
+  sp_buf_free(&z);
+  free(pp);
+  sp_compressor_destroy(ctx);
+}
+
+/* A stream that turns worse than its tables were built for is sampled early, not after 64. */
+static void test_ctx_relearns_when_the_ratio_degrades(void **state) {
+  (void)state;
+  sp_compressor_t *ctx = NULL;
+  sp_compressor_opts_t o = {.sample_every = 1000, .min_gap = 4};
+  assert_int_equal(sp_compressor_create(&o, &ctx), 0);
+  size_t n;
+  uint8_t *pp = make_pprof(0, 6, 400, &n);
+  uint8_t *text = make_text(40000);
+  sp_compressor_stats_t st;
+  for (int i = 0; i < 80; i++)
+    ctx_roundtrip(ctx, pp, n, SP_ENC_GZIP, -1);
+  sp_compressor_get_stats(ctx, &st);
+  uint64_t before = st.samples; /* 1, 2, 4, ..., 64 */
+  size_t first = ctx_roundtrip(ctx, text, 40000, SP_ENC_GZIP, -1);
+  size_t last = first;
+  for (int i = 0; i < 40; i++)
+    last = ctx_roundtrip(ctx, text, 40000, SP_ENC_GZIP, -1);
+  sp_compressor_get_stats(ctx, &st);
+  assert_true(st.samples > before);
+  assert_true(last < first);
+  assert_true(last * 100 <= level1_size(text, 40000) * 105); /* within 41 calls */
+  free(pp);
+  free(text);
+  sp_compressor_destroy(ctx);
+}
+
+/* ---- concurrent use: tables rebuilt on every call while other threads compress ---- */
+
+typedef struct {
+  sp_compressor_t *ctx;
+  uint8_t **in;
+  size_t *n;
+  size_t n_in;
+  int seed, failures;
+} worker_t;
+
+static void *worker(void *arg) {
+  worker_t *w = arg;
+  sp_buf_t z, out;
+  sp_buf_init(&z, 0);
+  sp_buf_init(&out, 0);
+  for (int i = 0; i < 40; i++) {
+    size_t k = (size_t)(w->seed + i) % w->n_in;
+    sp_encoding_t e = k_encs[(w->seed + i) % 3];
+    z.len = out.len = 0;
+    if (sp_compressor_compress(w->ctx, w->in[k], w->n[k], e, -1, &z) != 0 ||
+        sp_inflate(z.data, z.len, e, 0, &out) != 0 || out.len != w->n[k] ||
+        (out.len && memcmp(out.data, w->in[k], out.len) != 0))
+      w->failures++;
+  }
+  sp_buf_free(&z);
+  sp_buf_free(&out);
+  return NULL;
+}
+
+static void test_ctx_concurrent(void **state) {
+  (void)state;
+  enum { THREADS = 4, INPUTS = 6 };
+  uint8_t *in[INPUTS];
+  size_t n[INPUTS];
+  in[0] = make_pprof(0, 7, 300, &n[0]);
+  in[1] = make_pprof(1, 8, 500, &n[1]);
+  in[2] = make_words(30000), n[2] = 30000;
+  in[3] = make_noise(20000), n[3] = 20000;
+  in[4] = make_text(25000), n[4] = 25000;
+  in[5] = calloc(1, 40000), n[5] = 40000;
+  /* Every call samples when no other does: tables are swapped all the time. */
+  sp_compressor_opts_t o = {.sample_every = 1, .min_gap = 1};
+  sp_compressor_t *ctx = NULL;
+  assert_int_equal(sp_compressor_create(&o, &ctx), 0);
+  pthread_t th[THREADS];
+  worker_t w[THREADS];
+  for (int i = 0; i < THREADS; i++) {
+    w[i] = (worker_t){.ctx = ctx, .in = in, .n = n, .n_in = INPUTS, .seed = i * 5};
+    assert_int_equal(pthread_create(&th[i], NULL, worker, &w[i]), 0);
+  }
+  for (int i = 0; i < THREADS; i++) {
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(w[i].failures, 0);
+  }
+  sp_compressor_stats_t st;
+  sp_compressor_get_stats(ctx, &st);
+  assert_int_equal(st.learned + st.level1, THREADS * 40);
+  assert_true(st.builds >= 10);
+  sp_compressor_destroy(ctx);
+  for (int i = 0; i < INPUTS; i++)
+    free(in[i]);
+}
+
+/*
+ * Every allocation can fail: creating, the first (learning) call, a call
+ * with tables. A failed sample only postpones learning; output is correct
+ * whenever 0 is returned, and the context keeps working afterwards.
+ */
+static void test_ctx_out_of_memory(void **state) {
+  (void)state;
+  size_t n;
+  uint8_t *pp = make_pprof(0, 9, 500, &n);
+  int ok = 0;
+  for (long k = 0; k < 50 && !ok; k++) {
+    sp_compressor_t *ctx = NULL;
+    sp_alloc_set_fail_after(k);
+    int rc = sp_compressor_create(NULL, &ctx);
+    sp_alloc_set_fail_after(-1);
+    if (rc == 0) {
+      ok = 1;
+    } else {
+      assert_int_equal(rc, SP_ENOMEM);
+      assert_null(ctx);
+    }
+    sp_compressor_destroy(ctx);
+  }
+  assert_true(ok);
+  for (int warm = 0; warm < 2; warm++) {
+    ok = 0;
+    for (long k = 0; k < 50 && !ok; k++) {
+      sp_compressor_opts_t o = {.sample_every = 1, .min_gap = 1};
+      sp_compressor_t *ctx = NULL;
+      assert_int_equal(sp_compressor_create(&o, &ctx), 0);
+      if (warm) ctx_roundtrip(ctx, pp, n, SP_ENC_GZIP, -1);
+      sp_buf_t z;
+      sp_buf_init(&z, 0);
+      sp_alloc_set_fail_after(k);
+      int rc = sp_compressor_gzip(ctx, pp, n, -1, &z);
+      sp_alloc_set_fail_after(-1);
+      if (rc == 0) {
+        uint8_t *back = malloc(n);
+        assert_int_equal(zlib_inflate(z.data, z.len, SP_ENC_GZIP, back, n), (long)n);
+        assert_memory_equal(back, pp, n);
+        free(back);
+        sp_compressor_stats_t st;
+        sp_compressor_get_stats(ctx, &st);
+        ok = st.samples == (uint64_t)(warm + 1) && st.builds == (uint64_t)(warm + 1);
+      } else {
+        assert_int_equal(rc, SP_ENOMEM);
+      }
+      sp_buf_free(&z);
+      /* Whatever failed, the context still works and learns. */
+      ctx_roundtrip(ctx, pp, n, SP_ENC_GZIP, -1);
+      sp_compressor_stats_t st;
+      sp_compressor_get_stats(ctx, &st);
+      assert_true(st.builds >= 1);
+      sp_compressor_destroy(ctx);
+    }
+    assert_true(ok); /* k large enough: learned and compressed */
+  }
+  free(pp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_all_formats),
@@ -787,6 +1146,11 @@ int main(void) {
       cmocka_unit_test(test_bomb_streamed_bytewise),
       cmocka_unit_test(test_out_of_memory_everywhere),
       cmocka_unit_test(test_levels),
+      cmocka_unit_test(test_ctx_learns_and_encodes_anything),
+      cmocka_unit_test(test_ctx_explicit_levels),
+      cmocka_unit_test(test_ctx_relearns_when_the_ratio_degrades),
+      cmocka_unit_test(test_ctx_concurrent),
+      cmocka_unit_test(test_ctx_out_of_memory),
   };
   if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
