@@ -1062,6 +1062,30 @@ size_t sp_pprof_wire_values(const sp_pprof_wire_t *w, size_t i, int64_t *out, si
     return 0;
   const uint8_t *p = w->raw + w->samples[i].off, *end = p + w->samples[i].len;
   size_t n = 0;
+  /*
+   * The common encoding in a tight loop: one-byte keys of length-delimited
+   * fields (packed location_id, packed value, labels), the values read
+   * where they are, everything else skipped by its length. Anything else
+   * (unpacked values, other wire types) continues in the general loop.
+   */
+  while (p < end) {
+    uint8_t key = *p;
+    if (key != ((1 << 3) | 2) && key != ((2 << 3) | 2) && key != ((3 << 3) | 2))
+      break;
+    const uint8_t *q = p + 1;
+    uint64_t len;
+    if (!sp__len(&q, end, &len))
+      break; /* malformed: the general loop stops there too */
+    p = q + len;
+    if (key == ((2 << 3) | 2)) {
+      uint64_t v;
+      while (q < p && sp__varint(&q, p, &v)) {
+        if (n < cap)
+          out[n] = (int64_t)v;
+        n++;
+      }
+    }
+  }
   sp__fld_t f;
   while (sp__next(&p, end, &f) > 0) {
     if (f.num != 2)
@@ -1268,7 +1292,10 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
   }
   /* Consecutive calls for one sample extend its last record. */
   struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
-  if (last == NULL || last->sample != sample) {
+  bool fresh = last == NULL || last->sample != sample;
+  if (fresh) {
+    if (last != NULL && sample < last->sample)
+      sp->unsorted = true; /* finish sorts and sizes */
     if (sp->n_adds == sp->cap_adds) {
       size_t c = sp->cap_adds ? sp->cap_adds * 2 : sp__first_samples(sp) + 1;
       struct sp_pw_add_s *a = sp_realloc(sp->adds, c * sizeof(*a));
@@ -1290,6 +1317,15 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
   for (size_t i = 0; i < n; i++)
     bytes += sp__label_encode(p + bytes, &labels[i]);
   sp->label_len += bytes;
+  if (!sp->unsorted) {
+    /* The output's growth, kept as samples come in order (modular, as in sp__adds_prepare). */
+    const sp_pw_sample_t *s = &sp->w->samples[sample];
+    size_t before = (size_t)s->len + last->len;
+    if (fresh)
+      sp->grow += 1 + sp__varint_size(before + bytes) + bytes - ((size_t)s->off - s->field_off);
+    else
+      sp->grow += sp__varint_size(before + bytes) - sp__varint_size(before) + bytes;
+  }
   last->len += bytes;
   return 0;
 }
@@ -1305,82 +1341,129 @@ static int sp__cmp_add(const void *a, const void *b) {
   return x->off < y->off ? -1 : x->off > y->off; /* call order within a sample */
 }
 
-static bool sp__adds_sorted(const struct sp_pw_add_s *a, size_t n) {
-  for (size_t i = 1; i < n; i++)
-    if (a[i].sample <= a[i - 1].sample)
-      return false;
-  return true;
-}
-
-int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
-                           size_t *out_len) {
+/*
+ * Sorts the adds by sample (once) and sets sp->grow: what the touched
+ * samples add to the input's length (their labels and re-framing).
+ * sp_pprof_splice_labels keeps grow up to date while samples come in
+ * increasing order (the join's case); otherwise it is computed here.
+ */
+static void sp__adds_prepare(sp_pprof_splice_t *sp) {
+  if (!sp->unsorted)
+    return;
   const sp_pprof_wire_t *w = sp->w;
-  if (!sp__adds_sorted(sp->adds, sp->n_adds))
-    qsort(sp->adds, sp->n_adds, sizeof(*sp->adds), sp__cmp_add);
-  /* The size: each touched sample's field re-framed, then the new strings. */
-  size_t total = w->len;
+  qsort(sp->adds, sp->n_adds, sizeof(*sp->adds), sp__cmp_add);
+  size_t grow = 0;
   for (size_t i = 0; i < sp->n_adds;) {
     const sp_pw_sample_t *s = &w->samples[sp->adds[i].sample];
     size_t extra = 0, j = i;
     for (; j < sp->n_adds && sp->adds[j].sample == sp->adds[i].sample; j++)
       extra += sp->adds[j].len;
     size_t payload = (size_t)s->len + extra;
-    total = total - ((size_t)s->off + s->len - s->field_off) + 1 + sp__varint_size(payload) +
-            payload;
+    /* modular: a padded input framing may be longer than the new one */
+    grow += 1 + sp__varint_size(payload) + extra - ((size_t)s->off - s->field_off);
     i = j;
   }
-  for (size_t i = 0; i < sp->n_new_strings; i++)
-    total += 1 + sp__varint_size(sp->new_strings[i].len) + sp->new_strings[i].len;
-  uint8_t *buf = sp_arena_alloc(arena, total > 0 ? total : 1);
-  if (buf == NULL)
-    return SP_ENOMEM;
-  uint8_t *p = buf;
-  size_t at = 0; /* input copied up to here */
+  sp->grow = grow;
+  sp->unsorted = false;
+}
+
+static size_t sp__round8(size_t n) {
+  return (n + 7) & ~(size_t)7;
+}
+
+/* The encoded length of string @p i of the output (an input string or an added one). */
+static size_t sp__out_strlen(const sp_pprof_splice_t *sp, uint32_t i) {
+  const sp_pprof_wire_t *w = sp->w;
+  if (i < w->n_strings)
+    return w->strings[i].len;
+  i -= (uint32_t)w->n_strings;
+  return i < sp->n_new_strings ? sp->new_strings[i].len : 0;
+}
+
+/*
+ * The input's key summary extended with the added string labels, into
+ * @p keys (SP_PW_MAX_KEYS entries). False when it cannot be had (the input
+ * has none or no pre-decoded labels, an added label does not fit
+ * sp_pw_plabel_t, or the keys overflow).
+ */
+static bool sp__splice_keys(const sp_pprof_splice_t *sp, sp_pw_keysum_t *keys, size_t *n_keys) {
+  const sp_pprof_wire_t *w = sp->w;
+  size_t n = w->n_keys;
+  if (!w->has_keys || sp->add_unfit || n > SP_PW_MAX_KEYS)
+    return false;
+  if (n > 0)
+    memcpy(keys, w->keys, n * sizeof(*keys));
+  bool moved = false;
+  /*
+   * The labels are met in (sample, position) order, so a label equal to
+   * one met before adds nothing; the join adds the same few dozen labels
+   * (a span's name and trace ID) to many samples, so a small direct-mapped
+   * table of the labels met skips most.
+   */
+  sp_pw_plabel_t seen[256];
+  memset(seen, 0, sizeof(seen)); /* {0, 0} is never looked up: such labels are skipped first */
   for (size_t i = 0; i < sp->n_adds;) {
-    const sp_pw_sample_t *s = &w->samples[sp->adds[i].sample];
-    size_t j = i, extra = 0;
-    for (; j < sp->n_adds && sp->adds[j].sample == sp->adds[i].sample; j++)
-      extra += sp->adds[j].len;
-    sp__copy(p, w->raw + at, s->field_off - at);
-    p += s->field_off - at;
-    *p++ = (2 << 3) | 2;
-    p = sp__put_varint(p, (uint64_t)s->len + extra);
-    sp__copy(p, w->raw + s->off, s->len);
-    p += s->len;
-    for (size_t k = i; k < j; k++) {
-      sp__copy(p, sp->label_bytes + sp->adds[k].off, sp->adds[k].len);
-      p += sp->adds[k].len;
+    size_t s = sp->adds[i].sample;
+    /*
+     * Positions count from after the sample's own labels; that count is only
+     * needed for a key's first appearance (rare), so it is read then (from
+     * the bytes when the index has no pre-decoded labels).
+     */
+    uint32_t pos = 0;
+    bool based = false;
+    for (; i < sp->n_adds && sp->adds[i].sample == s; i++) {
+      for (size_t j = 0; j < sp->adds[i].lab_n; j++, pos++) {
+        const sp_pw_plabel_t *pl = &sp->add_labels[sp->adds[i].lab_off + j];
+        if (pl->key == 0 || (pl->key & SP_PW_PLABEL_NUM) || pl->val == 0)
+          continue;
+        sp_pw_plabel_t *pv = &seen[(pl->val * 0x9e3779b1u + pl->key) >> 24];
+        if (pl->key == pv->key && pl->val == pv->val)
+          continue;
+        *pv = *pl;
+        size_t e = 0;
+        for (; e < n && keys[e].key != (int64_t)pl->key; e++)
+          ;
+        if (!based && (e == n || s <= keys[e].first_sample)) {
+          pos += (uint32_t)(w->plabels != NULL ? w->plabel_start[s + 1] - w->plabel_start[s]
+                                               : sp_pprof_wire_labels(w, s, NULL, 0));
+          based = true;
+        }
+        if (e == n) {
+          if (n == SP_PW_MAX_KEYS)
+            return false;
+          keys[n++] = (sp_pw_keysum_t){(int64_t)pl->key, (uint32_t)s, pos, 0};
+          moved = true;
+        } else if (s < keys[e].first_sample ||
+                   (s == keys[e].first_sample && pos < keys[e].first_pos)) {
+          keys[e].first_sample = (uint32_t)s;
+          keys[e].first_pos = pos;
+          moved = true;
+        }
+        size_t vl = sp__out_strlen(sp, pl->val);
+        if (vl > keys[e].max_len)
+          keys[e].max_len = (uint32_t)vl;
+      }
     }
-    at = (size_t)s->off + s->len;
-    i = j;
   }
-  if (w->len > at) {
-    memcpy(p, w->raw + at, w->len - at);
-    p += w->len - at;
+  /* Order of first appearance again (insertion sort: a handful of keys). */
+  for (size_t i = 1; moved && i < n; i++) {
+    sp_pw_keysum_t x = keys[i];
+    size_t j = i;
+    for (; j > 0 && (keys[j - 1].first_sample > x.first_sample ||
+                     (keys[j - 1].first_sample == x.first_sample &&
+                      keys[j - 1].first_pos > x.first_pos));
+         j--)
+      keys[j] = keys[j - 1];
+    keys[j] = x;
   }
-  for (size_t i = 0; i < sp->n_new_strings; i++) {
-    *p++ = (6 << 3) | 2;
-    p = sp__put_varint(p, sp->new_strings[i].len);
-    if (sp->new_strings[i].len > 0)
-      memcpy(p, sp->str_bytes + sp->new_strings[i].off, sp->new_strings[i].len);
-    p += sp->new_strings[i].len;
-  }
-  *out = buf;
-  *out_len = (size_t)(p - buf);
-  return 0;
+  *n_keys = n;
+  return true;
 }
 
 /* Pre-decoded labels of the output: each sample's old ones, then its added ones. */
-static int sp__splice_plabels(const sp_pprof_splice_t *sp, sp_arena_t *arena,
-                              sp_pprof_wire_t *o) {
+static void sp__splice_plabels(const sp_pprof_splice_t *sp, sp_pw_plabel_t *pl, uint32_t *st) {
   const sp_pprof_wire_t *w = sp->w;
   size_t n_old = w->plabel_start[w->n_samples];
-  if (sp->add_unfit || n_old + sp->n_add_labels > UINT32_MAX)
-    return 0; /* no pre-decoded labels for this output */
-  sp_pw_plabel_t *pl = sp_arena_alloc(arena, (n_old + sp->n_add_labels + 1) * sizeof(*pl));
-  uint32_t *st = sp_arena_alloc(arena, (w->n_samples + 1) * sizeof(*st));
-  if (pl == NULL || st == NULL)
-    return SP_ENOMEM;
   size_t k = 0, from = 0; /* pl written up to k; input samples copied before sample `from` */
   for (size_t i = 0; i < sp->n_adds;) {
     size_t s = sp->adds[i].sample;
@@ -1398,166 +1481,197 @@ static int sp__splice_plabels(const sp_pprof_splice_t *sp, sp_arena_t *arena,
     from = s + 1;
   }
   size_t a = w->plabel_start[from];
-  memcpy(pl + k, w->plabels + a, (n_old - a) * sizeof(*pl));
+  if (n_old > a)
+    memcpy(pl + k, w->plabels + a, (n_old - a) * sizeof(*pl));
   for (size_t j = from; j <= w->n_samples; j++)
     st[j] = (uint32_t)(w->plabel_start[j] - a + k);
-  o->plabels = pl;
-  o->plabel_start = st;
-  return 0;
 }
 
-/* The input's key summary extended with the added string labels. */
-static int sp__splice_keys(const sp_pprof_splice_t *sp, sp_arena_t *arena, sp_pprof_wire_t *o) {
+/*
+ * Both finishes. The output bytes and, when @p wout is given, every array
+ * of its index come from one arena allocation (one chunk: the output is
+ * larger than any chunk the batch arena would make for it anyway). One pass
+ * copies the input and writes the samples' new offsets; strings placed
+ * after every touched sample (as protobuf encoders write string_table, after
+ * the samples) all move by the final growth.
+ */
+static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
+                      const uint8_t **out, size_t *out_len, sp_pprof_wire_t *wout) {
   const sp_pprof_wire_t *w = sp->w;
+  sp__adds_prepare(sp);
+  size_t total = w->len + sp->grow; /* modular growth: the sum is exact */
+  for (size_t i = 0; i < sp->n_new_strings; i++)
+    total += 1 + sp__varint_size(sp->new_strings[i].len) + sp->new_strings[i].len;
+  /* The index: sizes of its arrays behind the bytes, each 8-aligned. */
+  size_t n_str = w->n_strings + sp->n_new_strings, n_smp = w->n_samples;
+  size_t n_old = w->plabels != NULL ? w->plabel_start[w->n_samples] : 0;
   sp_pw_keysum_t keys[SP_PW_MAX_KEYS];
-  size_t n = w->n_keys;
-  if (n > SP_PW_MAX_KEYS)
-    return 0;
-  memcpy(keys, w->keys, n * sizeof(*keys));
-  bool moved = false;
-  /*
-   * The labels are met in (sample, position) order, so a label equal to
-   * one met before adds nothing; the join adds the same few labels to many
-   * samples, so remembering the last one per position skips most.
-   */
-  sp_pw_plabel_t prev[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-  for (size_t i = 0; i < sp->n_adds;) {
-    size_t s = sp->adds[i].sample;
-    uint32_t pos = w->plabel_start[s + 1] - w->plabel_start[s]; /* after the sample's own */
-    for (; i < sp->n_adds && sp->adds[i].sample == s; i++) {
-      for (size_t j = 0; j < sp->adds[i].lab_n; j++, pos++) {
-        const sp_pw_plabel_t *pl = &sp->add_labels[sp->adds[i].lab_off + j];
-        if (pl->key == 0 || (pl->key & SP_PW_PLABEL_NUM) || pl->val == 0)
-          continue;
-        sp_pw_plabel_t *pv = &prev[j & 3];
-        if (pl->key == pv->key && pl->val == pv->val)
-          continue;
-        *pv = *pl;
-        size_t e = 0;
-        for (; e < n && keys[e].key != (int64_t)pl->key; e++)
-          ;
-        if (e == n) {
-          if (n == SP_PW_MAX_KEYS)
-            return 0;
-          keys[n++] = (sp_pw_keysum_t){(int64_t)pl->key, (uint32_t)s, pos, 0};
-          moved = true;
-        } else if (s < keys[e].first_sample ||
-                   (s == keys[e].first_sample && pos < keys[e].first_pos)) {
-          keys[e].first_sample = (uint32_t)s;
-          keys[e].first_pos = pos;
-          moved = true;
-        }
-        size_t vl;
-        sp_pprof_wire_str(o, pl->val, &vl);
-        if (vl > keys[e].max_len)
-          keys[e].max_len = (uint32_t)vl;
-      }
+  size_t n_keys = 0;
+  bool with_keys = false, with_labels = false;
+  size_t sz_bytes = sp__round8(total > 0 ? total : 1), sz_st = 0, sz_keys = 0, sz_str = 0;
+  size_t sz_smp = 0, sz_pl = 0, sz_pls = 0;
+  if (wout != NULL) {
+    if (total > UINT32_MAX)
+      return SP_ENOMEM; /* offsets are 32-bit */
+    with_labels = (flags & SP_PW_LABELS) && w->plabels != NULL && !sp->add_unfit &&
+                  n_old + sp->n_add_labels <= UINT32_MAX;
+    with_keys = sp__splice_keys(sp, keys, &n_keys);
+    sz_st = w->n_sample_types * sizeof(*w->sample_types);
+    sz_keys = with_keys ? sp__round8((n_keys ? n_keys : 1) * sizeof(sp_pw_keysum_t)) : 0;
+    sz_str = n_str * sizeof(sp_pw_range_t);
+    sz_smp = sp__round8(n_smp * sizeof(sp_pw_sample_t));
+    if (with_labels) {
+      sz_pl = (n_old + sp->n_add_labels + 1) * sizeof(sp_pw_plabel_t);
+      sz_pls = sp__round8((n_smp + 1) * sizeof(uint32_t));
     }
   }
-  /* Order of first appearance again (insertion sort: a handful of keys). */
-  for (size_t i = 1; moved && i < n; i++) {
-    sp_pw_keysum_t x = keys[i];
-    size_t j = i;
-    for (; j > 0 && (keys[j - 1].first_sample > x.first_sample ||
-                     (keys[j - 1].first_sample == x.first_sample &&
-                      keys[j - 1].first_pos > x.first_pos));
-         j--)
-      keys[j] = keys[j - 1];
-    keys[j] = x;
-  }
-  sp_pw_keysum_t *k = sp_arena_alloc(arena, (n ? n : 1) * sizeof(*k));
-  if (k == NULL)
+  uint8_t *buf = sp_arena_alloc(arena, sz_bytes + sz_st + sz_keys + sz_str + sz_smp + sz_pl +
+                                           sz_pls);
+  if (buf == NULL)
     return SP_ENOMEM;
-  memcpy(k, keys, n * sizeof(*k));
-  o->keys = k;
-  o->n_keys = n;
-  o->has_keys = true;
-  return 0;
-}
+  uint8_t *ix = buf + sz_bytes;
+  int64_t(*st)[2] = sz_st ? (int64_t(*)[2])ix : NULL;
+  ix += sz_st;
+  sp_pw_keysum_t *k = with_keys ? (sp_pw_keysum_t *)ix : NULL;
+  ix += sz_keys;
+  sp_pw_range_t *strs = sz_str ? (sp_pw_range_t *)ix : NULL;
+  ix += sz_str;
+  sp_pw_sample_t *smp = sz_smp ? (sp_pw_sample_t *)ix : NULL;
+  ix += sz_smp;
+  sp_pw_plabel_t *pl = with_labels ? (sp_pw_plabel_t *)ix : NULL;
+  ix += sz_pl;
+  uint32_t *pls = with_labels ? (uint32_t *)ix : NULL;
 
-int sp_pprof_splice_finish_indexed(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
-                                   size_t *out_len, sp_pprof_wire_t *wout) {
-  const sp_pprof_wire_t *w = sp->w;
-  const uint8_t *buf;
-  size_t len;
-  int rc = sp_pprof_splice_finish(sp, arena, &buf, &len); /* sorts the adds */
-  if (rc != 0)
-    return rc;
+  /* One pass: untouched runs in one copy, touched samples re-framed, offsets noted. */
+  uint8_t *p = buf;
+  size_t at = 0;    /* input copied up to here */
+  size_t next = 0;  /* samples before this one have their output offsets */
+  size_t shift = 0; /* output offset - input offset past `at` (modular) */
+  for (size_t i = 0; i < sp->n_adds;) {
+    size_t si = sp->adds[i].sample;
+    const sp_pw_sample_t *s = &w->samples[si];
+    size_t j = i, extra = 0;
+    for (; j < sp->n_adds && sp->adds[j].sample == si; j++)
+      extra += sp->adds[j].len;
+    if (smp != NULL)
+      for (; next < si; next++)
+        smp[next] = (sp_pw_sample_t){(uint32_t)(w->samples[next].field_off + shift),
+                                     (uint32_t)(w->samples[next].off + shift),
+                                     w->samples[next].len};
+    sp__copy(p, w->raw + at, s->field_off - at);
+    p += s->field_off - at;
+    size_t fo = (size_t)(p - buf);
+    size_t payload = (size_t)s->len + extra;
+    *p++ = (2 << 3) | 2;
+    p = sp__put_varint(p, payload);
+    size_t po = (size_t)(p - buf);
+    sp__copy(p, w->raw + s->off, s->len);
+    p += s->len;
+    for (size_t q = i; q < j; q++) {
+      sp__copy(p, sp->label_bytes + sp->adds[q].off, sp->adds[q].len);
+      p += sp->adds[q].len;
+    }
+    if (smp != NULL)
+      smp[si] = (sp_pw_sample_t){(uint32_t)fo, (uint32_t)po, (uint32_t)payload};
+    next = si + 1;
+    at = (size_t)s->off + s->len;
+    shift = (size_t)(p - buf) - at;
+    i = j;
+  }
+  if (smp != NULL)
+    for (; next < n_smp; next++)
+      smp[next] = (sp_pw_sample_t){(uint32_t)(w->samples[next].field_off + shift),
+                                   (uint32_t)(w->samples[next].off + shift), w->samples[next].len};
+  if (w->len > at) {
+    memcpy(p, w->raw + at, w->len - at);
+    p += w->len - at;
+  }
+  for (size_t i = 0; i < sp->n_new_strings; i++) {
+    *p++ = (6 << 3) | 2;
+    p = sp__put_varint(p, sp->new_strings[i].len);
+    if (sp->new_strings[i].len > 0)
+      memcpy(p, sp->str_bytes + sp->new_strings[i].off, sp->new_strings[i].len);
+    p += sp->new_strings[i].len;
+  }
+  size_t len = (size_t)(p - buf);
+  *out = buf;
+  *out_len = len;
+  if (wout == NULL)
+    return 0;
+
   sp_pprof_wire_t o;
   memset(&o, 0, sizeof(o));
   o.raw = buf;
   o.len = len;
-  o.n_strings = w->n_strings + sp->n_new_strings;
-  o.n_samples = w->n_samples;
+  o.n_strings = n_str;
+  o.n_samples = n_smp;
   o.n_sample_types = w->n_sample_types;
   o.period_type[0] = w->period_type[0];
   o.period_type[1] = w->period_type[1];
   o.period = w->period;
   o.time_nanos = w->time_nanos;
   o.duration_nanos = w->duration_nanos;
-  sp_pw_range_t *strs = o.n_strings ? sp_arena_alloc(arena, o.n_strings * sizeof(*strs)) : NULL;
-  sp_pw_sample_t *smp = o.n_samples ? sp_arena_alloc(arena, o.n_samples * sizeof(*smp)) : NULL;
-  int64_t(*st)[2] = o.n_sample_types ? sp_arena_alloc(arena, o.n_sample_types * sizeof(*st)) : NULL;
-  if ((o.n_strings && !strs) || (o.n_samples && !smp) || (o.n_sample_types && !st))
-    return SP_ENOMEM;
-  if (o.n_sample_types)
-    memcpy(st, w->sample_types, o.n_sample_types * sizeof(*st));
-  /*
-   * Samples: each moves by the growth of the touched samples before it; a
-   * touched one is re-framed where it now starts. The adds are sorted.
-   */
-  size_t shift = 0, ai = 0;
-  for (size_t i = 0; i < w->n_samples; i++) {
-    const sp_pw_sample_t *s = &w->samples[i];
-    if (ai < sp->n_adds && sp->adds[ai].sample == i) {
-      size_t extra = 0;
-      for (; ai < sp->n_adds && sp->adds[ai].sample == i; ai++)
-        extra += sp->adds[ai].len;
-      size_t payload = (size_t)s->len + extra;
-      size_t fo = s->field_off + shift;
-      size_t po = fo + 1 + sp__varint_size(payload);
-      smp[i] = (sp_pw_sample_t){(uint32_t)fo, (uint32_t)po, (uint32_t)payload};
-      shift = po + payload - ((size_t)s->off + s->len);
-    } else {
-      smp[i] = (sp_pw_sample_t){(uint32_t)(s->field_off + shift), (uint32_t)(s->off + shift),
-                                s->len};
-    }
-  }
+  if (st != NULL)
+    memcpy(st, w->sample_types, sz_st);
   /* Strings: shifted by the growth of the touched samples before them. */
-  size_t ti = 0;
-  shift = 0;
-  for (size_t i = 0; i < w->n_strings; i++) {
-    uint32_t off = w->strings[i].off;
-    while (ti < sp->n_adds && w->samples[sp->adds[ti].sample].off < off) {
-      size_t smpi = sp->adds[ti].sample;
-      while (ti < sp->n_adds && sp->adds[ti].sample == smpi)
-        ti++;
-      shift = (size_t)smp[smpi].off + smp[smpi].len -
-              ((size_t)w->samples[smpi].off + w->samples[smpi].len);
+  if (w->n_strings > 0 && (sp->n_adds == 0 || w->strings[0].off >= at)) {
+    for (size_t i = 0; i < w->n_strings; i++) /* all after the last touched sample */
+      strs[i] = (sp_pw_range_t){(uint32_t)(w->strings[i].off + shift), w->strings[i].len};
+  } else {
+    size_t ti = 0, sh = 0;
+    for (size_t i = 0; i < w->n_strings; i++) {
+      uint32_t off = w->strings[i].off;
+      while (ti < sp->n_adds && w->samples[sp->adds[ti].sample].off < off) {
+        size_t smpi = sp->adds[ti].sample;
+        while (ti < sp->n_adds && sp->adds[ti].sample == smpi)
+          ti++;
+        sh = (size_t)smp[smpi].off + smp[smpi].len -
+             ((size_t)w->samples[smpi].off + w->samples[smpi].len);
+      }
+      strs[i] = (sp_pw_range_t){(uint32_t)(off + sh), w->strings[i].len};
     }
-    strs[i] = (sp_pw_range_t){(uint32_t)(off + shift), w->strings[i].len};
   }
   /* The new strings, at the end in order. */
-  size_t at = len;
+  size_t end = len;
   for (size_t i = sp->n_new_strings; i > 0; i--) {
     size_t l = sp->new_strings[i - 1].len;
-    at -= l;
-    strs[w->n_strings + i - 1] = (sp_pw_range_t){(uint32_t)at, (uint32_t)l};
-    at -= 1 + sp__varint_size(l);
+    end -= l;
+    strs[w->n_strings + i - 1] = (sp_pw_range_t){(uint32_t)end, (uint32_t)l};
+    end -= 1 + sp__varint_size(l);
   }
   o.strings = strs;
   o.samples = smp;
   o.sample_types = st;
-  if (w->plabels != NULL) {
-    if ((rc = sp__splice_plabels(sp, arena, &o)) != 0)
-      return rc;
-    if (o.plabels != NULL && w->has_keys && (rc = sp__splice_keys(sp, arena, &o)) != 0)
-      return rc;
+  if (with_labels) {
+    sp__splice_plabels(sp, pl, pls);
+    o.plabels = pl;
+    o.plabel_start = pls;
   }
-  *out = buf;
-  *out_len = len;
+  if (with_keys) {
+    if (n_keys > 0)
+      memcpy(k, keys, n_keys * sizeof(*k));
+    o.keys = k;
+    o.n_keys = n_keys;
+    o.has_keys = true;
+  }
   *wout = o;
   return 0;
+}
+
+int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
+                           size_t *out_len) {
+  return sp__finish(sp, arena, 0, out, out_len, NULL);
+}
+
+int sp_pprof_splice_finish_indexed(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
+                                   size_t *out_len, sp_pprof_wire_t *wout) {
+  return sp__finish(sp, arena, SP_PW_LABELS, out, out_len, wout);
+}
+
+int sp_pprof_splice_finish_indexed_ex(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
+                                      const uint8_t **out, size_t *out_len,
+                                      sp_pprof_wire_t *wout) {
+  return sp__finish(sp, arena, flags, out, out_len, wout);
 }
 
 void sp_pprof_splice_free(sp_pprof_splice_t *sp) {

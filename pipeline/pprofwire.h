@@ -104,7 +104,9 @@ typedef struct sp_pprof_wire_s {
   /*
    * The distinct string-label keys in order of first appearance (sample,
    * then position), exactly the keys a pass over every sample's labels
-   * would collect; valid only when has_keys (never without plabels).
+   * would collect; valid only when has_keys (made from pre-decoded labels,
+   * but an index from sp_pprof_splice_finish_indexed_ex without
+   * SP_PW_LABELS keeps it while dropping plabels).
    */
   const sp_pw_keysum_t *keys;
   size_t n_keys;
@@ -207,6 +209,8 @@ typedef struct sp_pprof_splice_s {
   sp_pw_plabel_t *add_labels; /* the labels added, in call order (for the indexed finish) */
   size_t n_add_labels, cap_add_labels;
   bool add_unfit; /* some added label does not fit sp_pw_plabel_t */
+  bool unsorted;  /* samples came out of order: finish sorts the adds and sizes the output */
+  size_t grow;    /* while sorted: what the touched samples add to the input's length */
 } sp_pprof_splice_t;
 
 /** Starts a splice over @p w. Allocates nothing. */
@@ -250,6 +254,21 @@ int sp_pprof_splice_finish(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8
  */
 int sp_pprof_splice_finish_indexed(sp_pprof_splice_t *sp, sp_arena_t *arena, const uint8_t **out,
                                    size_t *out_len, sp_pprof_wire_t *wout);
+
+/**
+ * sp_pprof_splice_finish_indexed with a choice of what the output's index
+ * carries besides strings, samples and scalars: with SP_PW_LABELS in
+ * @p flags, the extended pre-decoded labels (as sp_pprof_splice_finish_indexed);
+ * without, none (plabels NULL: readers of sample labels read the bytes),
+ * which saves a copy of every label when only the key summary is read
+ * downstream. The key summary is extended either way when the input has
+ * one and its pre-decoded labels (so has_keys may hold without plabels on
+ * such an output). The output bytes and every index array come from one
+ * arena allocation. 0 or SP_ENOMEM (then nothing is written).
+ */
+int sp_pprof_splice_finish_indexed_ex(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
+                                      const uint8_t **out, size_t *out_len,
+                                      sp_pprof_wire_t *wout);
 
 /** Frees the builder's scratch memory. Accepts a zeroed builder. */
 void sp_pprof_splice_free(sp_pprof_splice_t *sp);

@@ -285,7 +285,39 @@ static const sp_pw_label_t *sp__labels(sp_spj_pctx_t *c, size_t i, sp_pw_label_t
   return c->lbuf;
 }
 
-/* The label part of sp__spj_sample_key. */
+/* One label of a sample into @p k (the loop body of sp__read_labels). */
+static inline void sp__key_label(sp_spj_pctx_t *c, sp_spj_skey_t *k, int *id_rank, int64_t key,
+                                 int64_t str, int64_t num) {
+  if (key <= 0) return;
+  for (size_t j = 0; j < c->n_k_id; j++) {
+    if (key == c->k_id[j]) {
+      if (j == 0) k->has_span_id_label = true;
+      uint64_t id;
+      /* The first configured spelling wins when a sample carries several. */
+      if ((int)j < *id_rank && sp__value_span_id(c, str, &id)) {
+        k->has_id = true;
+        k->span_id = id;
+        *id_rank = (int)j;
+      }
+    }
+  }
+  if (key == c->k_span_name) {
+    k->has_span_name = true;
+  } else if (key == c->k_trace_id) {
+    k->has_trace_id = true;
+  } else if (key == c->k_thread && k->thread == SP_SPJ_NO_THREAD) {
+    int64_t v;
+    if (str > 0 ? sp__value_i64(c, str, &v) : (v = num, true)) k->thread = v;
+  } else if (key == c->k_time && k->time_ns == 0 && str == 0 && num > 0) {
+    k->time_ns = num;
+  }
+}
+
+/*
+ * The label part of sp__spj_sample_key: from the pre-decoded labels when
+ * the index has them (the receiver made them on the thread pool), else
+ * decoded from the sample's bytes.
+ */
 static void sp__read_labels(sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
   memset(k, 0, sizeof(*k));
   k->thread = SP_SPJ_NO_THREAD;
@@ -294,43 +326,30 @@ static void sp__read_labels(sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
     if (p->sample_time_ns != NULL && p->sample_time_ns[i] > 0) k->time_ns = p->sample_time_ns[i];
     if (p->sample_thread != NULL && p->sample_thread[i] >= 0) k->thread = p->sample_thread[i];
   }
+  int id_rank = 99;
+  const sp_pprof_wire_t *w = c->w;
+  if (w->plabels != NULL) {
+    if (i >= w->n_samples) return;
+    for (uint32_t l = w->plabel_start[i], e = w->plabel_start[i + 1]; l < e; l++) {
+      uint32_t key = w->plabels[l].key, val = w->plabels[l].val;
+      if (key & SP_PW_PLABEL_NUM)
+        sp__key_label(c, k, &id_rank, key & ~SP_PW_PLABEL_NUM, 0, val);
+      else
+        sp__key_label(c, k, &id_rank, key, val, 0);
+    }
+    return;
+  }
   sp_pw_label_t stack[SP_SPJ_STACK_LABELS];
   size_t n;
   const sp_pw_label_t *lbs = sp__labels(c, i, stack, &n);
-  int id_rank = 99;
-  for (size_t l = 0; l < n; l++) {
-    const sp_pw_label_t *lb = &lbs[l];
-    int64_t key = lb->key;
-    if (key <= 0) continue;
-    for (size_t j = 0; j < c->n_k_id; j++) {
-      if (key == c->k_id[j]) {
-        if (j == 0) k->has_span_id_label = true;
-        uint64_t id;
-        /* The first configured spelling wins when a sample carries several. */
-        if ((int)j < id_rank && sp__value_span_id(c, lb->str, &id)) {
-          k->has_id = true;
-          k->span_id = id;
-          id_rank = (int)j;
-        }
-      }
-    }
-    if (key == c->k_span_name) {
-      k->has_span_name = true;
-    } else if (key == c->k_trace_id) {
-      k->has_trace_id = true;
-    } else if (key == c->k_thread && k->thread == SP_SPJ_NO_THREAD) {
-      int64_t v;
-      if (lb->str > 0 ? sp__value_i64(c, lb->str, &v) : (v = lb->num, true)) k->thread = v;
-    } else if (key == c->k_time && k->time_ns == 0 && lb->str == 0 && lb->num > 0) {
-      k->time_ns = lb->num;
-    }
-  }
+  for (size_t l = 0; l < n; l++)
+    sp__key_label(c, k, &id_rank, lbs[l].key, lbs[l].str, lbs[l].num);
 }
 
 void sp__spj_sample_key(sp_spj_pctx_t *c, size_t i, sp_spj_skey_t *k) {
   sp__read_labels(c, i, k);
   k->count = 1;
-  if (c->v_need == 0) return;
+  if (c->v_need == 0 || c->skip_values) return;
   int64_t stack[SP_SPJ_STACK_VALUES];
   int64_t *v = stack;
   size_t cap = SP_SPJ_STACK_VALUES;
@@ -367,7 +386,7 @@ typedef struct sp_spj_spanvals_s {
   int64_t idx[3];
 } sp_spj_spanvals_t;
 
-#define SP_SPJ_SPANVALS 64 /* direct-mapped: a profile's samples name a few dozen spans */
+#define SP_SPJ_SPANVALS 256 /* direct-mapped: a profile's samples name a few dozen spans */
 
 typedef struct sp_spj_strtab_s {
   sp_pprof_splice_t *sp;
@@ -461,7 +480,9 @@ static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_
 
 /* sp__strtab_value through the per-span cache: one lookup per sample and kind, no hashing. */
 static int64_t sp__span_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_t *span) {
-  sp_spj_spanvals_t *c = &t->spans[((uintptr_t)span / sizeof(*span)) % SP_SPJ_SPANVALS];
+  uint64_t h = (uint64_t)(uintptr_t)span * 0x9e3779b97f4a7c15ULL;
+  _Static_assert(SP_SPJ_SPANVALS == 256, "the slot is the hash's top 8 bits");
+  sp_spj_spanvals_t *c = &t->spans[h >> 56]; /* few collisions among a few dozen spans */
   if (c->span != span) *c = (sp_spj_spanvals_t){.span = span, .idx = {-1, -1, -1}};
   if (c->idx[kind - 1] < 0) c->idx[kind - 1] = sp__strtab_value(t, kind, span);
   return c->idx[kind - 1];
@@ -523,10 +544,16 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
     /* Nothing of the profile changes before this point: a failure leaves it as it was. */
     const uint8_t *out;
     size_t out_len;
-    /* The output comes indexed: readers downstream (the exporter) need not index it again. */
+    /*
+     * The output comes indexed: readers downstream need not index it again.
+     * Its key summary is what the exporter reads; the pre-decoded labels
+     * are not carried over (a copy of every label per profile that nothing
+     * downstream reads: a reader of sample labels reads the bytes).
+     */
     sp_pprof_wire_t *nw = sp_arena_alloc(batch->arena, sizeof(*nw));
     if (nw == NULL) goto fail;
-    if (sp_pprof_splice_finish_indexed(&sp, batch->arena, &out, &out_len, nw) != 0) goto fail;
+    if (sp_pprof_splice_finish_indexed_ex(&sp, batch->arena, 0, &out, &out_len, nw) != 0)
+      goto fail;
     sp_profile_set_raw_indexed(p, out, out_len, nw);
   }
   rc = 0;

@@ -244,6 +244,12 @@ typedef struct sp_spj_pctx_s {
   int v_count, v_cpu, v_wall; /* sample value indices, -1 when absent */
   int64_t cpu_scale, wall_scale;
   size_t v_need; /* 1 + the largest value index read */
+  /*
+   * Set by the caller after sp__spj_pctx_init when nothing reads the values
+   * of its sample keys (count, cpu_ns, wall_ns: only span_cpu_attributes
+   * does): they stay 1, 0, 0 and no value is decoded.
+   */
+  bool skip_values;
   /* private: per-string parse results and scratch for unusual samples */
   struct sp_spj_memo_s *memo;
   uint8_t *memo_st;

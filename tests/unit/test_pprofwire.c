@@ -706,6 +706,7 @@ static int assert_same_verdict(const uint8_t *raw, size_t len, const char *what)
     assert_int_equal(w.n_samples, d->n_sample);
     assert_int_equal(w.n_strings, d->n_string_table);
     assert_int_equal(w.n_sample_types, d->n_sample_type);
+    assert_index_matches(&w, raw, len); /* every sample's labels and values */
   }
   sp_arena_destroy(a1);
   sp_arena_destroy(a2);
@@ -992,6 +993,16 @@ static void test_validate_fast_paths(void **state) {
   wb_bytes(&s, 1, "\x01", 1);
   append_msg(&b, 2, &s);
   assert_int_equal(assert_same_verdict(b.b, b.n, "values packed and unpacked"), 0);
+  /* Packed values on both sides of a label (the values reader's fast path stops at none). */
+  memcpy(b.b, base, len);
+  b.n = len;
+  s.n = 0;
+  wb_bytes(&s, 1, "\x01", 1);
+  wb_bytes(&s, 2, "\x05", 1);
+  wb_bytes(&s, 3, "", 0);
+  wb_bytes(&s, 2, "\x87\x01", 2);
+  append_msg(&b, 2, &s);
+  assert_int_equal(assert_same_verdict(b.b, b.n, "values around a label"), 0);
 
   /* A location appended as the next ID, its line payload varied. */
   struct {
@@ -1296,6 +1307,51 @@ static void splice_indexed_check(sp_pprof_splice_t *sp, sp_arena_t *a, bool expe
   }
   assert_same_index(&wi, &fresh);
   assert_index_matches(&wi, out, out_len);
+
+  /*
+   * Without SP_PW_LABELS (the join's finish): the same bytes and index,
+   * without pre-decoded labels; the key summary is kept and exact.
+   */
+  const uint8_t *out2;
+  size_t out_len2;
+  sp_pprof_wire_t wk;
+  assert_int_equal(sp_pprof_splice_finish_indexed_ex(sp, a, 0, &out2, &out_len2, &wk), 0);
+  assert_ptr_equal(wk.raw, out2);
+  assert_int_equal(out_len2, out_len);
+  assert_memory_equal(out2, out, out_len);
+  assert_null(wk.plabels);
+  assert_null(wk.plabel_start);
+  assert_int_equal(wk.has_keys, wi.has_keys);
+  if (wk.has_keys)
+    assert_keys_exact(&wk);
+  fresh.plabels = NULL;
+  fresh.plabel_start = NULL;
+  fresh.raw = out2;
+  assert_same_index(&wk, &fresh);
+  assert_index_matches(&wk, out2, out_len2);
+
+  /*
+   * A splice of that output (a second join): its key summary is extended
+   * without pre-decoded labels (positions read from the bytes).
+   */
+  sp_pprof_splice_t sp2;
+  sp_pprof_splice_init(&sp2, &wk);
+  int64_t k2 = sp_pprof_splice_string(&sp2, "second", 6);
+  int64_t v2 = sp_pprof_splice_string(&sp2, "pass", 4);
+  assert_true(k2 > 0 && v2 > 0);
+  sp_pw_label_t l2[1] = {{k2, v2, 0, 0}};
+  if (wk.n_samples > 0) {
+    assert_int_equal(sp_pprof_splice_labels(&sp2, wk.n_samples - 1, l2, 1), 0);
+    assert_int_equal(sp_pprof_splice_labels(&sp2, 0, l2, 1), 0);
+  }
+  sp_pprof_wire_t w3;
+  assert_int_equal(sp_pprof_splice_finish_indexed_ex(&sp2, a, 0, &out, &out_len, &w3), 0);
+  assert_null(w3.plabels);
+  assert_int_equal(w3.has_keys, wk.has_keys);
+  if (w3.has_keys)
+    assert_keys_exact(&w3);
+  assert_index_matches(&w3, out, out_len);
+  sp_pprof_splice_free(&sp2);
 }
 
 static void test_splice_indexed(void **state) {

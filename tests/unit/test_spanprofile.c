@@ -1940,6 +1940,106 @@ static void test_wire_spellings(void **state) {
   wire_spellings_run(true);
 }
 
+/* Samples of test_wire_predecoded: those of g_wlab whose labels all fit pre-decoded ones. */
+static const wlabel_t g_wlab_pd[][WMAX_LABELS] = {
+    {{"span_id", A1, 0}},
+    {{"spanID", "00000000000000A2", 0}},
+    {{"span_id", "00000000000000A3", 0}},
+    {{"span_id", "zzzz", 0}, {"thread_id", "1", 0}},
+    {{"thread_id", NULL, 2}},
+    {{"span_id", "0000000000000000", 0}},
+    {{"span_id", A1, 0}, {"span_name", "keep", 0}, {"trace_id", "tid", 0}},
+    {{"span_id", A1, 0}, {"spanID", "00000000000000a2", 0}},
+    {{"spanID", "00000000000000a2", 0}, {"span_id", A1, 0}},
+};
+
+/*
+ * Joins the g_wlab_pd profile, its labels read from the bytes or (@p
+ * predecoded) pre-decoded as the Pyroscope receiver indexes it; the output
+ * bytes (malloc'd) and the sample counters.
+ */
+static uint8_t *wire_pd_run(bool predecoded, size_t *out_len, uint64_t counts[4]) {
+  fx_t f;
+  fx_loop_init(&f);
+  fx_make(&f, "wait: 1h\nspan_id_labels: [span_id, spanID]\n");
+  tspan_t sp[3] = {mkspan(0xa1, 0, 0, 100, 1, "root"), mkspan(0xa2, 0xa1, 10, 50, 1, "child"),
+                   mkspan(0xa3, 0, 200, 300, 2, "other")};
+  send_spans(&f, &res_a, sp, 3);
+  size_t len;
+  uint8_t *bytes = wire_profile(g_wlab_pd, sizeof(g_wlab_pd) / sizeof(g_wlab_pd[0]), &len);
+  sp_profiles_t *b = sp_profiles_create();
+  sp_label_t l[3] = {
+      {"__name__", "process_cpu"}, {"service_name", "svc"}, {"service_instance_id", "i1"}};
+  sp_profile_t *p = sp_profiles_add(b, l, 3, T0, T0 + 10000 * MS, bytes, len);
+  assert_non_null(p);
+  if (predecoded) {
+    sp_pprof_wire_t *w = sp_arena_alloc(b->arena, sizeof(*w));
+    assert_non_null(w);
+    assert_int_equal(sp_pprof_wire_index_ex(b->arena, p->raw, p->raw_len,
+                                            SP_PW_VALIDATE | SP_PW_LABELS, w, NULL, 0),
+                     0);
+    assert_non_null(w->plabels);
+    assert_true(w->has_keys);
+    p->wire = w;
+  }
+  assert_int_equal(sp_consume_profiles(f.in_profiles, b), 0);
+  fx_stop(&f);
+  assert_int_equal(f.sink_p.n_profiles, 1);
+  sp_profile_t *out = &f.sink_p.profiles[0]->items[0];
+  assert_non_null(out->raw);
+  const sp_pprof_wire_t *ow = out->wire;
+  assert_non_null(ow); /* the splice's own index, installed with the bytes */
+  assert_null(ow->plabels); /* not carried over: nothing downstream reads them */
+  assert_int_equal(ow->has_keys, predecoded);
+  if (predecoded) {
+    /* The summary the exporter reads is the one indexing the output afresh gives. */
+    sp_arena_t *a = sp_arena_create(0);
+    sp_pprof_wire_t fresh;
+    assert_int_equal(sp_pprof_wire_index_ex(a, out->raw, out->raw_len,
+                                            SP_PW_VALIDATE | SP_PW_LABELS, &fresh, NULL, 0),
+                     0);
+    assert_true(fresh.has_keys);
+    assert_int_equal(ow->n_keys, fresh.n_keys);
+    for (size_t i = 0; i < fresh.n_keys; i++) {
+      assert_int_equal(ow->keys[i].key, fresh.keys[i].key);
+      assert_int_equal(ow->keys[i].first_sample, fresh.keys[i].first_sample);
+      assert_int_equal(ow->keys[i].first_pos, fresh.keys[i].first_pos);
+      assert_int_equal(ow->keys[i].max_len, fresh.keys[i].max_len);
+    }
+    sp_arena_destroy(a);
+  }
+  uint8_t *copy = malloc(out->raw_len);
+  assert_non_null(copy);
+  memcpy(copy, out->raw, out->raw_len);
+  *out_len = out->raw_len;
+  counts[0] = joined(&f, "span_id");
+  counts[1] = joined(&f, "thread_time");
+  counts[2] = unjoined(&f, "no_timestamp");
+  counts[3] = unjoined(&f, "no_span");
+  free(bytes);
+  fx_free(&f);
+  return copy;
+}
+
+/*
+ * Labels pre-decoded by the receiver are read as arrays: the join finds
+ * and writes exactly what reading the bytes gives (same output bytes, same
+ * counts), and the output's key summary is exact.
+ */
+static void test_wire_predecoded(void **state) {
+  (void)state;
+  size_t la, lb;
+  uint64_t ca[4], cb[4];
+  uint8_t *a = wire_pd_run(false, &la, ca);
+  uint8_t *b = wire_pd_run(true, &lb, cb);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  assert_memory_equal(ca, cb, sizeof(ca));
+  assert_int_equal(ca[0], 6); /* 1, 2, 3, 7, 8, 9 by ID */
+  free(a);
+  free(b);
+}
+
 /*
  * A profile whose samples all carry span IDs of known spans is labelled in
  * one splice at arrival; a failed allocation anywhere leaves it exactly as
@@ -1997,6 +2097,7 @@ int main(void) {
       cmocka_unit_test(test_malformed_traces),     cmocka_unit_test(test_tenants_never_mix),
       cmocka_unit_test(test_lifecycle_and_config), cmocka_unit_test(test_index_shared_cell_churn),
       cmocka_unit_test(test_wire_spellings),       cmocka_unit_test(test_wire_oom_all_or_nothing),
+      cmocka_unit_test(test_wire_predecoded),
       cmocka_unit_test(test_enriched_on_the_wire),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
