@@ -1110,10 +1110,24 @@ size_t sp_pprof_wire_values(const sp_pprof_wire_t *w, size_t i, int64_t *out, si
 /* ---- splicing ---------------------------------------------------------------------- */
 
 /* One sp_pprof_splice_labels() call: its encoded labels in label_bytes. */
+/*
+ * One run of labels for a sample: its encoded bytes in label_bytes and its
+ * labels in add_labels. Records made by sp_pprof_splice_labels_group point
+ * at their group's bytes (shared by every sample of the group). 32-bit:
+ * sp_pprof_splice_labels and sp_pprof_splice_group keep the scratch under
+ * 4 GiB.
+ */
 struct sp_pw_add_s {
-  size_t sample;
-  size_t off, len;
-  size_t lab_off, lab_n; /* the labels in add_labels */
+  uint32_t sample;
+  uint32_t seq; /* call order, for a stable sort */
+  uint32_t off, len;
+  uint32_t lab_off, lab_n;
+};
+
+/* A label group: encoded once (bytes in label_bytes, labels in add_labels). */
+struct sp_pw_group_s {
+  uint32_t off, len;
+  uint32_t lab_off, lab_n;
 };
 
 static size_t sp__varint_size(uint64_t v) {
@@ -1263,6 +1277,92 @@ static bool sp__plabel_of(const sp_pw_label_t *l, sp_pw_plabel_t *out) {
   return false;
 }
 
+/* Room for one more record. 0 or SP_ENOMEM. */
+static int sp__adds_room(sp_pprof_splice_t *sp) {
+  if (sp->n_adds < sp->cap_adds)
+    return 0;
+  if (sp->n_adds >= UINT32_MAX)
+    return SP_ENOMEM;
+  size_t c = sp->cap_adds ? sp->cap_adds * 2 : sp__first_samples(sp) + 1;
+  struct sp_pw_add_s *a = sp_realloc(sp->adds, c * sizeof(*a));
+  if (a == NULL)
+    return SP_ENOMEM;
+  sp->adds = a;
+  sp->cap_adds = c;
+  return 0;
+}
+
+/* Room for @p bytes more label bytes and @p n more labels (32-bit offsets). 0 or SP_ENOMEM. */
+static int sp__labels_room(sp_pprof_splice_t *sp, size_t bytes, size_t n, size_t first_n) {
+  if (bytes > UINT32_MAX - sp->label_len || n > UINT32_MAX - sp->n_add_labels)
+    return SP_ENOMEM;
+  if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, bytes) != 0)
+    return SP_ENOMEM;
+  if (sp->n_add_labels + n > sp->cap_add_labels) {
+    size_t c = sp->cap_add_labels ? sp->cap_add_labels : first_n;
+    if (c < 16)
+      c = 16;
+    while (c < sp->n_add_labels + n)
+      c *= 2;
+    sp_pw_plabel_t *a = sp_realloc(sp->add_labels, c * sizeof(*a));
+    if (a == NULL)
+      return SP_ENOMEM;
+    sp->add_labels = a;
+    sp->cap_add_labels = c;
+  }
+  return 0;
+}
+
+/* Encodes @p n labels at the end of the scratch; their byte count. Room was made. */
+static size_t sp__labels_put(sp_pprof_splice_t *sp, const sp_pw_label_t *labels, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!sp__plabel_of(&labels[i], &sp->add_labels[sp->n_add_labels + i]))
+      sp->add_unfit = true;
+  sp->n_add_labels += n;
+  uint8_t *p = sp->label_bytes + sp->label_len;
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    bytes += sp__label_encode(p + bytes, &labels[i]);
+  sp->label_len += bytes;
+  return bytes;
+}
+
+/*
+ * Appends the run of labels at @p off (@p bytes) / @p lab_off (@p lab_n) to
+ * @p sample, extending the last record when the run directly follows it
+ * (consecutive calls for one sample), and keeps the output's growth while
+ * samples come in order. Room for a record was made.
+ */
+static void sp__add_record(sp_pprof_splice_t *sp, size_t sample, size_t off, size_t bytes,
+                           size_t lab_off, size_t lab_n) {
+  struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
+  bool same = last != NULL && last->sample == sample;
+  sp->n_rec_labels += lab_n;
+  if (last != NULL && sample < last->sample)
+    sp->unsorted = true; /* finish sorts and sizes */
+  if (same && (size_t)last->off + last->len == off && (size_t)last->lab_off + last->lab_n == lab_off) {
+    last->len += (uint32_t)bytes;
+    last->lab_n += (uint32_t)lab_n;
+  } else {
+    sp->adds[sp->n_adds] = (struct sp_pw_add_s){(uint32_t)sample, (uint32_t)sp->n_adds,
+                                                (uint32_t)off,    (uint32_t)bytes,
+                                                (uint32_t)lab_off, (uint32_t)lab_n};
+    sp->n_adds++;
+  }
+  if (sp->unsorted)
+    return;
+  /* The output's growth (modular, as in sp__adds_prepare). */
+  const sp_pw_sample_t *s = &sp->w->samples[sample];
+  if (!same) {
+    sp->cur_extra = bytes;
+    sp->grow += 1 + sp__varint_size((size_t)s->len + bytes) + bytes - ((size_t)s->off - s->field_off);
+  } else {
+    size_t before = (size_t)s->len + sp->cur_extra;
+    sp->cur_extra += bytes;
+    sp->grow += sp__varint_size(before + bytes) - sp__varint_size(before) + bytes;
+  }
+}
+
 int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_label_t *labels,
                            size_t n) {
   if (sample >= sp->w->n_samples)
@@ -1278,55 +1378,44 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
   size_t want = n * SP__LABEL_MAX;
   if (sp->label_cap == 0 && n <= 64 && sp->w->n_samples <= SP__FIRST_SAMPLES)
     want += n * 16 * sp->w->n_samples; /* a label is some 8 to 12 bytes */
-  if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, want) != 0)
+  if (sp__labels_room(sp, want, n, n * (sp__first_samples(sp) + 1)) != 0 ||
+      sp__adds_room(sp) != 0)
     return SP_ENOMEM;
-  if (sp->n_add_labels + n > sp->cap_add_labels) {
-    size_t c = sp->cap_add_labels ? sp->cap_add_labels : n * (sp__first_samples(sp) + 1);
-    while (c < sp->n_add_labels + n)
-      c *= 2;
-    sp_pw_plabel_t *a = sp_realloc(sp->add_labels, c * sizeof(*a));
-    if (a == NULL)
+  size_t off = sp->label_len, lab_off = sp->n_add_labels;
+  size_t bytes = sp__labels_put(sp, labels, n);
+  sp__add_record(sp, sample, off, bytes, lab_off, n);
+  return 0;
+}
+
+int64_t sp_pprof_splice_group(sp_pprof_splice_t *sp, const sp_pw_label_t *labels, size_t n) {
+  if (n > SIZE_MAX / SP__LABEL_MAX / 2)
+    return SP_ENOMEM;
+  if (sp->n_groups == sp->cap_groups) {
+    size_t c = sp->cap_groups ? sp->cap_groups * 2 : 64;
+    struct sp_pw_group_s *g = sp_realloc(sp->groups, c * sizeof(*g));
+    if (g == NULL)
       return SP_ENOMEM;
-    sp->add_labels = a;
-    sp->cap_add_labels = c;
+    sp->groups = g;
+    sp->cap_groups = c;
   }
-  /* Consecutive calls for one sample extend its last record. */
-  struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
-  bool fresh = last == NULL || last->sample != sample;
-  if (fresh) {
-    if (last != NULL && sample < last->sample)
-      sp->unsorted = true; /* finish sorts and sizes */
-    if (sp->n_adds == sp->cap_adds) {
-      size_t c = sp->cap_adds ? sp->cap_adds * 2 : sp__first_samples(sp) + 1;
-      struct sp_pw_add_s *a = sp_realloc(sp->adds, c * sizeof(*a));
-      if (a == NULL)
-        return SP_ENOMEM;
-      sp->adds = a;
-      sp->cap_adds = c;
-    }
-    last = &sp->adds[sp->n_adds++];
-    *last = (struct sp_pw_add_s){sample, sp->label_len, 0, sp->n_add_labels, 0};
-  }
-  for (size_t i = 0; i < n; i++)
-    if (!sp__plabel_of(&labels[i], &sp->add_labels[sp->n_add_labels + i]))
-      sp->add_unfit = true;
-  sp->n_add_labels += n;
-  last->lab_n += n;
-  uint8_t *p = sp->label_bytes + sp->label_len;
-  size_t bytes = 0;
-  for (size_t i = 0; i < n; i++)
-    bytes += sp__label_encode(p + bytes, &labels[i]);
-  sp->label_len += bytes;
-  if (!sp->unsorted) {
-    /* The output's growth, kept as samples come in order (modular, as in sp__adds_prepare). */
-    const sp_pw_sample_t *s = &sp->w->samples[sample];
-    size_t before = (size_t)s->len + last->len;
-    if (fresh)
-      sp->grow += 1 + sp__varint_size(before + bytes) + bytes - ((size_t)s->off - s->field_off);
-    else
-      sp->grow += sp__varint_size(before + bytes) - sp__varint_size(before) + bytes;
-  }
-  last->len += bytes;
+  if (sp__labels_room(sp, n * SP__LABEL_MAX, n, 64) != 0)
+    return SP_ENOMEM;
+  size_t off = sp->label_len, lab_off = sp->n_add_labels;
+  size_t bytes = sp__labels_put(sp, labels, n);
+  sp->groups[sp->n_groups] =
+      (struct sp_pw_group_s){(uint32_t)off, (uint32_t)bytes, (uint32_t)lab_off, (uint32_t)n};
+  return (int64_t)sp->n_groups++;
+}
+
+int sp_pprof_splice_labels_group(sp_pprof_splice_t *sp, size_t sample, int64_t group) {
+  if (sample >= sp->w->n_samples || group < 0 || (size_t)group >= sp->n_groups)
+    return SP_EINVAL;
+  const struct sp_pw_group_s *g = &sp->groups[group];
+  if (g->lab_n == 0)
+    return 0;
+  if (sp__adds_room(sp) != 0)
+    return SP_ENOMEM;
+  sp__add_record(sp, sample, g->off, g->len, g->lab_off, g->lab_n);
   return 0;
 }
 
@@ -1338,7 +1427,7 @@ static int sp__cmp_add(const void *a, const void *b) {
   const struct sp_pw_add_s *x = a, *y = b;
   if (x->sample != y->sample)
     return x->sample < y->sample ? -1 : 1;
-  return x->off < y->off ? -1 : x->off > y->off; /* call order within a sample */
+  return x->seq < y->seq ? -1 : x->seq > y->seq; /* call order within a sample */
 }
 
 /*
@@ -1514,14 +1603,14 @@ static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
     if (total > UINT32_MAX)
       return SP_ENOMEM; /* offsets are 32-bit */
     with_labels = (flags & SP_PW_LABELS) && w->plabels != NULL && !sp->add_unfit &&
-                  n_old + sp->n_add_labels <= UINT32_MAX;
+                  n_old + sp->n_rec_labels <= UINT32_MAX;
     with_keys = sp__splice_keys(sp, keys, &n_keys);
     sz_st = w->n_sample_types * sizeof(*w->sample_types);
     sz_keys = with_keys ? sp__round8((n_keys ? n_keys : 1) * sizeof(sp_pw_keysum_t)) : 0;
     sz_str = n_str * sizeof(sp_pw_range_t);
     sz_smp = sp__round8(n_smp * sizeof(sp_pw_sample_t));
     if (with_labels) {
-      sz_pl = (n_old + sp->n_add_labels + 1) * sizeof(sp_pw_plabel_t);
+      sz_pl = (n_old + sp->n_rec_labels + 1) * sizeof(sp_pw_plabel_t);
       sz_pls = sp__round8((n_smp + 1) * sizeof(uint32_t));
     }
   }
@@ -1682,5 +1771,6 @@ void sp_pprof_splice_free(sp_pprof_splice_t *sp) {
   sp_free(sp->adds);
   sp_free(sp->label_bytes);
   sp_free(sp->add_labels);
+  sp_free(sp->groups);
   memset(sp, 0, sizeof(*sp));
 }

@@ -208,9 +208,13 @@ typedef struct sp_pprof_splice_s {
   size_t label_len, label_cap;
   sp_pw_plabel_t *add_labels; /* the labels added, in call order (for the indexed finish) */
   size_t n_add_labels, cap_add_labels;
+  size_t n_rec_labels; /* labels appended to samples (a group's count once per use) */
+  struct sp_pw_group_s *groups; /* sp_pprof_splice_group's label runs */
+  size_t n_groups, cap_groups;
   bool add_unfit; /* some added label does not fit sp_pw_plabel_t */
   bool unsorted;  /* samples came out of order: finish sorts the adds and sizes the output */
   size_t grow;    /* while sorted: what the touched samples add to the input's length */
+  size_t cur_extra; /* while sorted: the bytes added to the last touched sample so far */
 } sp_pprof_splice_t;
 
 /** Starts a splice over @p w. Allocates nothing. */
@@ -231,6 +235,22 @@ int64_t sp_pprof_splice_string(sp_pprof_splice_t *sp, const char *s, size_t len)
  */
 int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_label_t *labels,
                            size_t n);
+
+/**
+ * Encodes @p n labels once as a group, for sp_pprof_splice_labels_group to
+ * append to many samples without encoding them again (the join adds the
+ * same span_name / trace_id labels to every sample of a span). Returns the
+ * group's handle (>= 0), or SP_ENOMEM. Label string indices as for
+ * sp_pprof_splice_labels.
+ */
+int64_t sp_pprof_splice_group(sp_pprof_splice_t *sp, const sp_pw_label_t *labels, size_t n);
+
+/**
+ * sp_pprof_splice_labels with the labels of @p group (from
+ * sp_pprof_splice_group on this builder): the same result, without encoding
+ * them again. 0, SP_EINVAL (sample or group out of range) or SP_ENOMEM.
+ */
+int sp_pprof_splice_labels_group(sp_pprof_splice_t *sp, size_t sample, int64_t group);
 
 /** True when nothing was added (finish would reproduce the input). */
 bool sp_pprof_splice_empty(const sp_pprof_splice_t *sp);

@@ -380,10 +380,16 @@ typedef struct sp_spj_dd_s {
   int64_t idx;
 } sp_spj_dd_t;
 
-/* The last string indices handed out for a span (SP_DD_* - 1; -1 when not yet). */
+/*
+ * The last string indices handed out for a span (SP_DD_* - 1; -1 when not
+ * yet), and the splice's label group for the last set of labels its samples
+ * needed (`combo`: SP_DD_* bits; group -1 when none yet).
+ */
 typedef struct sp_spj_spanvals_s {
   const sp_spj_span_t *span;
   int64_t idx[3];
+  int64_t group;
+  unsigned combo;
 } sp_spj_spanvals_t;
 
 #define SP_SPJ_SPANVALS 256 /* direct-mapped: a profile's samples name a few dozen spans */
@@ -479,12 +485,18 @@ static int64_t sp__strtab_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_
 }
 
 /* sp__strtab_value through the per-span cache: one lookup per sample and kind, no hashing. */
-static int64_t sp__span_value(sp_spj_strtab_t *t, int kind, const sp_spj_span_t *span) {
+/* The cache slot of @p span, (re)claimed for it. */
+static sp_spj_spanvals_t *sp__span_slot(sp_spj_strtab_t *t, const sp_spj_span_t *span) {
   uint64_t h = (uint64_t)(uintptr_t)span * 0x9e3779b97f4a7c15ULL;
   _Static_assert(SP_SPJ_SPANVALS == 256, "the slot is the hash's top 8 bits");
   sp_spj_spanvals_t *c = &t->spans[h >> 56]; /* few collisions among a few dozen spans */
-  if (c->span != span) *c = (sp_spj_spanvals_t){.span = span, .idx = {-1, -1, -1}};
-  if (c->idx[kind - 1] < 0) c->idx[kind - 1] = sp__strtab_value(t, kind, span);
+  if (c->span != span)
+    *c = (sp_spj_spanvals_t){.span = span, .idx = {-1, -1, -1}, .group = -1};
+  return c;
+}
+
+static int64_t sp__span_value(sp_spj_strtab_t *t, sp_spj_spanvals_t *c, int kind) {
+  if (c->idx[kind - 1] < 0) c->idx[kind - 1] = sp__strtab_value(t, kind, c->span);
   return c->idx[kind - 1];
 }
 
@@ -519,25 +531,36 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
         (add_name && k_name < 0 && (k_name = sp__key_index(&t, c->k_span_name, "span_name")) < 0) ||
         (add_trace && k_trace < 0 && (k_trace = sp__key_index(&t, c->k_trace_id, "trace_id")) < 0))
       goto fail;
-    sp_pw_label_t fresh[3];
-    size_t nl = 0;
-    const sp_spj_span_t *span = wi->span;
-    if (add_id) {
-      int64_t v = sp__span_value(&t, SP_DD_SPAN, span);
-      if (v < 0) goto fail;
-      fresh[nl++] = (sp_pw_label_t){.key = k_span_id, .str = v};
+    /*
+     * The samples of a span get the same labels: they are encoded once per
+     * span (a label group of the splice) and appended by reference.
+     */
+    sp_spj_spanvals_t *sv = sp__span_slot(&t, wi->span);
+    unsigned combo = (add_id ? 1u : 0u) | (add_name ? 2u : 0u) | (add_trace ? 4u : 0u);
+    if (sv->group < 0 || sv->combo != combo) {
+      sp_pw_label_t fresh[3];
+      size_t nl = 0;
+      if (add_id) {
+        int64_t v = sp__span_value(&t, sv, SP_DD_SPAN);
+        if (v < 0) goto fail;
+        fresh[nl++] = (sp_pw_label_t){.key = k_span_id, .str = v};
+      }
+      if (add_name) {
+        int64_t v = sp__span_value(&t, sv, SP_DD_NAME);
+        if (v < 0) goto fail;
+        fresh[nl++] = (sp_pw_label_t){.key = k_name, .str = v};
+      }
+      if (add_trace) {
+        int64_t v = sp__span_value(&t, sv, SP_DD_TRACE);
+        if (v < 0) goto fail;
+        fresh[nl++] = (sp_pw_label_t){.key = k_trace, .str = v};
+      }
+      int64_t g = sp_pprof_splice_group(&sp, fresh, nl);
+      if (g < 0) goto fail;
+      sv->group = g;
+      sv->combo = combo;
     }
-    if (add_name) {
-      int64_t v = sp__span_value(&t, SP_DD_NAME, span);
-      if (v < 0) goto fail;
-      fresh[nl++] = (sp_pw_label_t){.key = k_name, .str = v};
-    }
-    if (add_trace) {
-      int64_t v = sp__span_value(&t, SP_DD_TRACE, span);
-      if (v < 0) goto fail;
-      fresh[nl++] = (sp_pw_label_t){.key = k_trace, .str = v};
-    }
-    if (sp_pprof_splice_labels(&sp, wi->sample, fresh, nl) != 0) goto fail;
+    if (sp_pprof_splice_labels_group(&sp, wi->sample, sv->group) != 0) goto fail;
     touched++;
   }
   if (touched > 0) {

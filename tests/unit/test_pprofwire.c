@@ -1407,6 +1407,107 @@ static void test_splice_indexed(void **state) {
   free(raws[1]);
 }
 
+/*
+ * One sequence of label additions, through sp_pprof_splice_labels (@p groups
+ * false) or label groups: a group on several samples, out of sample order,
+ * two groups on one sample (adjacent: one run), a group and plain labels on
+ * one sample, an empty group. 0 or the first failing call's code.
+ */
+static int splice_sequence(sp_pprof_splice_t *sp, bool groups) {
+  int64_t k = sp_pprof_splice_string(sp, "span_name", 9);
+  int64_t v1 = sp_pprof_splice_string(sp, "GET /a", 6);
+  int64_t v2 = sp_pprof_splice_string(sp, "GET /b", 6);
+  if (k < 0 || v1 < 0 || v2 < 0)
+    return SP_ENOMEM;
+  const sp_pw_label_t a[2] = {{k, v1, 0, 0}, {5, v2, 0, 0}};
+  const sp_pw_label_t b[1] = {{k, v2, 0, 0}};
+  const sp_pw_label_t c[1] = {{10, 0, 7, 0}};
+  static const struct {
+    size_t sample;
+    int which; /* 0 a, 1 b, 2 c, 3 empty */
+  } seq[] = {{0, 0}, {1, 0}, {1, 1}, {3, 1}, {2, 0}, {4, 0}, {4, 2}, {5, 3}, {5, 1}, {0, 1}};
+  const sp_pw_label_t *lists[4] = {a, b, c, NULL};
+  const size_t lens[4] = {2, 1, 1, 0};
+  int64_t g[4];
+  if (groups) {
+    for (int i = 0; i < 4; i++)
+      if ((g[i] = sp_pprof_splice_group(sp, lists[i], lens[i])) < 0)
+        return (int)g[i];
+  }
+  for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
+    int w = seq[i].which;
+    int rc = groups ? sp_pprof_splice_labels_group(sp, seq[i].sample, g[w])
+                    : sp_pprof_splice_labels(sp, seq[i].sample, lists[w], lens[w]);
+    if (rc != 0)
+      return rc;
+  }
+  if (groups) { /* plain labels after a group on the same sample */
+    return sp_pprof_splice_labels(sp, 0, c, 1);
+  }
+  return sp_pprof_splice_labels(sp, 0, c, 1);
+}
+
+/*
+ * Label groups give exactly what the same labels added one call at a time
+ * give (bytes, index, labels, key summary); bad handles are refused; out of
+ * memory, a call fails whole.
+ */
+static void test_splice_groups(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *raw = fx_plain_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w;
+  assert_int_equal(sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, NULL, 0), 0);
+  assert_non_null(w.plabels);
+  sp_pprof_splice_t s1, s2;
+  sp_pprof_splice_init(&s1, &w);
+  sp_pprof_splice_init(&s2, &w);
+  assert_int_equal(splice_sequence(&s1, false), 0);
+  assert_int_equal(splice_sequence(&s2, true), 0);
+  assert_int_equal(sp_pprof_splice_labels_group(&s2, NS, 0), SP_EINVAL);
+  assert_int_equal(sp_pprof_splice_labels_group(&s2, 0, 99), SP_EINVAL);
+  assert_int_equal(sp_pprof_splice_labels_group(&s2, 0, -1), SP_EINVAL);
+  const uint8_t *o1, *o2;
+  size_t l1, l2;
+  sp_pprof_wire_t w1, w2;
+  assert_int_equal(sp_pprof_splice_finish_indexed(&s1, a, &o1, &l1, &w1), 0);
+  assert_int_equal(sp_pprof_splice_finish_indexed(&s2, a, &o2, &l2, &w2), 0);
+  assert_int_equal(l1, l2);
+  assert_memory_equal(o1, o2, l1);
+  assert_non_null(w2.plabels);
+  w1.raw = o2;
+  assert_same_index(&w2, &w1);
+  assert_index_matches(&w2, o2, l2);
+  assert_keys_exact(&w2);
+  sp_pprof_splice_free(&s1);
+  /* Out of memory at every step: each call succeeds whole or fails, and the rest is exact. */
+  bool failed = false, whole = false;
+  for (long n = 0; n < 40; n++) {
+    sp_pprof_splice_t s3;
+    sp_pprof_splice_init(&s3, &w);
+    sp_alloc_set_fail_after(n);
+    int rc = splice_sequence(&s3, true);
+    sp_alloc_set_fail_after(-1);
+    if (rc == 0) {
+      const uint8_t *o3;
+      size_t l3;
+      assert_int_equal(sp_pprof_splice_finish(&s3, a, &o3, &l3), 0);
+      assert_int_equal(l3, l2);
+      assert_memory_equal(o3, o2, l2);
+      whole = true;
+    } else {
+      assert_int_equal(rc, SP_ENOMEM);
+      failed = true;
+    }
+    sp_pprof_splice_free(&s3);
+  }
+  assert_true(failed && whole);
+  sp_pprof_splice_free(&s2);
+  sp_arena_destroy(a);
+  free(raw);
+}
+
 /* More distinct keys than the summary holds: labels pre-decoded, no summary (also after a splice). */
 static void test_keys_overflow(void **state) {
   (void)state;
@@ -1627,6 +1728,7 @@ int main(void) {
       cmocka_unit_test(test_index_enomem),
       cmocka_unit_test(test_predecoded_labels),
       cmocka_unit_test(test_splice_indexed),
+      cmocka_unit_test(test_splice_groups),
       cmocka_unit_test(test_keys_overflow),
       cmocka_unit_test(test_splice_every_size),
       cmocka_unit_test(test_batch_wire_labels),
