@@ -325,8 +325,8 @@ static bool sp__attrs_for(sp_spj_t *j, const sp_spj_span_t *e, sp_spj_attrs_t *a
  * The attribute keys the join adds; they must be spanprofile_enrich.c's
  * (sp__spj_write_attrs), which the decoded path uses.
  */
-static const char *const sp__attr_keys[4] = {
-    "pyroscope.profile.id", "profile.sample.count", "profile.cpu.time_ns", "profile.wall.time_ns"};
+static const char *const sp__attr_keys[4] = {"pyroscope.profile.id", "profile.sample.count",
+                                             "profile.cpu.time_ns", "profile.wall.time_ns"};
 
 typedef struct sp_spj_ectx_s {
   sp_spj_t *j;

@@ -19,6 +19,7 @@
 #include "pipeline/error.h"
 #include "pipeline/hex.h"
 #include "pipeline/log.h"
+#include "pipeline/otlpwire.h"
 #include "pipeline/telemetry.h"
 #include "processors/spanprofile/spanprofile_int.h"
 #include "support/loop_util.h"
@@ -1019,7 +1020,8 @@ static void test_enriched_on_the_wire(void **state) {
       assert_int_equal(sp_traces_encoded(out, &enc, &len), 0);
       assert_ptr_equal(enc, out->raw);
     }
-    const t_span_t *root = find_span(&f.sink_t, 0xe1, NULL), *child = find_span(&f.sink_t, 0xe2, NULL);
+    const t_span_t *root = find_span(&f.sink_t, 0xe1, NULL),
+                   *child = find_span(&f.sink_t, 0xe2, NULL);
     assert_string_equal(span_attr(root, "pyroscope.profile.id")->string_value, "00000000000000e1");
     assert_int_equal(span_attr(root, "profile.sample.count")->int_value, 2);
     assert_int_equal(span_attr(root, "profile.cpu.time_ns")->int_value, 16);
@@ -1041,6 +1043,52 @@ static void test_enriched_on_the_wire(void **state) {
   assert_memory_equal(canon[0], canon[1], canon_len[0]);
   free(canon[0]);
   free(canon[1]);
+}
+
+/* Keys a span already has are left alone on the wire, as sp__spj_write_attrs leaves them. */
+static void test_enrich_keeps_existing_keys(void **state) {
+  (void)state;
+  fx_t f;
+  fx_loop_init(&f);
+  fx_make(&f, "wait: 1h\nspan_cpu_attributes: true\nprofile_id_attribute: all\n");
+  tspan_t sp[2] = {mkspan(0xf1, 0, 0, 100, 1, "root"), mkspan(0xf2, 0xf1, 10, 20, 1, "child")};
+  tspan_t *p[2] = {&sp[0], &sp[1]};
+  /* span 0xf1 arrives with its own profile.sample.count and pyroscope.profile.id */
+  sp_traces_t *t = mk_traces(&res_a, p, 2);
+  sp_otlpwire_splice_t ws;
+  sp_otlpwire_splice_init(&ws);
+  assert_int_equal(sp_otlpwire_splice_int(&ws, 0, "profile.sample.count", 99), 0);
+  assert_int_equal(sp_otlpwire_splice_str(&ws, 0, "pyroscope.profile.id", "mine", 4), 0);
+  uint8_t *bytes;
+  size_t len;
+  assert_int_equal(sp_otlpwire_splice_finish(&ws, t->raw, t->raw_len, &bytes, &len), 0);
+  sp_otlpwire_splice_free(&ws);
+  sp_traces_unref(t);
+  char err[128];
+  assert_int_equal(sp_traces_from_proto(bytes, len, false, &t, err, sizeof(err)), 0);
+  assert_int_equal(sp_consume_traces(f.in_traces, t), 0);
+  tsample_t s[2] = {{.span_id = 0xf1, .gt = 1, .cpu_ns = 5},
+                    {.span_id = 0xf2, .gt = 2, .cpu_ns = 7}};
+  assert_int_equal(send_samples(&f, "svc", NULL, s, 2), 0);
+  fx_stop(&f);
+  assert_int_equal(f.sink_t.n_traces, 1);
+  assert_null(f.sink_t.traces[0]->req); /* enriched on the wire */
+  const t_span_t *root = find_span(&f.sink_t, 0xf1, NULL);
+  size_t counts = 0, ids = 0;
+  for (size_t i = 0; i < root->n_attributes; i++) {
+    counts += strcmp(root->attributes[i]->key, "profile.sample.count") == 0;
+    ids += strcmp(root->attributes[i]->key, "pyroscope.profile.id") == 0;
+  }
+  assert_int_equal(counts, 1);
+  assert_int_equal(ids, 1);
+  assert_int_equal(span_attr(root, "profile.sample.count")->int_value, 99);
+  assert_string_equal(span_attr(root, "pyroscope.profile.id")->string_value, "mine");
+  assert_int_equal(span_attr(root, "profile.cpu.time_ns")->int_value, 5); /* the key it lacked */
+  const t_span_t *child = find_span(&f.sink_t, 0xf2, NULL);
+  assert_int_equal(span_attr(child, "profile.sample.count")->int_value, 1);
+  assert_string_equal(span_attr(child, "pyroscope.profile.id")->string_value, "00000000000000f2");
+  assert_int_equal(metric(&f, "spanprof_processor_spanprofile_spans_enriched_total", NULL), 2);
+  fx_free(&f);
 }
 
 /* Span ID samples match only the span of the same service; samples may arrive first. */
@@ -2099,6 +2147,7 @@ int main(void) {
       cmocka_unit_test(test_wire_spellings),       cmocka_unit_test(test_wire_oom_all_or_nothing),
       cmocka_unit_test(test_wire_predecoded),
       cmocka_unit_test(test_enriched_on_the_wire),
+      cmocka_unit_test(test_enrich_keeps_existing_keys),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
