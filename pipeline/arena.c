@@ -18,8 +18,15 @@ typedef struct chunk_s {
 #define ALIGN 16u
 #define HDR (((sizeof(chunk_t) + ALIGN - 1) / ALIGN) * ALIGN)
 
+/* A block taken in by sp_arena_adopt (the node lives in a chunk). */
+typedef struct adopted_s {
+  struct adopted_s *next;
+  void *block;
+} adopted_t;
+
 struct sp_arena_s {
   chunk_t *head;
+  adopted_t *adopted;
   size_t next_size;
   size_t total;
   size_t limit;  /* 0: none; see sp_arena_set_limit */
@@ -59,6 +66,8 @@ sp_arena_t *sp_arena_create(size_t first_chunk) {
 
 void sp_arena_destroy(sp_arena_t *self) {
   if (!self) return;
+  for (adopted_t *a = self->adopted; a; a = a->next) /* the nodes go with the chunks */
+    sp_free(a->block);
   chunk_t *c = self->head;
   while (c) {
     chunk_t *n = c->next;
@@ -111,6 +120,17 @@ void *sp_arena_memdup(sp_arena_t *self, const void *p, size_t n) {
   void *d = sp_arena_alloc(self, n);
   if (d && n) memcpy(d, p, n);
   return d;
+}
+
+bool sp_arena_adopt(sp_arena_t *self, void *block, size_t size) {
+  if (!fits(self, size)) return false;
+  adopted_t *a = sp_arena_alloc(self, sizeof(*a));
+  if (!a) return false;
+  a->block = block;
+  a->next = self->adopted;
+  self->adopted = a;
+  self->total += size;
+  return true;
 }
 
 char *sp_arena_strndup(sp_arena_t *self, const char *s, size_t n) {

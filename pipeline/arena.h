@@ -32,6 +32,14 @@ char *sp_arena_strndup(sp_arena_t *self, const char *s, size_t n);
 char *sp_arena_strdup(sp_arena_t *self, const char *s);
 /** Copies @p n bytes into the arena. */
 void *sp_arena_memdup(sp_arena_t *self, const void *p, size_t n);
+/**
+ * Takes @p block (@p size bytes from sp_malloc / sp_realloc) into the arena:
+ * it is freed with the arena and counts in sp_arena_bytes() and against the
+ * limit. For buffers built elsewhere (an inflated upload) that would
+ * otherwise be copied in. False when over the limit or out of memory: then
+ * the block stays the caller's.
+ */
+bool sp_arena_adopt(sp_arena_t *self, void *block, size_t size);
 /** Bytes handed out so far plus chunk overhead: what the arena holds. */
 /**
  * Caps the arena at @p bytes in all (0: no cap) and clears the "limited"

@@ -263,11 +263,30 @@ static void sp__times(const sp_pyro_pprof_opts_t *opts, int64_t time_nanos, int6
   }
 }
 
-/* The wire path: the received bytes (plus a time_nanos field when missing) and their index. */
+/*
+ * The wire path: the received bytes (plus a time_nanos field when missing) and
+ * their index. @p inflated is the buffer the bytes were inflated into (they
+ * start at its beginning), or NULL when they arrived uncompressed: it is
+ * handed to the batch arena rather than copied into it.
+ */
 static int sp__add_wire(sp_profiles_t *batch, sp_pyro_labels_t *labels, sp_pprof_wire_t *w,
-                        int64_t start, int64_t end, bool fill_time) {
+                        int64_t start, int64_t end, bool fill_time, sp_buf_t *inflated) {
   const uint8_t *bytes = w->raw;
   size_t len = w->len;
+  bool in_arena = fill_time;
+  if (!fill_time && inflated != NULL && inflated->data == w->raw && inflated->len == len &&
+      len > 0) {
+    size_t cap = inflated->cap;
+    uint8_t *block = sp_buf_steal(inflated, NULL);
+    uint8_t *fit = cap > len + len / 8 ? sp_realloc(block, len) : NULL; /* drop the slack */
+    if (fit != NULL) block = fit;
+    if (!sp_arena_adopt(batch->arena, block, fit != NULL ? len : cap)) {
+      sp_free(block);
+      return SP_ENOMEM;
+    }
+    bytes = block;
+    in_arena = true;
+  }
   if (fill_time) {
     uint8_t *b = sp_arena_alloc(batch->arena, len + 11);
     if (b == NULL)
@@ -286,10 +305,11 @@ static int sp__add_wire(sp_profiles_t *batch, sp_pyro_labels_t *labels, sp_pprof
     len = n;
     w->time_nanos = start;
   }
-  /* Bytes already built in the batch arena are used in place (no second copy). */
+  /* Bytes already in the batch arena are used in place (no second copy). */
   sp_profile_t *p =
-      fill_time ? sp_profiles_add_arena_bytes(batch, labels->items, labels->n, start, end, bytes, len)
-                : sp_profiles_add(batch, labels->items, labels->n, start, end, bytes, len);
+      in_arena
+          ? sp_profiles_add_arena_bytes(batch, labels->items, labels->n, start, end, bytes, len)
+          : sp_profiles_add(batch, labels->items, labels->n, start, end, bytes, len);
   if (p == NULL)
     return SP_ENOMEM;
   /* Offsets are relative to the buffer: the index holds for the batch's copy. */
@@ -357,7 +377,8 @@ int sp__pyro_add_pprof(sp_pyro_t *self, sp_profiles_t *batch, sp_pyro_labels_t *
   bool fill_time;
   sp__times(opts, w->time_nanos, w->duration_nanos, &start, &end, &fill_time);
   if (!edit) {
-    rc = sp__add_wire(batch, labels, w, start, end, fill_time);
+    rc = sp__add_wire(batch, labels, w, start, end, fill_time,
+                      raw == scratch.data ? &scratch : NULL);
     goto done;
   }
   if (fill_time) {

@@ -69,6 +69,40 @@ static uint8_t *make_request(size_t n, size_t id_len, int zero_span, size_t *len
   return buf;
 }
 
+/* sp_arena_adopt: the block is freed with the arena (ASan would report a leak
+ * otherwise), counted, and refused past the limit (then still the caller's). */
+static void test_arena_adopt(void **state) {
+  (void)state;
+  sp_arena_t *a = sp_arena_create(0);
+  assert_non_null(a);
+  size_t before = sp_arena_bytes(a);
+  uint8_t *blk = sp_malloc(100000);
+  assert_non_null(blk);
+  memset(blk, 7, 100000);
+  assert_true(sp_arena_adopt(a, blk, 100000));
+  assert_true(sp_arena_bytes(a) >= before + 100000);
+  assert_non_null(sp_arena_alloc(a, 64)); /* the arena still allocates after it */
+  sp_arena_set_limit(a, sp_arena_bytes(a) + 1000);
+  uint8_t *big = sp_malloc(5000);
+  assert_non_null(big);
+  assert_false(sp_arena_adopt(a, big, 5000));
+  assert_true(sp_arena_limited(a));
+  sp_free(big); /* refused: still ours */
+  sp_arena_destroy(a);
+  /* Out of memory for the arena's bookkeeping: refused, the block stays the caller's. */
+  a = sp_arena_create(16);
+  assert_non_null(a);
+  assert_non_null(sp_arena_alloc(a, 16)); /* the first chunk is full */
+  blk = sp_malloc(64);
+  assert_non_null(blk);
+  sp_alloc_set_fail_after(0);
+  bool taken = sp_arena_adopt(a, blk, 64);
+  sp_alloc_set_fail_after(-1);
+  assert_false(taken);
+  sp_free(blk);
+  sp_arena_destroy(a);
+}
+
 static void test_traces_scan(void **state) {
   (void)state;
   size_t len;
@@ -803,6 +837,7 @@ static void test_graph_wide(void **state) {
 int main(void) {
   sp_log_set_level(SP_LOG_ERROR);
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_arena_adopt),
       cmocka_unit_test(test_traces_scan),
       cmocka_unit_test(test_traces_copy_on_write),
       cmocka_unit_test(test_fanout),
