@@ -16,6 +16,11 @@
  * reference, and inflating (zlib vs ours) the zlib level-1 upload. Prints
  * µs per call, bytes out, and ours/zlib time ratios.
  *
+ * Then streams of payloads of different shapes (what a gateway sees), and
+ * with BENCH_COMPRESS_STREAM=dir the files in dir as one stream: ours at
+ * level 1, ISA-L level 0 with its default tables, and level -1 through an
+ * sp_compressor_t (tables learned from the stream).
+ *
  *   bench_compress [pprof-file(.gz)] [min-seconds-per-case=0.3]
  */
 #include "pipeline/alloc.h"
@@ -27,6 +32,7 @@
 
 #include "perftools/profiles/profile.pb-c.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,7 +419,7 @@ static void stream_bench(const char *title, const payload_t *pl, size_t npl, con
            modes[m], us[m], tot[m], us[m] / us[0], (double)tot[m] / (double)tot[0]);
   printf("  learned, per kind (bytes vs level 1 / vs level 0 default):");
   for (size_t k = 0; k < npl; k++)
-    if (bytes[k])
+    if (bytes[k] && pl[k].name[0])
       printf(" %s x%.3f/x%.3f", pl[k].name, (double)bytes[2 * npl + k] / (double)bytes[k],
              (double)bytes[2 * npl + k] / (double)bytes[npl + k]);
   printf("\n  context: %llu calls, %llu learned (%llu fell back to level 1), %llu level 1, "
@@ -422,6 +428,64 @@ static void stream_bench(const char *title, const payload_t *pl, size_t npl, con
          (unsigned long long)st.fallbacks, (unsigned long long)st.level1,
          (unsigned long long)st.samples, (unsigned long long)st.builds);
   free(bytes);
+}
+
+/* Reads @p path (gzip or raw) into a malloc'd buffer; NULL when unreadable. */
+static uint8_t *read_payload(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  sp_buf_t file, raw;
+  sp_buf_init(&file, 0);
+  sp_buf_init(&raw, 0);
+  uint8_t chunk[65536];
+  size_t k;
+  while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+    sp_buf_append(&file, chunk, k);
+  fclose(f);
+  sp_buf_t *use = &file;
+  if (sp_is_gzip(file.data, file.len) && sp_inflate(file.data, file.len, SP_ENC_GZIP, 0, &raw) == 0)
+    use = &raw;
+  uint8_t *p = malloc(use->len ? use->len : 1);
+  memcpy(p, use->data, use->len);
+  *len = use->len;
+  sp_buf_free(&file);
+  sp_buf_free(&raw);
+  return p;
+}
+
+/*
+ * BENCH_COMPRESS_STREAM=dir: every file in dir (gzip or raw, e.g. /ingest
+ * bodies captured from spanprof-loadgen) is one payload of a stream, in
+ * name order, as the exporter would see them.
+ */
+static void captured(const char *dir) {
+  struct dirent **names;
+  int n = scandir(dir, &names, NULL, alphasort);
+  if (n < 0) {
+    perror(dir);
+    return;
+  }
+  payload_t *pl = calloc((size_t)n, sizeof(*pl));
+  int *order = calloc((size_t)n, sizeof(int));
+  size_t npl = 0;
+  for (int i = 0; i < n; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
+    if (names[i]->d_name[0] != '.' && (pl[npl].p = read_payload(path, &pl[npl].len)) != NULL) {
+      pl[npl].name = "";
+      order[npl] = (int)npl;
+      npl++;
+    }
+    free(names[i]);
+  }
+  free(names);
+  char title[4200];
+  snprintf(title, sizeof title, "captured stream %s", dir);
+  if (npl) stream_bench(title, pl, npl, order, npl);
+  for (size_t k = 0; k < npl; k++)
+    free(pl[k].p);
+  free(pl);
+  free(order);
 }
 
 static void mixed(void) {
@@ -503,6 +567,7 @@ int main(int argc, char **argv) {
   bench("OTLP traces request, 512 spans", traces, tlen, NULL);
   free(traces);
   mixed();
+  if (getenv("BENCH_COMPRESS_STREAM")) captured(getenv("BENCH_COMPRESS_STREAM"));
   if (path)
     sp_free(pprof);
   else
