@@ -81,7 +81,8 @@ int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_b
  * Compresses @p len bytes as one gzip member at @p level, appending to
  * @p out (owned by the caller). Levels: -1 = SP_COMPRESS_DEFAULT_LEVEL;
  * 0 = stored (no compression, zlib); 1..3 = ISA-L levels 1..3 (fast);
- * 4..9 = zlib levels 4..9 (smaller, slower). Thread-safe: the compressor
+ * 4..9 = zlib levels 4..9 (smaller, slower); sp_compressor_compress() gives
+ * -1 another meaning (tables learned from the stream). Thread-safe: the compressor
  * state (about 100-400 KiB at ISA-L levels) is allocated per call.
  * Returns 0, SP_EINVAL (bad level) or SP_ENOMEM / SP_ETOOBIG (buffer limit).
  */
@@ -100,7 +101,8 @@ int sp_compress(const void *in, size_t len, sp_encoding_t enc, int level, sp_buf
  * An exporter that gzips many payloads of the same shape (the pyroscope
  * exporter: one pprof per profile) can do better than ISA-L level 1's
  * per-payload Huffman coding: ISA-L level 0 with Huffman tables built from
- * payloads seen before gives the same bytes for ~0.75x of the time. The
+ * payloads seen before gives the same bytes (±0.2%) for ~0.86x of the time
+ * on the load generator's profiles, ~0.78x on its OTLP requests. The
  * context samples a payload now and then (its histogram costs about as much
  * as compressing it), keeps a decaying average of the sampled histograms,
  * builds tables from it and publishes them for every later call; see
