@@ -112,15 +112,21 @@ void sp__spj_pctx_init(sp_spj_pctx_t *c, const sp_pprof_wire_t *w, const sp_prof
   names[nn] = "trace_id";
   slots[nn++] = &c->k_trace_id;
   size_t minlen = SIZE_MAX, maxlen = 0;
+  /* The names' first bytes: most strings (function and file names) start with none of them. */
+  uint64_t first[4] = {0, 0, 0, 0};
   for (size_t i = 0; i < nn; i++) {
     lens[i] = strlen(names[i]);
     if (lens[i] < minlen) minlen = lens[i];
     if (lens[i] > maxlen) maxlen = lens[i];
+    uint8_t f = (uint8_t)names[i][0]; /* an empty name: '\0', met by strings starting with NUL */
+    first[f >> 6] |= 1ull << (f & 63);
   }
   for (size_t s = 1; s < w->n_strings; s++) {
     size_t len = w->strings[s].len;
     if (len < minlen) continue; /* shorter than every name (a NUL only shortens) */
     const char *str = (const char *)w->raw + w->strings[s].off;
+    uint8_t f = len > 0 ? (uint8_t)str[0] : 0;
+    if (len > 0 && !(first[f >> 6] >> (f & 63) & 1)) continue;
     if (len > maxlen) {
       /* Longer than every name: equal only when a NUL ends it early, as decoded. */
       if (str[maxlen] != '\0' && memchr(str, '\0', maxlen) == NULL) continue;
