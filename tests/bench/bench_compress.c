@@ -13,8 +13,11 @@
  *      generator's (4-span traces, 5-10 attributes per span).
  *
  * For each: gzip level 1 (zlib vs ours), ours at levels 2 and 3, zlib 6 for
- * reference, and inflating (zlib vs ours) the zlib level-1 upload. Prints
- * µs per call, bytes out, and ours/zlib time ratios.
+ * reference, ISA-L level 0 with its default tables, level -1 through an
+ * sp_compressor_t (the same payload again and again: a one-shape stream,
+ * against ours at level 1 measured right after it), and inflating (zlib vs
+ * ours) the zlib level-1 upload. Prints µs per call (the fastest of 5
+ * rounds: the machine is shared), bytes out, and time and bytes ratios.
  *
  * Then streams of payloads of different shapes (what a gateway sees), and
  * with BENCH_COMPRESS_STREAM=dir the files in dir as one stream: ours at
