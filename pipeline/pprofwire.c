@@ -1122,6 +1122,7 @@ struct sp_pw_add_s {
   uint32_t seq; /* call order, for a stable sort */
   uint32_t off, len;
   uint32_t lab_off, lab_n;
+  uint32_t grp; /* 1 + the group whose labels these exactly are; 0 otherwise */
 };
 
 /* A label group: encoded once (bytes in label_bytes, labels in add_labels). */
@@ -1225,14 +1226,16 @@ void sp_pprof_splice_init(sp_pprof_splice_t *sp, const sp_pprof_wire_t *w) {
 
 int64_t sp_pprof_splice_string(sp_pprof_splice_t *sp, const char *s, size_t len) {
   if (sp->n_new_strings == sp->cap_new_strings) {
-    size_t c = sp->cap_new_strings ? sp->cap_new_strings * 2 : 16;
+    size_t c = sp->cap_new_strings ? sp->cap_new_strings * 2 : 128;
     sp_pw_range_t *r = sp_realloc(sp->new_strings, c * sizeof(*r));
     if (r == NULL)
       return SP_ENOMEM;
     sp->new_strings = r;
     sp->cap_new_strings = c;
   }
-  if (len > UINT32_MAX || sp__reserve(&sp->str_bytes, &sp->str_cap, sp->str_len, len) != 0)
+  /* The first string sizes the scratch for some hundred more (the join adds a few per span). */
+  size_t want = sp->str_cap == 0 && len < 4096 ? 4096 : len;
+  if (len > UINT32_MAX || sp__reserve(&sp->str_bytes, &sp->str_cap, sp->str_len, want) != 0)
     return SP_ENOMEM;
   if (len > 0)
     memcpy(sp->str_bytes + sp->str_len, s, len);
@@ -1334,7 +1337,7 @@ static size_t sp__labels_put(sp_pprof_splice_t *sp, const sp_pw_label_t *labels,
  * samples come in order. Room for a record was made.
  */
 static void sp__add_record(sp_pprof_splice_t *sp, size_t sample, size_t off, size_t bytes,
-                           size_t lab_off, size_t lab_n) {
+                           size_t lab_off, size_t lab_n, uint32_t grp) {
   struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
   bool same = last != NULL && last->sample == sample;
   sp->n_rec_labels += lab_n;
@@ -1343,10 +1346,12 @@ static void sp__add_record(sp_pprof_splice_t *sp, size_t sample, size_t off, siz
   if (same && (size_t)last->off + last->len == off && (size_t)last->lab_off + last->lab_n == lab_off) {
     last->len += (uint32_t)bytes;
     last->lab_n += (uint32_t)lab_n;
+    last->grp = 0; /* no longer exactly one group's labels */
   } else {
-    sp->adds[sp->n_adds] = (struct sp_pw_add_s){(uint32_t)sample, (uint32_t)sp->n_adds,
-                                                (uint32_t)off,    (uint32_t)bytes,
-                                                (uint32_t)lab_off, (uint32_t)lab_n};
+    sp->adds[sp->n_adds] = (struct sp_pw_add_s){(uint32_t)sample,  (uint32_t)sp->n_adds,
+                                                (uint32_t)off,     (uint32_t)bytes,
+                                                (uint32_t)lab_off, (uint32_t)lab_n,
+                                                grp};
     sp->n_adds++;
   }
   if (sp->unsorted)
@@ -1383,7 +1388,7 @@ int sp_pprof_splice_labels(sp_pprof_splice_t *sp, size_t sample, const sp_pw_lab
     return SP_ENOMEM;
   size_t off = sp->label_len, lab_off = sp->n_add_labels;
   size_t bytes = sp__labels_put(sp, labels, n);
-  sp__add_record(sp, sample, off, bytes, lab_off, n);
+  sp__add_record(sp, sample, off, bytes, lab_off, n, 0);
   return 0;
 }
 
@@ -1415,7 +1420,8 @@ int sp_pprof_splice_labels_group(sp_pprof_splice_t *sp, size_t sample, int64_t g
     return 0;
   if (sp__adds_room(sp) != 0)
     return SP_ENOMEM;
-  sp__add_record(sp, sample, g->off, g->len, g->lab_off, g->lab_n);
+  sp__add_record(sp, sample, g->off, g->len, g->lab_off, g->lab_n,
+                 group < UINT32_MAX ? (uint32_t)group + 1 : 0);
   return 0;
 }
 
@@ -1491,6 +1497,12 @@ static bool sp__splice_keys(const sp_pprof_splice_t *sp, sp_pw_keysum_t *keys, s
    */
   sp_pw_plabel_t seen[256];
   memset(seen, 0, sizeof(seen)); /* {0, 0} is never looked up: such labels are skipped first */
+  /*
+   * A group's labels after its first use (a later sample, or later in the
+   * same one) add nothing either: such records are skipped whole.
+   */
+  uint64_t gseen[64]; /* the first 4096 groups */
+  memset(gseen, 0, sizeof(gseen));
   for (size_t i = 0; i < sp->n_adds;) {
     size_t s = sp->adds[i].sample;
     /*
@@ -1501,6 +1513,14 @@ static bool sp__splice_keys(const sp_pprof_splice_t *sp, sp_pw_keysum_t *keys, s
     uint32_t pos = 0;
     bool based = false;
     for (; i < sp->n_adds && sp->adds[i].sample == s; i++) {
+      uint32_t g = sp->adds[i].grp - 1; /* UINT32_MAX: none */
+      if (g < 64 * 64) {
+        if (gseen[g >> 6] >> (g & 63) & 1) {
+          pos += sp->adds[i].lab_n;
+          continue;
+        }
+        gseen[g >> 6] |= 1ull << (g & 63);
+      }
       for (size_t j = 0; j < sp->adds[i].lab_n; j++, pos++) {
         const sp_pw_plabel_t *pl = &sp->add_labels[sp->adds[i].lab_off + j];
         if (pl->key == 0 || (pl->key & SP_PW_PLABEL_NUM) || pl->val == 0)

@@ -518,7 +518,7 @@ int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c
   sp_spj_strtab_t t = {.sp = &sp}; /* zeroed: no span cached */
   int rc = SP_ENOMEM;
   size_t touched = 0;
-  t.dd_cap = 64;
+  t.dd_cap = 256; /* a profile names a few dozen spans, up to three values each: no regrowth */
   t.dd = sp_calloc(t.dd_cap, sizeof(*t.dd));
   if (t.dd == NULL) goto fail;
   /* An empty table still needs its "" at index 0. */
