@@ -2089,6 +2089,57 @@ static void test_wire_predecoded(void **state) {
 }
 
 /*
+ * A sample's key from the bytes and from pre-decoded labels alike; with
+ * skip_values (nothing reads them) the values are not read: count 1, no
+ * cpu time, the labels' part unchanged.
+ */
+static void test_sample_key_values(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *bytes = wire_profile(g_wlab_pd, sizeof(g_wlab_pd) / sizeof(g_wlab_pd[0]), &len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w[2];
+  assert_int_equal(sp_pprof_wire_index(a, bytes, len, false, &w[0], NULL, 0), 0);
+  assert_int_equal(sp_pprof_wire_index_ex(a, bytes, len, SP_PW_VALIDATE | SP_PW_LABELS, &w[1],
+                                          NULL, 0),
+                   0);
+  assert_null(w[0].plabels);
+  assert_non_null(w[1].plabels);
+  sp_profile_t p = {0};
+  const char *ids[2] = {"span_id", "spanID"};
+  for (int v = 0; v < 2; v++) {
+    sp_spj_pctx_t c;
+    sp__spj_pctx_init(&c, &w[v], &p, ids, 2, "thread_id", NULL);
+    sp_spj_skey_t k, ks;
+    for (size_t i = 0; i < w[v].n_samples; i++) {
+      sp__spj_sample_key(&c, i, &k);
+      assert_int_equal(k.count, 1);
+      assert_int_equal(k.cpu_ns, 10 * MS);
+      c.skip_values = true;
+      sp__spj_sample_key(&c, i, &ks);
+      c.skip_values = false;
+      assert_int_equal(ks.count, 1);
+      assert_int_equal(ks.cpu_ns, 0);
+      assert_int_equal(ks.has_id, k.has_id);
+      assert_int_equal(ks.span_id, k.span_id);
+      assert_int_equal(ks.thread, k.thread);
+      assert_int_equal(ks.has_span_name, k.has_span_name);
+      assert_int_equal(ks.has_trace_id, k.has_trace_id);
+      assert_int_equal(ks.has_span_id_label, k.has_span_id_label);
+    }
+    sp__spj_sample_key(&c, 0, &k);
+    assert_true(k.has_id);
+    assert_int_equal(k.span_id, 0xa1);
+    sp__spj_sample_key(&c, 4, &k);
+    assert_false(k.has_id);
+    assert_int_equal(k.thread, 2);
+    sp__spj_pctx_free(&c);
+  }
+  sp_arena_destroy(a);
+  free(bytes);
+}
+
+/*
  * A profile whose samples all carry span IDs of known spans is labelled in
  * one splice at arrival; a failed allocation anywhere leaves it exactly as
  * it came (all or nothing), never half labelled.
@@ -2146,6 +2197,7 @@ int main(void) {
       cmocka_unit_test(test_lifecycle_and_config), cmocka_unit_test(test_index_shared_cell_churn),
       cmocka_unit_test(test_wire_spellings),       cmocka_unit_test(test_wire_oom_all_or_nothing),
       cmocka_unit_test(test_wire_predecoded),
+      cmocka_unit_test(test_sample_key_values),
       cmocka_unit_test(test_enriched_on_the_wire),
       cmocka_unit_test(test_enrich_keeps_existing_keys),
   };
