@@ -165,7 +165,8 @@ typedef struct sp_otlphttp_s {
   bool closing;                  /* close was called: after_work must not send */
   void (*close_done)(void *arg); /* a close waiting for n_work to reach 0 */
   void *close_arg;
-  /* Level -1's learned gzip tables, one per signal (spans and profiles encode unalike). */
+  /* Level -1's learned gzip tables, one per signal (spans and profiles encode unalike); NULL
+   * at other levels. */
   sp_compressor_t *gz_traces, *gz_profiles;
 } sp_otlphttp_t;
 
@@ -400,10 +401,14 @@ static int sp__post(sp_otlphttp_t *self, sp_otlphttp_req_t *r) {
 static void sp__compress_work(uv_work_t *w) {
   sp_otlphttp_req_t *r = w->data;
   sp_otlphttp_t *self = r->self;
+  int level = (int)self->cfg->compression_params.level;
   r->owned.len = 0;
-  r->work_rc =
-      sp_compressor_gzip(r->signal == SP_SIGNAL_PROFILES ? self->gz_profiles : self->gz_traces,
-                         r->raw, r->raw_len, (int)self->cfg->compression_params.level, &r->owned);
+  if (level == -1)
+    r->work_rc =
+        sp_compressor_gzip(r->signal == SP_SIGNAL_PROFILES ? self->gz_profiles : self->gz_traces,
+                           r->raw, r->raw_len, level, &r->owned);
+  else
+    r->work_rc = sp_gzip_compress(r->raw, r->raw_len, level, &r->owned);
 }
 
 /* A close that waited for the pool: every after_work has run, close the client now. */
@@ -546,8 +551,9 @@ static int sp__otlphttp_create(const sp_create_settings_t *set, const void *conf
       self->headers[i] = (sp_http_header_t){cfg->headers.keys[i], cfg->headers.values[i]};
     self->n_headers = cfg->headers.n;
   }
-  if ((rc = sp_compressor_create(NULL, &self->gz_traces)) != 0 ||
-      (rc = sp_compressor_create(NULL, &self->gz_profiles)) != 0)
+  if (cfg->compression_params.level == -1 &&
+      ((rc = sp_compressor_create(NULL, &self->gz_traces)) != 0 ||
+       (rc = sp_compressor_create(NULL, &self->gz_profiles)) != 0))
     goto fail;
   sp_exporterhelper_options_t ho = {.id = set->id,
                                     .host = set->host,

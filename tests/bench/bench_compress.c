@@ -360,12 +360,15 @@ typedef struct {
 
 enum { STREAM_LEN = 96 };
 
+enum { KEYS = 8 };
+
 /*
  * Compresses @p order (indices into @p pl) once with @p mode (0: ours level 1,
- * 1: ISA-L level 0 default tables, 2: learned through @p ctx); adds bytes per
- * payload kind to @p bytes, returns the seconds taken.
+ * 1: ISA-L level 0 default tables, 2: learned through ctx[0], 3: learned
+ * through ctx[kind % KEYS], as an exporter keeping a context per service
+ * would); adds bytes per payload kind to @p bytes, returns the seconds taken.
  */
-static double stream_pass(int mode, sp_compressor_t *ctx, const payload_t *pl, const int *order,
+static double stream_pass(int mode, sp_compressor_t **ctx, const payload_t *pl, const int *order,
                           size_t n, size_t *bytes) {
   sp_buf_t out;
   sp_buf_init(&out, 0);
@@ -375,7 +378,9 @@ static double stream_pass(int mode, sp_compressor_t *ctx, const payload_t *pl, c
     out.len = 0;
     if (mode == 0 && sp_gzip_compress(p->p, p->len, 1, &out) != 0) abort();
     if (mode == 1) isal0_gzip(p->p, p->len, &out);
-    if (mode == 2 && sp_compressor_gzip(ctx, p->p, p->len, -1, &out) != 0) abort();
+    if (mode >= 2 &&
+        sp_compressor_gzip(ctx[mode == 3 ? order[i] % KEYS : 0], p->p, p->len, -1, &out) != 0)
+      abort();
     bytes[order[i]] += out.len;
     sp_buf_free(&out);
   }
@@ -387,18 +392,21 @@ static double stream_pass(int mode, sp_compressor_t *ctx, const payload_t *pl, c
 /* One line per mode: µs per payload (fastest of 5 timed passes after a warm-up pass), bytes. */
 static void stream_bench(const char *title, const payload_t *pl, size_t npl, const int *order,
                          size_t n) {
-  static const char *const modes[] = {"ours level 1", "isal level 0 (default tables)",
-                                      "ours learned (level -1)"};
-  double us[3];
-  size_t tot[3];
-  size_t *bytes = calloc(3 * npl, sizeof(size_t));
+  enum { MODES = 4 };
+  static const char *const modes[MODES] = {"ours level 1", "isal level 0 (default tables)",
+                                           "ours learned (level -1)",
+                                           "learned, a context per kind"};
+  double us[MODES];
+  size_t tot[MODES];
+  size_t *bytes = calloc(MODES * npl, sizeof(size_t));
   printf("%s: %zu payloads per pass\n", title, n);
   sp_compressor_stats_t st = {0};
-  for (int m = 0; m < 3; m++) {
-    sp_compressor_t *ctx = NULL;
-    if (m == 2) sp_compressor_create(NULL, &ctx);
+  for (int m = 0; m < MODES; m++) {
+    sp_compressor_t *ctx[KEYS] = {NULL};
+    for (int k = 0; k < (m == 2 ? 1 : m == 3 ? KEYS : 0); k++)
+      sp_compressor_create(NULL, &ctx[k]);
     size_t *scratch = calloc(npl, sizeof(size_t));
-    stream_pass(m, ctx, pl, order, n, scratch); /* warm-up (learning, for the context) */
+    stream_pass(m, ctx, pl, order, n, scratch); /* warm-up (learning, for the contexts) */
     double best = 0;
     int passes = 0;
     double t0 = now_s();
@@ -414,10 +422,11 @@ static void stream_bench(const char *title, const payload_t *pl, size_t npl, con
     tot[m] = 0;
     for (size_t k = 0; k < npl; k++)
       tot[m] += bytes[(size_t)m * npl + k];
-    if (ctx) sp_compressor_get_stats(ctx, &st);
-    sp_compressor_destroy(ctx);
+    if (m == 2) sp_compressor_get_stats(ctx[0], &st);
+    for (int k = 0; k < KEYS; k++)
+      sp_compressor_destroy(ctx[k]);
   }
-  for (int m = 0; m < 3; m++)
+  for (int m = 0; m < MODES; m++)
     printf("  %-30s %7.1f us/payload  %9zu bytes/pass   vs level 1: time x%.2f, bytes x%.3f\n",
            modes[m], us[m], tot[m], us[m] / us[0], (double)tot[m] / (double)tot[0]);
   printf("  learned, per kind (bytes vs level 1 / vs level 0 default):");
