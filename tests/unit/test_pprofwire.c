@@ -1508,6 +1508,58 @@ static void test_splice_groups(void **state) {
   free(raw);
 }
 
+/*
+ * A sample framed with a padded (non-minimal) key and length, as protobuf
+ * allows: the splice re-frames it minimally, so the output shrinks there;
+ * offsets, size and index stay exact, samples in order or not.
+ */
+static void test_splice_padded_framing(void **state) {
+  (void)state;
+  size_t len;
+  uint8_t *base = fx_plain_bytes(&len);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w0;
+  assert_int_equal(sp_pprof_wire_index(a, base, len, false, &w0, NULL, 0), 0);
+  static wbuf_t b;
+  memcpy(b.b, base, len);
+  b.n = len;
+  /* sample 0's payload again, its key and its length in 5 bytes each */
+  b.b[b.n++] = 0x80 | ((2 << 3) | 2);
+  b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0x80;
+  b.b[b.n++] = 0x00;
+  uint32_t pl = w0.samples[0].len;
+  for (int i = 0; i < 4; i++)
+    b.b[b.n++] = (uint8_t)((pl >> (7 * i)) & 0x7f) | 0x80;
+  b.b[b.n++] = (uint8_t)(pl >> 28);
+  memcpy(b.b + b.n, base + w0.samples[0].off, pl);
+  b.n += pl;
+  for (int order = 0; order < 2; order++) {
+    sp_pprof_wire_t w;
+    char err[256];
+    if (sp_pprof_wire_index_ex(a, b.b, b.n, SP_PW_VALIDATE | SP_PW_LABELS, &w, err, sizeof(err)) != 0)
+      fail_msg("%s", err);
+    assert_int_equal(w.n_samples, NS + 1);
+    assert_non_null(w.plabels);
+    sp_pprof_splice_t sp;
+    sp_pprof_splice_init(&sp, &w);
+    int64_t k = sp_pprof_splice_string(&sp, "span_name", 9);
+    int64_t v = sp_pprof_splice_string(&sp, "x", 1);
+    /* a key-only label (4 bytes) on the padded sample: its field shrinks by 4 */
+    sp_pw_label_t l[1] = {{k, v, 0, 0}}, l0[1] = {{k, 0, 0, 0}};
+    size_t seq[3] = {0, 1, NS};
+    for (int i = 0; i < 3; i++) {
+      size_t smp = seq[order ? 2 - i : i];
+      assert_int_equal(sp_pprof_splice_labels(&sp, smp, smp == NS ? l0 : l, 1), 0);
+    }
+    splice_indexed_check(&sp, a, true);
+    sp_pprof_splice_free(&sp);
+  }
+  sp_arena_destroy(a);
+  free(base);
+}
+
 /* More distinct keys than the summary holds: labels pre-decoded, no summary (also after a splice). */
 static void test_keys_overflow(void **state) {
   (void)state;
@@ -1729,6 +1781,7 @@ int main(void) {
       cmocka_unit_test(test_predecoded_labels),
       cmocka_unit_test(test_splice_indexed),
       cmocka_unit_test(test_splice_groups),
+      cmocka_unit_test(test_splice_padded_framing),
       cmocka_unit_test(test_keys_overflow),
       cmocka_unit_test(test_splice_every_size),
       cmocka_unit_test(test_batch_wire_labels),
