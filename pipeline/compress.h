@@ -96,7 +96,7 @@ int sp_gzip_compress(const void *in, size_t len, int level, sp_buf_t *out);
 int sp_compress(const void *in, size_t len, sp_encoding_t enc, int level, sp_buf_t *out);
 
 /*
- * A compressor context: the default level (-1) learned from the stream.
+ * A compressor context: level -1 ("default") learned from the stream.
  *
  * An exporter that gzips many payloads of the same shape (the pyroscope
  * exporter: one pprof per profile) can do better than ISA-L level 1's
