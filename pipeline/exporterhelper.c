@@ -90,7 +90,7 @@ static const sp_cfg_field_t sp__compression_params_fields[] = {
     {.key = "level",
      .type = SP_CFG_INT,
      .offset = offsetof(sp_compression_params_t, level),
-     .def = "1",
+     .def = "-1",
      .min = -1,
      .max = 9},
 };

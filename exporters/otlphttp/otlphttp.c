@@ -15,13 +15,12 @@
  * Compression. gzip is the Collector's default and what most backends
  * expect, but deflate dominates the cost of a send: at zlib's default level
  * (6) it was ~83% of the daemon's CPU and capped delivery at ~360k spans/s.
- * So the level defaults to 1, which pipeline/compress.c runs on ISA-L
- * (about 15x faster than zlib's level 6 for ~10% more bytes; set
+ * So deflate runs on libuv's thread pool and on ISA-L (pipeline/compress.c:
+ * level 1 is about 15x faster than zlib's level 6 for ~10% more bytes; set
  * `compression_params: {level: N}` as in the Collector's confighttp for
- * another trade-off), and deflate runs on libuv's thread pool. Level -1
- * compresses through an sp_compressor_t per signal (pipeline/compress.h):
- * ISA-L level 0 with Huffman tables learned from earlier requests, ~0.78x
- * of level 1's time for the same bytes on the load generator's requests.
+ * another trade-off), and the default level -1 compresses through an sp_compressor_t per signal
+ * (pipeline/compress.h): ISA-L level 0 with Huffman tables learned from earlier requests, ~0.78x of
+ * level 1's time for the same bytes on the load generator's requests.
  *
  *   send (loop) ── encode: the batch's own bytes, or JSON / profiles built
  *        │         here (the batch is read only on the loop)

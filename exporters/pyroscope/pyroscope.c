@@ -28,10 +28,10 @@
  *
  * Deflating ~150 KB of pprof per profile was the largest cost of the
  * profiles path (with inflate at the receiver, 62% of the CPU at ~220
- * profiles/s), so the level defaults to 1 (ISA-L, about 15x faster than
- * zlib's default 6 for ~10% more bytes; `compression_params: {level: N}` as
- * in the Collector's confighttp) and the work runs on libuv's thread pool.
- * Level -1 goes through sp_compressor_t contexts (pipeline/compress.h), one
+ * profiles/s), so it runs on libuv's thread pool, on ISA-L (level 1 is
+ * about 15x faster than zlib's default 6 for ~10% more bytes;
+ * `compression_params: {level: N}` as in the Collector's confighttp), and
+ * the default level -1 goes through sp_compressor_t contexts (pipeline/compress.h), one
  * per hash of service and profile type (sp__gz_for): ISA-L level 0 with
  * Huffman tables learned from the profiles already sent, ~0.86x of level
  * 1's time for the same bytes on the load generator's profiles. Every

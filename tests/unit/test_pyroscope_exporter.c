@@ -1308,7 +1308,8 @@ static void test_drain_waits_for_compression(void **state) {
   }
 }
 
-/* compression_params.level: 1 by default; 0 stores, 9 packs tighter; the bytes survive. */
+/* compression_params.level: -1 (learned tables) by default; 0 stores, 9 packs tighter; the bytes
+ * survive. */
 static void test_compression_level(void **state) {
   fx_t *fx = *state;
   server_start(&fx->srv, &fx->loop, 0);
@@ -1320,7 +1321,7 @@ static void test_compression_level(void **state) {
     char extra[128];
     snprintf(extra, sizeof(extra), "api: ingest\n%s", levels[i]);
     exporter_up(fx, fx->srv.port, extra);
-    if (i == 0) assert_int_equal(((sp_pyroscope_cfg_t *)fx->ex.cfg)->compression_params.level, 1);
+    if (i == 0) assert_int_equal(((sp_pyroscope_cfg_t *)fx->ex.cfg)->compression_params.level, -1);
     sp_profiles_t *b = sp_profiles_create();
     add_profile(b, a, 1000000000LL, g_samples, 3, true, &fx->sent[fx->n_sent++]);
     const sent_t *sent = &fx->sent[fx->n_sent - 1];
