@@ -1281,7 +1281,7 @@ static bool sp__plabel_of(const sp_pw_label_t *l, sp_pw_plabel_t *out) {
 }
 
 /* Room for one more record. 0 or SP_ENOMEM. */
-static int sp__adds_room(sp_pprof_splice_t *sp) {
+static inline __attribute__((always_inline)) int sp__adds_room(sp_pprof_splice_t *sp) {
   if (sp->n_adds < sp->cap_adds)
     return 0;
   if (sp->n_adds >= UINT32_MAX)
@@ -1296,7 +1296,7 @@ static int sp__adds_room(sp_pprof_splice_t *sp) {
 }
 
 /* Room for @p bytes more label bytes and @p n more labels (32-bit offsets). 0 or SP_ENOMEM. */
-static int sp__labels_room(sp_pprof_splice_t *sp, size_t bytes, size_t n, size_t first_n) {
+static inline __attribute__((always_inline)) int sp__labels_room(sp_pprof_splice_t *sp, size_t bytes, size_t n, size_t first_n) {
   if (bytes > UINT32_MAX - sp->label_len || n > UINT32_MAX - sp->n_add_labels)
     return SP_ENOMEM;
   if (sp__reserve(&sp->label_bytes, &sp->label_cap, sp->label_len, bytes) != 0)
@@ -1317,7 +1317,7 @@ static int sp__labels_room(sp_pprof_splice_t *sp, size_t bytes, size_t n, size_t
 }
 
 /* Encodes @p n labels at the end of the scratch; their byte count. Room was made. */
-static size_t sp__labels_put(sp_pprof_splice_t *sp, const sp_pw_label_t *labels, size_t n) {
+static inline __attribute__((always_inline)) size_t sp__labels_put(sp_pprof_splice_t *sp, const sp_pw_label_t *labels, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (!sp__plabel_of(&labels[i], &sp->add_labels[sp->n_add_labels + i]))
       sp->add_unfit = true;
@@ -1336,7 +1336,7 @@ static size_t sp__labels_put(sp_pprof_splice_t *sp, const sp_pw_label_t *labels,
  * (consecutive calls for one sample), and keeps the output's growth while
  * samples come in order. Room for a record was made.
  */
-static void sp__add_record(sp_pprof_splice_t *sp, size_t sample, size_t off, size_t bytes,
+static inline __attribute__((always_inline)) void sp__add_record(sp_pprof_splice_t *sp, size_t sample, size_t off, size_t bytes,
                            size_t lab_off, size_t lab_n, uint32_t grp) {
   struct sp_pw_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
   bool same = last != NULL && last->sample == sample;
