@@ -55,7 +55,12 @@
  * reads labels as arrays. sp_pprof_splice_finish_indexed() derives the
  * output's index from the input's (offsets shifted by the growth of the
  * touched samples before them, labels and keys extended), so a spliced
- * profile is never indexed or read again.
+ * profile is never indexed or read again. The finish is one pass writing
+ * the output and the samples' new offsets into one arena block (bytes and
+ * index arrays together); the output's size is kept up to date as labels
+ * are added in sample order, so no pass sizes it first. Label groups
+ * (sp_pprof_splice_group) are encoded once and referenced by every sample
+ * they are added to; the key summary's extension looks at a group once.
  *
  * Memory: everything the index allocates is an array with one entry per
  * top-level field of a kind (16 bytes at most per entry), and every field

@@ -22,7 +22,11 @@
  *   validates on the thread pool, so the event loop reads arrays), along
  *   with a summary of the label keys in use.
  * - sp_pprof_splice_finish_indexed(): the splice's output comes with its
- *   index (derived from the input's), so it is never indexed again.
+ *   index (derived from the input's), so it is never indexed again; the
+ *   _ex form leaves out the pre-decoded labels when only the key summary is
+ *   read downstream (the join's case).
+ * - label groups: labels encoded once and appended to many samples by
+ *   reference (the join adds the same labels to every sample of a span).
  * - a splice builder: new strings are appended to the string table (they get
  *   the next indices; protobuf keeps repeated fields in order, so appending
  *   `string_table` fields at the end of the message is exactly appending to

@@ -14,8 +14,11 @@
  *
  * Writing splices the encoded profile: the new strings (deduplicated per
  * call: span names and trace IDs repeat across samples) are appended to the
- * string table and the new labels to the touched samples, in one copy into
- * the batch arena; the result replaces the profile's bytes. Nothing that was
+ * string table and the new labels to the touched samples — encoded once per
+ * span as a label group of the splice — in one copy into the batch arena;
+ * the result replaces the profile's bytes, with its index (strings, samples
+ * and the label-key summary the exporter reads; not the pre-decoded labels,
+ * which nothing reads after the join). Nothing that was
  * there changes or moves, so indices stay valid, and until the final swap
  * the profile is untouched — a failure leaves it as it was.
  *
