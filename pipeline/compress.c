@@ -538,6 +538,21 @@ int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_b
   inflater_init(&s, enc, limit);
   /* Most payloads inflate 3-10x; start there instead of doubling up from 16 KiB. */
   s.hint = len < SIZE_MAX / 4 ? len * 4 + 1024 : 0;
+  /*
+   * A gzip member ends with its size (mod 2^32): room for exactly that (plus
+   * a little, so the trailer is read without growing) spares a realloc that
+   * copies everything and leaves up to half the buffer unused. It is only a
+   * hint: a wrong one (several members, a lie) costs a growth step, and it is
+   * capped by what deflate can expand to (1032:1) and by the limit.
+   */
+  const uint8_t *b = in;
+  if ((enc == SP_ENC_GZIP || enc == SP_ENC_AUTO) && len >= 18 && b[0] == 0x1f && b[1] == 0x8b &&
+      len < SIZE_MAX / 1032 - 1024) {
+    size_t isize = (size_t)b[len - 4] | (size_t)b[len - 3] << 8 | (size_t)b[len - 2] << 16 |
+                   (size_t)b[len - 1] << 24;
+    size_t room = isize + 64;
+    if (room <= len * 1032 + 1024 && (limit == 0 || room <= limit + 1)) s.hint = room;
+  }
   int rc = sp_inflater_feed(&s, in, len, out);
   if (!rc) rc = sp_inflater_finish(&s, out);
   sp_free(s.st);

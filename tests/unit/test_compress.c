@@ -88,6 +88,60 @@ static void test_roundtrip_all_formats(void **state) {
   roundtrip(SP_ENC_IDENTITY, SP_ENC_IDENTITY);
 }
 
+/*
+ * One-shot gzip inflation sizes its buffer from the member's ISIZE trailer:
+ * one allocation with no slack, even at ratios past the 4x first guess; a
+ * trailer that lies is only a hint (refused by the check, never a huge
+ * allocation, the limit still applies).
+ */
+static void test_inflate_sized_from_trailer(void **state) {
+  (void)state;
+  size_t n = 400000;
+  uint8_t *zeros = calloc(1, n); /* ~1000:1 */
+  uint8_t *text = make_text(n);
+  const uint8_t *srcs[2] = {zeros, text};
+  for (int k = 0; k < 2; k++) {
+    sp_buf_t z, out;
+    sp_buf_init(&z, 0);
+    sp_buf_init(&out, 0);
+    assert_int_equal(sp_gzip_compress(srcs[k], n, 1, &z), 0);
+    assert_int_equal(sp_inflate(z.data, z.len, SP_ENC_GZIP, 0, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_memory_equal(out.data, srcs[k], n);
+    assert_true(out.cap <= n + 256); /* no doubling past the size */
+    sp_buf_free(&out);
+    sp_buf_init(&out, 0);
+    assert_int_equal(sp_inflate(z.data, z.len, SP_ENC_AUTO, 0, &out), 0);
+    assert_true(out.cap <= n + 256);
+    /* A trailer claiming ~4 GiB: no such allocation, and the data is refused. */
+    z.data[z.len - 1] = 0xff;
+    sp_buf_free(&out);
+    sp_buf_init(&out, 0);
+    assert_int_equal(sp_inflate(z.data, z.len, SP_ENC_GZIP, 0, &out), SP_EPROTO);
+    assert_true(out.cap < (size_t)64 << 20);
+    /* A trailer claiming less: grows as before, still refused by the check. */
+    z.data[z.len - 1] = 0;
+    z.data[z.len - 2] = 0;
+    z.data[z.len - 3] = 0;
+    z.data[z.len - 4] = 16;
+    sp_buf_free(&out);
+    sp_buf_init(&out, 0);
+    assert_int_equal(sp_inflate(z.data, z.len, SP_ENC_GZIP, 0, &out), SP_EPROTO);
+    /* Within a limit, the limit still cuts. */
+    sp_buf_free(&out);
+    sp_buf_init(&out, 0);
+    sp_buf_free(&z);
+    sp_buf_init(&z, 0);
+    assert_int_equal(sp_gzip_compress(srcs[k], n, 1, &z), 0);
+    assert_int_equal(sp_inflate(z.data, z.len, SP_ENC_GZIP, n / 2, &out), SP_ETOOBIG);
+    assert_true(out.cap <= n / 2 + 1);
+    sp_buf_free(&out);
+    sp_buf_free(&z);
+  }
+  free(zeros);
+  free(text);
+}
+
 static void test_gzip_helper_and_magic(void **state) {
   (void)state;
   sp_buf_t z;
@@ -1130,6 +1184,7 @@ static void test_ctx_out_of_memory(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_all_formats),
+      cmocka_unit_test(test_inflate_sized_from_trailer),
       cmocka_unit_test(test_gzip_helper_and_magic),
       cmocka_unit_test(test_encoding_parse),
       cmocka_unit_test(test_concatenated_gzip_members),
