@@ -597,11 +597,6 @@ fail:
 
 /* ---- span attributes ------------------------------------------------------------------- */
 
-#define SP_ATTR_PROFILE_ID "pyroscope.profile.id"
-#define SP_ATTR_COUNT "profile.sample.count"
-#define SP_ATTR_CPU "profile.cpu.time_ns"
-#define SP_ATTR_WALL "profile.wall.time_ns"
-
 static bool sp__has_attr(const sp_otlp_span_t *span, const char *key) {
   for (size_t i = 0; i < span->n_attributes; i++)
     if (span->attributes[i]->key != NULL && strcmp(span->attributes[i]->key, key) == 0) return true;

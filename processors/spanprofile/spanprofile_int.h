@@ -313,6 +313,12 @@ typedef struct sp_spj_write_s {
 int sp__spj_write_labels(sp_profiles_t *batch, sp_profile_t *p, sp_spj_pctx_t *c,
                          const sp_spj_write_t *w, size_t n);
 
+/* The span attributes the join adds (decoded path: sp__spj_write_attrs; wire path: the join). */
+#define SP_ATTR_PROFILE_ID "pyroscope.profile.id"
+#define SP_ATTR_COUNT "profile.sample.count"
+#define SP_ATTR_CPU "profile.cpu.time_ns"
+#define SP_ATTR_WALL "profile.wall.time_ns"
+
 /** Attributes a span gains on emission. */
 typedef struct sp_spj_attrs_s {
   bool profile_id;

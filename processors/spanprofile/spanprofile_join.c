@@ -321,12 +321,9 @@ static bool sp__attrs_for(sp_spj_t *j, const sp_spj_span_t *e, sp_spj_attrs_t *a
   return a->profile_id || a->cpu;
 }
 
-/*
- * The attribute keys the join adds; they must be spanprofile_enrich.c's
- * (sp__spj_write_attrs), which the decoded path uses.
- */
-static const char *const sp__attr_keys[4] = {"pyroscope.profile.id", "profile.sample.count",
-                                             "profile.cpu.time_ns", "profile.wall.time_ns"};
+/* The attribute keys the join adds, in sp__spj_write_attrs's order. */
+static const char *const sp__attr_keys[4] = {SP_ATTR_PROFILE_ID, SP_ATTR_COUNT, SP_ATTR_CPU,
+                                             SP_ATTR_WALL};
 
 typedef struct sp_spj_ectx_s {
   sp_spj_t *j;
@@ -866,6 +863,7 @@ static void sp__pinfo(sp_spj_t *j, const char *tenant, sp_profile_t *p, const sp
                       sp_spj_pinfo_t *pi) {
   sp__spj_pctx_init(&pi->c, w, p, (const char *const *)j->id_labels, j->n_id_labels,
                     j->thread_label, j->time_label);
+  pi->c.skip_values = !j->cpu; /* only span_cpu_attributes reads the values */
   const char *svc = sp_profile_label(p, "service_name");
   if (svc == NULL) svc = sp_profile_label(p, "service.name");
   if (svc == NULL) svc = "";
@@ -915,7 +913,7 @@ typedef struct sp_spj_wlist_s {
 static int sp__wpush(sp_spj_wlist_t *l, uint32_t prof, uint32_t sample, const sp_spj_skey_t *k,
                      const sp_spj_span_t *e, bool with_id) {
   if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 64;
+    size_t cap = l->cap ? l->cap * 2 : 1024; /* a CPU profile: ~1,500 samples, once regrown */
     sp_spj_write_t *w = sp_realloc(l->w, cap * sizeof(*w));
     if (w == NULL) return SP_ENOMEM;
     l->w = w;
