@@ -177,31 +177,38 @@ static size_t sp__cstr_len(const sp_pprof_wire_t *w, size_t i) {
   return nul != NULL ? (size_t)(nul - c) : w->strings[i].len;
 }
 
-/* True when some string of the table equals @p name as a C string. */
-static bool sp__has_cstr(const sp_pprof_wire_t *w, const char *name) {
-  size_t k = strlen(name);
-  for (size_t i = 1; i < w->n_strings; i++)
-    if (w->strings[i].len >= k && memcmp(w->raw + w->strings[i].off, name, k) == 0 &&
-        sp__cstr_len(w, i) == k)
-      return true;
-  return false;
+/* True when the @p n bytes at @p c, as a C string, are exactly @p name (@p k bytes). */
+static bool sp__is_cstr(const uint8_t *c, size_t n, const char *name, size_t k) {
+  return n >= k && memcmp(c, name, k) == 0 && (n == k || c[k] == 0);
 }
 
-/* True when a span_id / trace_id value may need lower-casing: a 16 or 32 hex string with A-F. */
-static bool sp__upper_hex_id(const sp_pprof_wire_t *w) {
+static bool sp__is_hex(uint8_t ch) {
+  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/*
+ * One pass over the string table for what makes the profile need editing:
+ * a "profile_id" or "span" string (label names the decode path renames),
+ * or a 16 / 32 hex string with A-F (a span_id / trace_id value that may need
+ * lower-casing). Strings are compared as C strings (text after an embedded
+ * NUL is not seen). Most strings (function and file names) are passed over
+ * on their length or first byte.
+ */
+static bool sp__strings_need_edit(const sp_pprof_wire_t *w) {
   for (size_t i = 1; i < w->n_strings; i++) {
     size_t n = w->strings[i].len;
-    if (n < 16)
-      continue;
-    n = sp__cstr_len(w, i);
-    if (n != 16 && n != 32)
-      continue;
+    if (n < 4) continue;
     const uint8_t *c = w->raw + w->strings[i].off;
+    if ((c[0] == 's' && sp__is_cstr(c, n, "span", 4)) ||
+        (c[0] == 'p' && sp__is_cstr(c, n, "profile_id", 10)))
+      return true;
+    if (n < 16 || !sp__is_hex(c[0])) continue;
+    n = sp__cstr_len(w, i);
+    if (n != 16 && n != 32) continue;
     bool upper = false, hex = true;
     for (size_t j = 0; j < n && hex; j++) {
       upper |= c[j] >= 'A' && c[j] <= 'F';
-      hex = (c[j] >= '0' && c[j] <= '9') || (c[j] >= 'a' && c[j] <= 'f') ||
-            (c[j] >= 'A' && c[j] <= 'F');
+      hex = sp__is_hex(c[j]);
     }
     if (hex && upper)
       return true;
@@ -214,7 +221,7 @@ static bool sp__needs_edit(const sp_pyro_labels_t *labels, const sp_pprof_wire_t
   for (size_t k = 0; k < sizeof(sp__span_label_names) / sizeof(sp__span_label_names[0]); k++)
     if (sp__pyro_labels_get(labels, sp__span_label_names[k]) != NULL)
       return true;
-  return sp__has_cstr(w, "profile_id") || sp__has_cstr(w, "span") || sp__upper_hex_id(w);
+  return sp__strings_need_edit(w);
 }
 
 /* The sample type names of a decoded profile (into @p arena). NULL on OOM. */
