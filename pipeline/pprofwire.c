@@ -34,8 +34,13 @@
  * field goes through sp__next and sp__known as before. The accounting is
  * the same either way, checked at the same points: a walk that finds an
  * error stops where the general one would, with the same code. Packed values
- * are only counted (a byte at a time, without a branch per varint), and
- * location IDs are checked as one maximum of ID - 1 (zero wraps to the top).
+ * are only counted (a payload of up to 8 bytes as one word: a popcount of
+ * its end bytes; longer ones a byte at a time without a branch per varint).
+ * Packed location IDs are checked 8 bytes at a time (sp__loc_word: 64-bit
+ * lane arithmetic on the continuation bits and 7-bit payloads) to be 1- or
+ * 2-byte varints within 1..n, n the first pass's count of locations; a run
+ * where that is not conclusive is read again one varint at a time into one
+ * maximum of ID - 1 (zero wraps to the top), compared with n at the end.
  *
  * The semantic checks (string indices, value counts, IDs) are made on
  * aggregates collected in the same pass: the largest string index used, the
@@ -198,6 +203,11 @@ enum { SP__K_VARINT, SP__K_VARINT_REP, SP__K_STR_REP, SP__K_MSG, SP__K_MSG_REP }
 
 #define SP__FIELD_COST 32 /* pbscan.c's per-occurrence record */
 
+/* sp__loc_word's thresholds, each times 0x0101...01. */
+typedef struct sp__locw_s {
+  uint64_t k1, nh, nh1, nl1;
+} sp__locw_t;
+
 typedef struct sp__val_s {
   uint64_t cost, max_cost;
   uint64_t max_str; /* largest string index referenced (negative ones wrap to huge) */
@@ -206,6 +216,10 @@ typedef struct sp__val_s {
    * to the top), so that they all lie in 1..n iff loc_ref_top < n: one compare per ID. */
   bool loc_ref_any;
   uint64_t loc_ref_top;
+  /* The word-at-a-time check of packed location IDs (sp__loc_word): IDs in 1..n, n the
+   * number of location fields counted by the first pass, as byte-lane thresholds. */
+  sp__locw_t locw;
+  const uint8_t *buf_end; /* end of the whole input: 8-byte loads up to here are safe */
   uint64_t fn_ref_min, fn_ref_max;   /* over line function_ids */
   uint64_t map_ref_max;              /* over non-zero location mapping_ids */
   uint64_t *loc_ids, *fn_ids, *map_ids;
@@ -315,10 +329,104 @@ static void sp__keep_label(sp__val_t *c, const int64_t l[4]) {
   c->pl[c->n_pl++] = pl;
 }
 
-/* A packed location_id payload: most IDs take one or two bytes. */
+/* ---- eight bytes at a time ----------------------------------------------------------- */
+
+/*
+ * Packed varints read as 64-bit words ("SWAR"): bit 7 of each byte lane is
+ * that byte's continuation bit. Lane arithmetic on 7-bit payloads x (every
+ * byte of x below 0x80) cannot borrow across lanes: (x | 0x80) - k for
+ * k <= 128 stays within 0..255, and its bit 7 says whether x >= k.
+ * Little-endian only (byte i of the buffer is lane i); elsewhere the scalar
+ * loops do all the work.
+ */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SP__SWAR 1
+#else
+#define SP__SWAR 0
+#endif
+#define SP__HI 0x8080808080808080ull
+#define SP__LO 0x0101010101010101ull
+
+static inline uint64_t sp__load64(const uint8_t *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
+
+/*
+ * Location IDs in one word, given the previous word's last lane (carries:
+ * bit 7 of each says whether that byte was a continuation byte, had a zero
+ * payload, had a payload >= nl1; 0 before the first word). Returns lanes
+ * (bit 7) that show a varint of 3 or more bytes or an ID outside 1..n; 0
+ * when every varint ending in the word has 1 or 2 bytes and a value in
+ * 1..n. With n' = min(n, 16383): a 1-byte value x is out of range iff
+ * x == 0 or x >= k1 = min(n, 127) + 1; a 2-byte one lo | hi << 7 iff both
+ * parts are 0, hi > nh = n' >> 7, or hi == nh and lo >= nl1 = (n' & 127) + 1.
+ * Only bit 7 of each lane is meaningful in the intermediate values (one
+ * mask at the end): (x | 0x80) - k has bit 7 set iff x >= k (0 <= k <= 128,
+ * x a 7-bit payload), and no lane borrows from the next.
+ */
+static inline uint64_t sp__loc_word(uint64_t w, const sp__locw_t *t, uint64_t *carry_cont,
+                                    uint64_t *carry_zero, uint64_t *carry_ge) {
+  uint64_t cont = w & SP__HI;
+  uint64_t x = w | SP__HI; /* payload | 0x80 in every lane */
+  uint64_t nonzero = x - SP__LO;
+  uint64_t ge_lo = x - t->nl1;
+  uint64_t second = cont << 8 | *carry_cont; /* lanes holding a 2-byte varint's second byte */
+  uint64_t lo_zero = ~nonzero << 8 | *carry_zero;
+  uint64_t lo_ge = ge_lo << 8 | *carry_ge;
+  *carry_cont = cont >> 56;
+  *carry_zero = ~nonzero >> 56;
+  *carry_ge = ge_lo >> 56;
+  uint64_t single = ~(cont | second);
+  uint64_t hi_ne = (x ^ t->nh) - SP__LO; /* bit 7 set iff hi != nh */
+  uint64_t bad = (cont & second) | (single & (~nonzero | (x - t->k1))) |
+                 (second & ((x - t->nh1) | (~hi_ne & lo_ge) | (~nonzero & lo_zero)));
+  return bad & SP__HI;
+}
+
+/* The thresholds of sp__loc_word for IDs 1..n. */
+static void sp__loc_word_init(sp__locw_t *t, uint64_t n) {
+  uint64_t nc = n < 16383 ? n : 16383;
+  t->k1 = ((n < 127 ? n : 127) + 1) * SP__LO;
+  t->nh = (nc >> 7) * SP__LO;
+  t->nh1 = ((nc >> 7) + 1) * SP__LO;
+  t->nl1 = ((nc & 127) + 1) * SP__LO;
+}
+
+/*
+ * A packed location_id payload: most IDs take one or two bytes. It is first
+ * read as 8-byte words that only check that every ID lies in 1..n (n the
+ * first pass's count of locations, which is the validated count whenever
+ * the final check is reached), without decoding them; the last 1-8 bytes
+ * are one more word (bytes past the payload read as 0x01, one-byte IDs of
+ * 1). Every word is independent of where the previous one's varints ended
+ * (a few carried lanes), so they pipeline. Should any word be inconclusive,
+ * the payload is read again one varint at a time into the maximum of
+ * ID - 1, as before, which catches every error.
+ */
 static inline int sp__val_loc_ids(sp__val_t *c, const uint8_t *q, const uint8_t *qe) {
   uint64_t top = c->loc_ref_top, v;
   if (q < qe) c->loc_ref_any = true;
+#if SP__SWAR
+  if (q < qe && !(qe[-1] & 0x80)) {
+    uint64_t cc = 0, cz = 0, cg = 0, bad = 0, w;
+    const uint8_t *s = q;
+    for (; qe - s > 8; s += 8)
+      bad |= sp__loc_word(sp__load64(s), &c->locw, &cc, &cz, &cg);
+    size_t r = (size_t)(qe - s); /* 1..8 */
+    if (c->buf_end - s >= 8) {
+      uint64_t keep = ~0ull >> (8 * (8 - r));
+      w = (sp__load64(s) & keep) | (SP__LO & ~keep);
+    } else {
+      w = SP__LO;
+      memcpy(&w, s, r);
+    }
+    bad |= sp__loc_word(w, &c->locw, &cc, &cz, &cg);
+    if (bad == 0)
+      return 0;
+  }
+#endif
   while (q < qe) {
     if (!sp__varint(&q, qe, &v)) return SP_EPROTO;
     top = v - 1 > top ? v - 1 : top;
@@ -369,6 +477,17 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
       if (key == 0x0a) {
         if ((k = sp__val_loc_ids(c, q, p)) != 0) return k;
       } else {
+#if SP__SWAR
+        if (n <= 8 && c->buf_end - q >= 8) {
+          /* Varints of at most 8 bytes: whole iff the last byte ends one; one per end byte. */
+          if (n > 0) {
+            if (p[-1] & 0x80) return SP_EPROTO;
+            uint64_t ends = ~sp__load64(q) & (SP__HI >> (8 * (8 - n)));
+            n_vals += (size_t)(((ends >> 7) * SP__LO) >> 56);
+          }
+          continue;
+        }
+#endif
         int64_t n_packed = sp__count_varints(q, p);
         if (n_packed < 0) return SP_EPROTO;
         n_vals += (size_t)n_packed;
@@ -758,6 +877,8 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
       goto fail;
     }
     c.min_vals = SIZE_MAX;
+    c.buf_end = raw + len;
+    sp__loc_word_init(&c.locw, n_loc);
     c.fn_ref_min = UINT64_MAX;
     if ((flags & SP_PW_LABELS) && n_smp < UINT32_MAX) {
       c.pl_start = sp_arena_alloc(arena, (n_smp + 1) * sizeof(uint32_t));

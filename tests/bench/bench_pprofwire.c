@@ -25,7 +25,17 @@
  * Times are CPU time of this thread per profile; ratios are against the
  * decoded baseline measured in the same run.
  *
- *   bench_pprofwire [iterations]   (default 400)
+ * The validating index with SP_PW_LABELS (the pool's per-profile work) is
+ * also timed on a second profile built the way spanprof-loadgen builds its
+ * own: 480 functions with one location each (so location IDs are 1-2 byte
+ * varints), 420 stacks 8-40 deep made of a serving chain and a random walk,
+ * samples skewed to the first stacks, 80% with a span_id label naming one
+ * of 32 span-ID strings at the end of the table (~125 KB). `index` as the
+ * second argument times only the validating index on both profiles
+ * (fastest of 5 rounds each), `index-lg` on the loadgen-shaped one only
+ * (one round; for perf).
+ *
+ *   bench_pprofwire [iterations] [index | index-lg]   (default 400)
  */
 #include "perftools/profiles/profile.pb-c.h"
 #include "pipeline/alloc.h"
@@ -159,6 +169,126 @@ static uint8_t *build_profile(size_t *len) {
   return out;
 }
 
+/*
+ * A profile shaped like spanprof-loadgen's (see the header comment); the
+ * string contents differ, the sizes and ID ranges do not.
+ */
+static uint8_t *build_profile_lg(size_t *len) {
+  enum { LG_FUNCS = 480, LG_STACKS = 420, LG_SPANS = 32 };
+  Perftools__Profiles__Profile p = PERFTOOLS__PROFILES__PROFILE__INIT;
+  size_t n_str = 0;
+  char **strs = calloc(LG_FUNCS * 2 + 16 + LG_SPANS, sizeof(char *));
+  static const char *fixed[] = {"", "samples", "count", "cpu", "nanoseconds", "span_id",
+                                "/usr/local/bin/shop-api", "a3f1c2d4e5b60718293a4b5c6d7e8f9011223344"};
+  for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+    strs[n_str++] = strdup(fixed[i]);
+  Perftools__Profiles__ValueType vt[2], *vtp[2], pt = PERFTOOLS__PROFILES__VALUE_TYPE__INIT;
+  for (int i = 0; i < 2; i++) {
+    perftools__profiles__value_type__init(&vt[i]);
+    vtp[i] = &vt[i];
+  }
+  vt[0].type = 1, vt[0].unit = 2, vt[1].type = 3, vt[1].unit = 4, pt.type = 3, pt.unit = 4;
+  p.sample_type = vtp, p.n_sample_type = 2, p.period_type = &pt, p.period = 10000000;
+  Perftools__Profiles__Mapping map = PERFTOOLS__PROFILES__MAPPING__INIT, *mapp = &map;
+  map.id = 1, map.memory_start = 0x400000, map.memory_limit = 0x1c00000, map.filename = 6;
+  map.build_id = 7, map.has_functions = map.has_filenames = map.has_line_numbers = 1;
+  p.mapping = &mapp, p.n_mapping = 1;
+  Perftools__Profiles__Function *fn = calloc(LG_FUNCS, sizeof(*fn)), **fnp = calloc(LG_FUNCS, sizeof(*fnp));
+  Perftools__Profiles__Location *loc = calloc(LG_FUNCS, sizeof(*loc)), **locp = calloc(LG_FUNCS, sizeof(*locp));
+  Perftools__Profiles__Line *line = calloc(LG_FUNCS, sizeof(*line)), **linep = calloc(LG_FUNCS, sizeof(*linep));
+  for (int i = 0; i < LG_FUNCS; i++) {
+    char b[128];
+    snprintf(b, sizeof(b), "github.com/shop/orders.(*Cart%d).process%d", i % 12, i);
+    perftools__profiles__function__init(&fn[i]);
+    fn[i].id = (uint64_t)i + 1, fn[i].name = fn[i].system_name = (int64_t)n_str;
+    strs[n_str++] = strdup(b);
+    snprintf(b, sizeof(b), "/src/github.com/shop/orders/cart%d.go", i % 12);
+    fn[i].filename = (int64_t)n_str;
+    strs[n_str++] = strdup(b);
+    fn[i].start_line = 20 + (i * 37) % 900;
+    fnp[i] = &fn[i];
+    perftools__profiles__line__init(&line[i]);
+    line[i].function_id = fn[i].id, line[i].line = fn[i].start_line + rnd(60);
+    linep[i] = &line[i];
+    perftools__profiles__location__init(&loc[i]);
+    loc[i].id = (uint64_t)i + 1, loc[i].mapping_id = 1, loc[i].address = 0x401000 + (uint64_t)i * 0x1a3;
+    loc[i].line = &linep[i], loc[i].n_line = 1;
+    locp[i] = &loc[i];
+  }
+  p.function = fnp, p.n_function = LG_FUNCS, p.location = locp, p.n_location = LG_FUNCS;
+  static uint64_t stacks[LG_STACKS][40];
+  static size_t depth[LG_STACKS];
+  for (int k = 0; k < LG_STACKS; k++) {
+    size_t d = 8 + rnd(33);
+    for (size_t j = 0; j < 4; j++)
+      stacks[k][d - 1 - j] = j + 1;
+    uint64_t cur = 5 + rnd(60);
+    for (size_t j = 4; j < d; j++) {
+      stacks[k][d - 1 - j] = cur;
+      cur = 5 + (cur + rnd(40)) % (LG_FUNCS - 5);
+    }
+    depth[k] = d;
+  }
+  int64_t s_span0 = (int64_t)n_str;
+  for (int i = 0; i < LG_SPANS; i++) {
+    char b[32];
+    snprintf(b, sizeof(b), "%016llx", (unsigned long long)(0x3000000000000000ull + 104729ull * (unsigned)i));
+    strs[n_str++] = strdup(b);
+  }
+  Perftools__Profiles__Sample *smp = calloc(N_SAMPLES, sizeof(*smp)), **smpp = calloc(N_SAMPLES, sizeof(*smpp));
+  Perftools__Profiles__Label *lab = calloc(N_SAMPLES, sizeof(*lab)), **labp = calloc(N_SAMPLES, sizeof(*labp));
+  int64_t *vals = calloc(N_SAMPLES * 2, sizeof(int64_t));
+  for (int i = 0; i < N_SAMPLES; i++) {
+    perftools__profiles__sample__init(&smp[i]);
+    uint64_t r = rnd(LG_STACKS);
+    size_t k = (size_t)(r * r / LG_STACKS);
+    smp[i].location_id = stacks[k], smp[i].n_location_id = depth[k];
+    vals[2 * i] = 1 + (rnd(4) == 0), vals[2 * i + 1] = vals[2 * i] * 10000000;
+    smp[i].value = &vals[2 * i], smp[i].n_value = 2;
+    if (rnd(5) != 0) {
+      perftools__profiles__label__init(&lab[i]);
+      lab[i].key = 5, lab[i].str = s_span0 + rnd(LG_SPANS);
+      labp[i] = &lab[i];
+      smp[i].label = &labp[i], smp[i].n_label = 1;
+    }
+    smpp[i] = &smp[i];
+  }
+  p.sample = smpp, p.n_sample = N_SAMPLES;
+  p.string_table = strs, p.n_string_table = n_str;
+  p.time_nanos = 1700000000000000000LL, p.duration_nanos = 10000000000LL;
+  *len = perftools__profiles__profile__get_packed_size(&p);
+  uint8_t *out = malloc(*len);
+  perftools__profiles__profile__pack(&p, out);
+  for (size_t i = 0; i < n_str; i++)
+    free(strs[i]);
+  free(strs), free(fn), free(fnp), free(loc), free(locp), free(line), free(linep), free(smp);
+  free(smpp), free(lab), free(labp), free(vals);
+  return out;
+}
+
+/* The validating index with SP_PW_LABELS: fastest of @p rounds rounds of @p iters, per profile. */
+static double time_index(const uint8_t *raw, size_t len, int iters, int rounds, size_t *sink) {
+  double best = 1e9;
+  char err[256];
+  for (int r = 0; r < rounds; r++) {
+    double t0 = now_cpu();
+    for (int i = 0; i < iters; i++) {
+      sp_arena_t *a = sp_arena_create(len);
+      sp_pprof_wire_t w;
+      if (sp_pprof_wire_index_ex(a, raw, len, SP_PW_VALIDATE | SP_PW_LABELS, &w, err,
+                                 sizeof(err)) != 0 || w.plabels == NULL || !w.has_keys) {
+        fprintf(stderr, "index: %s\n", err);
+        exit(1);
+      }
+      *sink += w.n_samples;
+      sp_arena_destroy(a);
+    }
+    double t = (now_cpu() - t0) / iters;
+    best = t < best ? t : best;
+  }
+  return best;
+}
+
 /* The join's edit on a decoded profile: span_name and trace_id after every span_id. */
 static void edit_decoded(sp_arena_t *a, sp_pprof_t *pp) {
   sp_pprof_edit_t e;
@@ -248,9 +378,27 @@ int main(int argc, char **argv) {
   int iters = argc > 1 ? atoi(argv[1]) : 400;
   if (iters <= 0)
     iters = 400;
-  size_t len;
+  size_t len, lg_len;
   uint8_t *raw = build_profile(&len);
+  uint8_t *lg = build_profile_lg(&lg_len);
   char err[256];
+  if (argc > 2 && strcmp(argv[2], "index-lg") == 0) { /* for perf: the loadgen-shaped profile only */
+    size_t sink = 0;
+    printf("validate + SP_PW_LABELS: loadgen-shaped %.1f us\n", time_index(lg, lg_len, iters, 1, &sink) * 1e6);
+    free(raw);
+    free(lg);
+    return 0;
+  }
+  if (argc > 2 && strcmp(argv[2], "index") == 0) {
+    size_t sink = 0;
+    double t_b = time_index(raw, len, iters, 5, &sink);
+    double t_l = time_index(lg, lg_len, iters, 5, &sink);
+    printf("validate + SP_PW_LABELS: bench profile (%zu bytes) %.1f us, loadgen-shaped (%zu bytes) "
+           "%.1f us (sink %zu)\n", len, t_b * 1e6, lg_len, t_l * 1e6, sink % 10);
+    free(raw);
+    free(lg);
+    return 0;
+  }
   double t0, t_decode, t_unpack, t_wire_v = 0, t_wire = 0, t_pack, t_splice, t_finish;
   size_t sink = 0;
 
@@ -461,6 +609,13 @@ int main(int argc, char **argv) {
          t_wire * 1e6, t_wire / t_decode, t_decode / t_wire);
   printf("read   wire index, validate + SP_PW_LABELS      %8.1f us  %.2fx (+%.1f us for labels)\n",
          t_wire_l * 1e6, t_wire_l / t_decode, (t_wire_l - t_wire_v) * 1e6);
+  {
+    size_t s2 = 0;
+    double t_lg = time_index(lg, lg_len, iters, 3, &s2);
+    sink += s2;
+    printf("read   wire index, validate + SP_PW_LABELS, loadgen-shaped (%zu bytes) %.1f us  %.2fx\n",
+           lg_len, t_lg * 1e6, t_lg / t_decode);
+  }
   printf("read   all sample labels, from the bytes        %8.1f us\n", t_read_bytes * 1e6);
   printf("read   all sample labels, pre-decoded           %8.1f us  (%.1fx faster)\n",
          t_read_pre * 1e6, t_read_bytes / t_read_pre);
@@ -479,5 +634,6 @@ int main(int argc, char **argv) {
   printf("write  splice: finish alone                     %8.1f us  %.2fx (%.1fx faster)\n",
          t_finish * 1e6, t_finish / t_pack, t_pack / t_finish);
   free(raw);
+  free(lg);
   return 0;
 }

@@ -1085,6 +1085,180 @@ static void test_validate_fast_paths(void **state) {
   free(base);
 }
 
+/*
+ * Packed location IDs are checked 8 bytes at a time (IDs of 1-2 bytes
+ * within 1..n), falling back to one varint at a time when a word is
+ * inconclusive. Profiles with n locations around the word check's
+ * thresholds (127 and multiples of 128), deep stacks of 1- and 2-byte IDs:
+ * an ID just inside or outside the table at every position of a run, zero
+ * in one and two bytes, 3-byte encodings, runs cut short; as the last bytes
+ * of the input and not; then random byte edits inside the runs.
+ */
+static uint8_t *deep_profile(size_t n, uint64_t *seed, size_t *len) {
+  Perftools__Profiles__Profile p = PERFTOOLS__PROFILES__PROFILE__INIT;
+  Perftools__Profiles__ValueType st = PERFTOOLS__PROFILES__VALUE_TYPE__INIT, *stp = &st;
+  st.type = 1, st.unit = 2;
+  p.sample_type = &stp, p.n_sample_type = 1;
+  static char *strs[] = {"", "samples", "count", "f"};
+  p.string_table = strs, p.n_string_table = 4;
+  Perftools__Profiles__Function fn = PERFTOOLS__PROFILES__FUNCTION__INIT, *fnp = &fn;
+  fn.id = 1, fn.name = 3;
+  p.function = &fnp, p.n_function = 1;
+  Perftools__Profiles__Line line = PERFTOOLS__PROFILES__LINE__INIT, *linep = &line;
+  line.function_id = 1;
+  Perftools__Profiles__Location *loc = calloc(n, sizeof(*loc)), **locp = calloc(n, sizeof(*locp));
+  assert_true(loc != NULL && locp != NULL);
+  for (size_t i = 0; i < n; i++) {
+    perftools__profiles__location__init(&loc[i]);
+    loc[i].id = i + 1, loc[i].line = &linep, loc[i].n_line = 1;
+    locp[i] = &loc[i];
+  }
+  p.location = locp, p.n_location = n;
+  enum { NSMP = 24 };
+  Perftools__Profiles__Sample smp[NSMP], *smpp[NSMP];
+  uint64_t ids[NSMP][40];
+  int64_t val = 1;
+  static const uint64_t edge[] = {1, 2, 126, 127, 128, 129, 255, 256, 383, 384};
+  for (int i = 0; i < NSMP; i++) {
+    perftools__profiles__sample__init(&smp[i]);
+    size_t d = 1 + (size_t)(rng_next(seed) % 40);
+    for (size_t j = 0; j < d; j++) {
+      uint64_t r = rng_next(seed);
+      uint64_t id = r % 3 == 0 ? edge[(r >> 8) % 10] : r % 3 == 1 ? n - (r >> 8) % 3 : 1 + (r >> 8) % n;
+      ids[i][j] = id >= 1 && id <= n ? id : 1;
+    }
+    smp[i].location_id = ids[i], smp[i].n_location_id = d;
+    smp[i].value = &val, smp[i].n_value = 1;
+    smpp[i] = &smp[i];
+  }
+  p.sample = smpp, p.n_sample = NSMP;
+  uint8_t *raw = pack(&p, len);
+  free(loc);
+  free(locp);
+  return raw;
+}
+
+/* Appends a sample whose location_id payload is @p ids (and one value), then @p pad bytes of an unknown field. */
+static size_t append_sample(uint8_t *buf, size_t len, const uint8_t *ids, size_t n_ids, bool pad) {
+  uint8_t *p = buf + len;
+  size_t body = 2 + n_ids + 3;
+  *p++ = 0x12;
+  *p++ = (uint8_t)body; /* < 128 */
+  *p++ = 0x0a;
+  *p++ = (uint8_t)n_ids;
+  memcpy(p, ids, n_ids);
+  p += n_ids;
+  memcpy(p, "\x12\x01\x05", 3);
+  p += 3;
+  if (pad) { /* field 100, a 9-byte varint */
+    memcpy(p, "\xa0\x06\x81\x82\x83\x84\x85\x86\x87\x88\x01", 11);
+    p += 11;
+  }
+  return (size_t)(p - buf);
+}
+
+/* Encodes @p v as a varint of exactly @p width bytes (padded with 0x80 continuation bytes). */
+static size_t put_varint_width(uint8_t *p, uint64_t v, size_t width) {
+  for (size_t i = 0; i + 1 < width; i++, v >>= 7)
+    p[i] = (uint8_t)(v | 0x80);
+  p[width - 1] = (uint8_t)v;
+  return width;
+}
+
+static void test_validate_packed_location_words(void **state) {
+  (void)state;
+  static const size_t ns[] = {5, 126, 127, 128, 129, 200, 255, 256, 300, 383, 384, 385};
+  uint64_t seed = 0x51ed2701f3a5c0ddull;
+  size_t accepted = 0, total = 0;
+  char what[96];
+  for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
+    size_t n = ns[t], len;
+    uint8_t *base = deep_profile(n, &seed, &len);
+    uint8_t *buf = malloc(len + 256);
+    assert_non_null(buf);
+    /* A run of 40 IDs with one changed at every position. */
+    for (size_t pos = 0; pos < 40; pos++) {
+      static const struct {
+        const char *what;
+        uint64_t id;  /* UINT64_MAX: n; UINT64_MAX - 1: n + 1 */
+        size_t width; /* 0: shortest */
+        bool valid;
+      } subst[] = {
+          {"n", UINT64_MAX, 0, true},          {"n + 1", UINT64_MAX - 1, 0, false},
+          {"0", 0, 0, false},                   {"0 in 2 bytes", 0, 2, false},
+          {"1 in 2 bytes", 1, 2, true},         {"1 in 3 bytes", 1, 3, true},
+          {"n in 3 bytes", UINT64_MAX, 3, true}, {"2^14", 16384, 0, false},
+      };
+      for (size_t k = 0; k < sizeof(subst) / sizeof(subst[0]); k++) {
+        uint8_t ids[160];
+        size_t m = 0;
+        for (size_t j = 0; j < 40; j++) {
+          uint64_t id = 1 + (j * 37 + pos) % n, width = 0;
+          if (j == pos) {
+            id = subst[k].id == UINT64_MAX ? n : subst[k].id == UINT64_MAX - 1 ? n + 1 : subst[k].id;
+            width = subst[k].width;
+          }
+          size_t wmin = id < 128 ? 1 : id < 16384 ? 2 : 3;
+          m += put_varint_width(ids + m, id, width ? width : wmin);
+        }
+        for (int pad = 0; pad < 2; pad++) {
+          memcpy(buf, base, len);
+          size_t blen = append_sample(buf, len, ids, m, pad);
+          snprintf(what, sizeof(what), "n %zu, run[%zu] = %s%s", n, pos, subst[k].what,
+                   pad ? ", padded" : "");
+          int rc = assert_same_verdict(buf, blen, what);
+          if ((rc == 0) != subst[k].valid) fail_msg("%s: got %d", what, rc);
+        }
+      }
+    }
+    /* Short runs (the last word only), and runs cut short. */
+    for (size_t m = 1; m <= 17; m++) {
+      uint8_t ids[20];
+      for (size_t j = 0; j < m; j++)
+        ids[j] = (uint8_t)(j % 2 ? 0x81 : 1 + j % 4);
+      for (int pad = 0; pad < 2; pad++) {
+        memcpy(buf, base, len);
+        size_t blen = append_sample(buf, len, ids, m, pad);
+        snprintf(what, sizeof(what), "n %zu, short run of %zu bytes%s", n, m, pad ? ", padded" : "");
+        assert_same_verdict(buf, blen, what);
+      }
+    }
+    /* Byte edits inside the runs of the packed profile. */
+    sp_arena_t *a = sp_arena_create(0);
+    sp_pprof_wire_t w;
+    assert_int_equal(sp_pprof_wire_index(a, base, len, false, &w, NULL, 0), 0);
+    static const uint8_t vals[] = {0x00, 0x01, 0x7f, 0x80, 0x81, 0xff, 0x02, 0x03, 0x83};
+    for (int it = 0; it < 150; it++) {
+      memcpy(buf, base, len);
+      const sp_pw_sample_t *sm = &w.samples[rng_next(&seed) % w.n_samples];
+      const uint8_t *q = base + sm->off;
+      assert_int_equal(q[0], 0x0a);
+      size_t plen = q[1] & 0x7f, poff = sm->off + 2; /* payloads here are < 128 bytes */
+      assert_true(q[1] < 0x80);
+      int edits = 1 + (int)(rng_next(&seed) % 2);
+      for (int e = 0; e < edits; e++) {
+        uint64_t r = rng_next(&seed);
+        size_t at = poff + (size_t)(r % plen);
+        switch ((r >> 16) % 4) {
+        case 0: buf[at] = vals[(r >> 24) % sizeof(vals)]; break;
+        case 1: buf[at] = (uint8_t)(n >> 7) + (uint8_t)((r >> 24) % 3); break;
+        case 2: buf[at] = (uint8_t)((n & 0x7f) | 0x80) + (uint8_t)((r >> 24) % 3); break;
+        default: buf[at] = (uint8_t)(r >> 24); break;
+        }
+      }
+      snprintf(what, sizeof(what), "n %zu, edit %d", n, it);
+      accepted += assert_same_verdict(buf, len, what) == 0;
+      total++;
+    }
+    sp_arena_destroy(a);
+    free(buf);
+    free(base);
+  }
+  print_message("packed location edits: %zu of %zu accepted\n", accepted, total);
+  assert_true(accepted > total / 10);
+  assert_true(accepted < total - total / 10);
+}
+
 static void test_validate_mutations(void **state) {
   (void)state;
   size_t len;
@@ -1777,6 +1951,7 @@ int main(void) {
       cmocka_unit_test(test_validate_framing),
       cmocka_unit_test(test_validate_fast_paths),
       cmocka_unit_test(test_validate_mutations),
+      cmocka_unit_test(test_validate_packed_location_words),
       cmocka_unit_test(test_index_enomem),
       cmocka_unit_test(test_predecoded_labels),
       cmocka_unit_test(test_splice_indexed),
