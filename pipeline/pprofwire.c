@@ -36,11 +36,14 @@
  * error stops where the general one would, with the same code. Packed values
  * are only counted (a payload of up to 8 bytes as one word: a popcount of
  * its end bytes; longer ones a byte at a time without a branch per varint).
- * Packed location IDs are checked 8 bytes at a time (sp__loc_word: 64-bit
- * lane arithmetic on the continuation bits and 7-bit payloads) to be 1- or
- * 2-byte varints within 1..n, n the first pass's count of locations; a run
- * where that is not conclusive is read again one varint at a time into one
- * maximum of ID - 1 (zero wraps to the top), compared with n at the end.
+ * Packed location IDs are checked 16 bytes at a time with SSE2 byte
+ * compares (sp__loc_block; the last 1-16 bytes as one more block when the
+ * input extends 16 bytes past them) or 8 at a time (sp__loc_word: 64-bit
+ * lane arithmetic, used without SSE2 and near the end of the input) to be
+ * 1- or 2-byte varints within 1..n, n the first pass's count of locations;
+ * a run where that is not conclusive is read again one varint at a time
+ * into one maximum of ID - 1 (zero wraps to the top), compared with n at
+ * the end. Labels in their common encoding skip sp__next and sp__val_flat.
  *
  * The semantic checks (string indices, value counts, IDs) are made on
  * aggregates collected in the same pass: the largest string index used, the
@@ -85,6 +88,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ---- strict wire reading ------------------------------------------------------ */
 
@@ -206,6 +212,7 @@ enum { SP__K_VARINT, SP__K_VARINT_REP, SP__K_STR_REP, SP__K_MSG, SP__K_MSG_REP }
 /* sp__loc_word's thresholds, each times 0x0101...01. */
 typedef struct sp__locw_s {
   uint64_t k1, nh, nh1, nl1;
+  int8_t n1_b, nh_b, nl_b; /* sp__loc_block's: min(n, 127), n' >> 7, n' & 127 */
 } sp__locw_t;
 
 typedef struct sp__val_s {
@@ -385,25 +392,60 @@ static inline uint64_t sp__loc_word(uint64_t w, const sp__locw_t *t, uint64_t *c
   return bad & SP__HI;
 }
 
-/* The thresholds of sp__loc_word for IDs 1..n. */
+/* The thresholds of sp__loc_word and sp__loc_block for IDs 1..n. */
 static void sp__loc_word_init(sp__locw_t *t, uint64_t n) {
   uint64_t nc = n < 16383 ? n : 16383;
   t->k1 = ((n < 127 ? n : 127) + 1) * SP__LO;
   t->nh = (nc >> 7) * SP__LO;
   t->nh1 = ((nc >> 7) + 1) * SP__LO;
   t->nl1 = ((nc & 127) + 1) * SP__LO;
+  t->n1_b = (int8_t)(n < 127 ? n : 127);
+  t->nh_b = (int8_t)(nc >> 7);
+  t->nl_b = (int8_t)(nc & 127);
 }
+
+#if SP__SWAR && defined(__SSE2__)
+#define SP__SSE2 1
+/*
+ * sp__loc_word on 16 bytes with SSE2 byte compares: the same conditions,
+ * with one bit per byte (bit i: byte i) instead of one per lane, and
+ * carries of bit 15 as 0/1. 7-bit payloads compare as signed bytes.
+ */
+static inline uint32_t sp__loc_block(__m128i w, const sp__locw_t *t, uint32_t *carry_cont,
+                                     uint32_t *carry_zero, uint32_t *carry_gt) {
+  __m128i x = _mm_and_si128(w, _mm_set1_epi8(0x7f));
+  uint32_t cont = (uint32_t)_mm_movemask_epi8(w);
+  uint32_t zero = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
+  uint32_t gt1 = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, _mm_set1_epi8(t->n1_b)));
+  uint32_t gth = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, _mm_set1_epi8(t->nh_b)));
+  uint32_t eqh = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(t->nh_b)));
+  uint32_t gtl = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, _mm_set1_epi8(t->nl_b)));
+  uint32_t second = cont << 1 | *carry_cont;
+  uint32_t lo_zero = zero << 1 | *carry_zero;
+  uint32_t lo_gt = gtl << 1 | *carry_gt;
+  *carry_cont = cont >> 15;
+  *carry_zero = zero >> 15;
+  *carry_gt = gtl >> 15;
+  uint32_t single = ~(cont | second);
+  uint32_t bad = (cont & second) | (single & (zero | gt1)) |
+                 (second & (gth | (eqh & lo_gt) | (zero & lo_zero)));
+  return bad & 0xffff;
+}
+#else
+#define SP__SSE2 0
+#endif
 
 /*
  * A packed location_id payload: most IDs take one or two bytes. It is first
- * read as 8-byte words that only check that every ID lies in 1..n (n the
- * first pass's count of locations, which is the validated count whenever
- * the final check is reached), without decoding them; the last 1-8 bytes
- * are one more word (bytes past the payload read as 0x01, one-byte IDs of
- * 1). Every word is independent of where the previous one's varints ended
- * (a few carried lanes), so they pipeline. Should any word be inconclusive,
- * the payload is read again one varint at a time into the maximum of
- * ID - 1, as before, which catches every error.
+ * read as 16-byte blocks (SSE2) and/or 8-byte words that only check that
+ * every ID lies in 1..n (n the first pass's count of locations, which is
+ * the validated count whenever the final check is reached), without
+ * decoding them; the last 1-16 (1-8) bytes are one more block (word), the
+ * bytes past the payload read as 0x01, one-byte IDs of 1. Each block or
+ * word depends on the previous one only through a few carried bits, so
+ * they pipeline. Should any be inconclusive, the payload is read again one
+ * varint at a time into the maximum of ID - 1, as before, which catches
+ * every error.
  */
 static inline int sp__val_loc_ids(sp__val_t *c, const uint8_t *q, const uint8_t *qe) {
   uint64_t top = c->loc_ref_top, v;
@@ -412,6 +454,26 @@ static inline int sp__val_loc_ids(sp__val_t *c, const uint8_t *q, const uint8_t 
   if (q < qe && !(qe[-1] & 0x80)) {
     uint64_t cc = 0, cz = 0, cg = 0, bad = 0, w;
     const uint8_t *s = q;
+#if SP__SSE2
+    {
+      uint32_t bc = 0, bz = 0, bg = 0, bbad = 0;
+      for (; qe - s > 16; s += 16)
+        bbad |= sp__loc_block(_mm_loadu_si128((const __m128i *)(const void *)s), &c->locw, &bc,
+                              &bz, &bg);
+      if (c->buf_end - s >= 16) { /* the last 1-16 bytes as one more block */
+        __m128i keep = _mm_cmpgt_epi8(_mm_set1_epi8((char)(qe - s)),
+                                      _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        __m128i w16 = _mm_loadu_si128((const __m128i *)(const void *)s);
+        w16 = _mm_or_si128(_mm_and_si128(keep, w16), _mm_andnot_si128(keep, _mm_set1_epi8(1)));
+        if ((bbad | sp__loc_block(w16, &c->locw, &bc, &bz, &bg)) == 0)
+          return 0;
+        goto scalar;
+      }
+      /* Near the end of the input: the words below, from the block's carries. */
+      cc = (uint64_t)bc << 7, cz = (uint64_t)bz << 7, cg = (uint64_t)bg << 7;
+      bad = bbad;
+    }
+#endif
     for (; qe - s > 8; s += 8)
       bad |= sp__loc_word(sp__load64(s), &c->locw, &cc, &cz, &cg);
     size_t r = (size_t)(qe - s); /* 1..8 */
@@ -426,6 +488,9 @@ static inline int sp__val_loc_ids(sp__val_t *c, const uint8_t *q, const uint8_t 
     if (bad == 0)
       return 0;
   }
+#if SP__SSE2
+scalar:
+#endif
 #endif
   while (q < qe) {
     if (!sp__varint(&q, qe, &v)) return SP_EPROTO;
@@ -451,6 +516,49 @@ static inline int64_t sp__count_varints(const uint8_t *q, const uint8_t *qe) {
     run = (run + 1) & (0 - cont);
   }
   return bad || run != 0 ? -1 : (int64_t)n;
+}
+
+/*
+ * A Label in its common encoding: only one-byte keys of fields 1-4 with wire
+ * type 0 and valid varints. Sets l[] (zeroed by the caller; the last value
+ * of each field wins) and *n_fields and returns true; otherwise returns
+ * false, and the caller zeroes l[] again and walks the Label with
+ * sp__val_flat.
+ */
+static inline bool sp__label_common(const uint8_t *q, const uint8_t *qe, int64_t l[4],
+                                    uint64_t *n_fields) {
+  uint64_t n = 0, v;
+  while (q < qe) {
+    uint8_t key = *q++;
+    if ((key & 0x87) != 0 || key < 0x08 || key > 0x20) return false;
+    if (!sp__varint(&q, qe, &v)) return false;
+    l[(key >> 3) - 1] = (int64_t)v;
+    n++;
+  }
+  *n_fields = n;
+  return true;
+}
+
+/* A sample's label, its length prefix read: validated, its strings noted, kept (SP_PW_LABELS). */
+static inline int sp__val_label(sp__val_t *c, const uint8_t *q, const uint8_t *qe) {
+  const size_t label_size = perftools__profiles__label__descriptor.sizeof_message;
+  int64_t l[4] = {0, 0, 0, 0};
+  uint64_t n_fields;
+  int k;
+  if (sp__label_common(q, qe, l, &n_fields)) {
+    /* sp__val_flat's budget check on a valid label: fails iff it has a field too many. */
+    c->cost += label_size;
+    if (n_fields > 0 && c->cost + n_fields * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
+  } else {
+    l[0] = l[1] = l[2] = l[3] = 0;
+    if ((k = sp__val_flat(c, label_size, q, qe, l, 4, 4)) != 0) return k;
+  }
+  SP__STR(c, l[0]);
+  SP__STR(c, l[1]);
+  SP__STR(c, l[3]);
+  if (c->want_labels)
+    sp__keep_label(c, l);
+  return 0;
 }
 
 static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
@@ -494,6 +602,17 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
       }
       continue;
     }
+    if (key == 0x1a) { /* a label, with sp__known's accounting for a repeated message */
+      const uint8_t *q = p + 1;
+      uint64_t n;
+      if (!sp__len(&q, end, &n)) return SP_EPROTO;
+      fields++;
+      c->cost += 8;
+      if (c->cost + fields * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
+      p = q + n;
+      if ((k = sp__val_label(c, q, p)) != 0) return k;
+      continue;
+    }
     if ((r = sp__next(&p, end, &f)) < 0) return SP_EPROTO;
     switch (f.num) {
     case 1: /* location_id */
@@ -523,20 +642,12 @@ static int sp__val_sample(sp__val_t *c, const sp__fld_t *sf) {
         }
       }
       break;
-    case 3: { /* label */
+    case 3: /* label */
       if ((k = sp__known(c, &fields, SP__K_MSG_REP, &f)) != 0)
         return k < 0 ? k : SP_EPROTO;
-      int64_t l[4] = {0, 0, 0, 0};
-      if ((k = sp__val_flat(c, perftools__profiles__label__descriptor.sizeof_message, f.data,
-                            f.data + f.v, l, 4, 4)) != 0)
+      if ((k = sp__val_label(c, f.data, f.data + f.v)) != 0)
         return k;
-      SP__STR(c, l[0]);
-      SP__STR(c, l[1]);
-      SP__STR(c, l[3]);
-      if (c->want_labels)
-        sp__keep_label(c, l);
       break;
-    }
     default:
       break;
     }
@@ -838,23 +949,31 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
   size_t n_str = 0, n_smp = 0, n_st = 0, n_loc = 0, n_fn = 0, n_map = 0;
   bool framing_bad = false;
   {
+    /* A counter per field number below 16, for length-delimited fields; one-byte keys read directly. */
+    size_t cnt[16] = {0};
     const uint8_t *p = raw, *end = raw + len;
     sp__fld_t f;
-    int r;
-    while ((r = sp__next(&p, end, &f)) > 0) {
-      if (f.wt != 2)
+    int r = 0;
+    while (p < end) {
+      uint8_t key = *p;
+      if ((key & 0x87) == 2 && key >= 0x08) {
+        const uint8_t *q = p + 1;
+        uint64_t n;
+        if (!sp__len(&q, end, &n)) {
+          r = -1;
+          break;
+        }
+        cnt[key >> 3]++;
+        p = q + n;
         continue;
-      switch (f.num) {
-      case 1: n_st++; break;
-      case 2: n_smp++; break;
-      case 3: n_map++; break;
-      case 4: n_loc++; break;
-      case 5: n_fn++; break;
-      case 6: n_str++; break;
-      default: break;
       }
+      if ((r = sp__next(&p, end, &f)) <= 0)
+        break;
+      if (f.wt == 2 && f.num < 16)
+        cnt[f.num]++;
     }
     framing_bad = r < 0;
+    n_st = cnt[1], n_smp = cnt[2], n_map = cnt[3], n_loc = cnt[4], n_fn = cnt[5], n_str = cnt[6];
   }
   if (framing_bad && !validate)
     return sp__fail_msg(err, errlen, SP_EPROTO, c.max_cost);
