@@ -212,7 +212,9 @@ enum { SP__K_VARINT, SP__K_VARINT_REP, SP__K_STR_REP, SP__K_MSG, SP__K_MSG_REP }
 /* sp__loc_word's thresholds, each times 0x0101...01. */
 typedef struct sp__locw_s {
   uint64_t k1, nh, nh1, nl1;
-  int8_t n1_b, nh_b, nl_b; /* sp__loc_block's: min(n, 127), n' >> 7, n' & 127 */
+#if defined(__SSE2__)
+  __m128i n1v, nhv, nlv; /* sp__loc_block's: min(n, 127), n' >> 7, n' & 127 in every byte */
+#endif
 } sp__locw_t;
 
 typedef struct sp__val_s {
@@ -399,9 +401,11 @@ static void sp__loc_word_init(sp__locw_t *t, uint64_t n) {
   t->nh = (nc >> 7) * SP__LO;
   t->nh1 = ((nc >> 7) + 1) * SP__LO;
   t->nl1 = ((nc & 127) + 1) * SP__LO;
-  t->n1_b = (int8_t)(n < 127 ? n : 127);
-  t->nh_b = (int8_t)(nc >> 7);
-  t->nl_b = (int8_t)(nc & 127);
+#if defined(__SSE2__)
+  t->n1v = _mm_set1_epi8((char)(n < 127 ? n : 127));
+  t->nhv = _mm_set1_epi8((char)(nc >> 7));
+  t->nlv = _mm_set1_epi8((char)(nc & 127));
+#endif
 }
 
 #if SP__SWAR && defined(__SSE2__)
@@ -416,10 +420,10 @@ static inline uint32_t sp__loc_block(__m128i w, const sp__locw_t *t, uint32_t *c
   __m128i x = _mm_and_si128(w, _mm_set1_epi8(0x7f));
   uint32_t cont = (uint32_t)_mm_movemask_epi8(w);
   uint32_t zero = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
-  uint32_t gt1 = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, _mm_set1_epi8(t->n1_b)));
-  uint32_t gth = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, _mm_set1_epi8(t->nh_b)));
-  uint32_t eqh = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(t->nh_b)));
-  uint32_t gtl = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, _mm_set1_epi8(t->nl_b)));
+  uint32_t gt1 = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, t->n1v));
+  uint32_t gth = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, t->nhv));
+  uint32_t eqh = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, t->nhv));
+  uint32_t gtl = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, t->nlv));
   uint32_t second = cont << 1 | *carry_cont;
   uint32_t lo_zero = zero << 1 | *carry_zero;
   uint32_t lo_gt = gtl << 1 | *carry_gt;
@@ -447,7 +451,8 @@ static inline uint32_t sp__loc_block(__m128i w, const sp__locw_t *t, uint32_t *c
  * varint at a time into the maximum of ID - 1, as before, which catches
  * every error.
  */
-static inline int sp__val_loc_ids(sp__val_t *c, const uint8_t *q, const uint8_t *qe) {
+static inline __attribute__((always_inline)) int sp__val_loc_ids(sp__val_t *c, const uint8_t *q,
+                                                                const uint8_t *qe) {
   uint64_t top = c->loc_ref_top, v;
   if (q < qe) c->loc_ref_any = true;
 #if SP__SWAR
