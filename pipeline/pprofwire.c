@@ -240,6 +240,7 @@ typedef struct sp__val_s {
   size_t n_pl, cap_pl;
   uint32_t *pl_start; /* arena, n_samples + 1 */
   size_t n_smp_seen;
+  size_t n_smp_hint; /* the first pass's count of samples */
 } sp__val_t;
 
 /*
@@ -326,7 +327,7 @@ static void sp__keep_label(sp__val_t *c, const int64_t l[4]) {
     return;
   }
   if (c->n_pl == c->cap_pl) {
-    size_t cap = c->cap_pl ? c->cap_pl * 2 : 1024;
+    size_t cap = c->cap_pl ? c->cap_pl * 2 : c->n_smp_hint + 64; /* most profiles: a label per sample at most */
     sp_pw_plabel_t *b = sp_realloc(c->pl, cap * sizeof(*b));
     if (b == NULL) {
       c->want_labels = false;
@@ -1002,6 +1003,7 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
     }
     c.min_vals = SIZE_MAX;
     c.buf_end = raw + len;
+    c.n_smp_hint = n_smp;
     sp__loc_word_init(&c.locw, n_loc);
     c.fn_ref_min = UINT64_MAX;
     if ((flags & SP_PW_LABELS) && n_smp < UINT32_MAX) {
@@ -1018,8 +1020,37 @@ int sp_pprof_wire_index_ex(sp_arena_t *arena, const uint8_t *raw, size_t len, un
   const uint8_t *p = raw, *end = raw + len;
   const uint8_t *start = raw;
   sp__fld_t f;
-  int r;
-  while ((r = sp__next(&p, end, &f)) > 0) {
+  int r = 0;
+  for (;;) {
+    if (validate && p < end && (*p == 0x12 || *p == 0x32)) {
+      /* A sample or a string with a one-byte key: sp__known's accounting, without sp__next. */
+      const uint8_t *q = p + 1;
+      uint64_t n;
+      if (!sp__len(&q, end, &n)) {
+        r = -1;
+        break;
+      }
+      bool smp = *p == 0x12;
+      uint32_t foff = (uint32_t)(p - raw);
+      fields++;
+      c.cost += smp ? 8 : 8 + n + 1;
+      p = start = q + n;
+      if (c.cost + fields * SP__FIELD_COST > c.max_cost) {
+        rc = SP_ETOOBIG;
+        goto fail;
+      }
+      if (smp) {
+        f = (sp__fld_t){2, 2, n, q};
+        if ((rc = sp__val_sample(&c, &f)) != 0)
+          goto fail;
+        out->samples[out->n_samples++] = (sp_pw_sample_t){foff, (uint32_t)(q - raw), (uint32_t)n};
+      } else {
+        out->strings[out->n_strings++] = (sp_pw_range_t){(uint32_t)(q - raw), (uint32_t)n};
+      }
+      continue;
+    }
+    if ((r = sp__next(&p, end, &f)) <= 0)
+      break;
     uint32_t foff = (uint32_t)(start - raw);
     start = p;
     int k = 0;

@@ -1058,6 +1058,7 @@ static void test_validate_fast_paths(void **state) {
       {"budget: locations", "\x22\x0a\x08\x01\x22\x00\x22\x02\x08\x01\x22\x00", 12},
       {"budget: labels", "\x12\x08\x1a\x02\x08\x05\x1a\x02\x10\x06", 10},
       {"budget: empty labels", "\x12\x04\x1a\x00\x1a\x00", 6},
+      {"budget: strings", "\x32\x00", 2},
   };
   for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
     size_t n = 150000;
