@@ -28,8 +28,9 @@
  * under the scan's 64.
  *
  * Most of a profile's bytes are samples (packed location_id and value
- * arrays) and locations (a few varints and a Line each), so those, and the
- * flat messages, read their common encoding (one-byte keys, the declared
+ * arrays, a label or two) and locations (a few varints and a Line each), so
+ * those (and top-level samples and strings, and the flat messages, labels
+ * among them) read their common encoding (one-byte keys, the declared
  * wire types) directly and do sp__known's accounting inline; any other
  * field goes through sp__next and sp__known as before. The accounting is
  * the same either way, checked at the same points: a walk that finds an
@@ -43,7 +44,7 @@
  * 1- or 2-byte varints within 1..n, n the first pass's count of locations;
  * a run where that is not conclusive is read again one varint at a time
  * into one maximum of ID - 1 (zero wraps to the top), compared with n at
- * the end. Labels in their common encoding skip sp__next and sp__val_flat.
+ * the end.
  *
  * The semantic checks (string indices, value counts, IDs) are made on
  * aggregates collected in the same pass: the largest string index used, the
@@ -526,21 +527,25 @@ static inline int64_t sp__count_varints(const uint8_t *q, const uint8_t *qe) {
 
 /*
  * A Label in its common encoding: only one-byte keys of fields 1-4 with wire
- * type 0 and valid varints. Sets l[] (zeroed by the caller; the last value
- * of each field wins) and *n_fields and returns true; otherwise returns
- * false, and the caller zeroes l[] again and walks the Label with
- * sp__val_flat.
+ * type 0 and valid varints. Sets l[] (the last value of each field wins;
+ * 0 for fields absent) and *n_fields and returns true; otherwise returns
+ * false, and the caller walks the Label with sp__val_flat.
  */
 static inline bool sp__label_common(const uint8_t *q, const uint8_t *qe, int64_t l[4],
                                     uint64_t *n_fields) {
-  uint64_t n = 0, v;
+  /* In registers (selects, no indexed stores that the reads after the loop would wait on). */
+  uint64_t n = 0, v, l0 = 0, l1 = 0, l2 = 0, l3 = 0;
   while (q < qe) {
     uint8_t key = *q++;
     if ((key & 0x87) != 0 || key < 0x08 || key > 0x20) return false;
     if (!sp__varint(&q, qe, &v)) return false;
-    l[(key >> 3) - 1] = (int64_t)v;
+    l0 = key == 0x08 ? v : l0;
+    l1 = key == 0x10 ? v : l1;
+    l2 = key == 0x18 ? v : l2;
+    l3 = key == 0x20 ? v : l3;
     n++;
   }
+  l[0] = (int64_t)l0, l[1] = (int64_t)l1, l[2] = (int64_t)l2, l[3] = (int64_t)l3;
   *n_fields = n;
   return true;
 }
@@ -555,9 +560,8 @@ static inline int sp__val_label(sp__val_t *c, const uint8_t *q, const uint8_t *q
     /* sp__val_flat's budget check on a valid label: fails iff it has a field too many. */
     c->cost += label_size;
     if (n_fields > 0 && c->cost + n_fields * SP__FIELD_COST > c->max_cost) return SP_ETOOBIG;
-  } else {
-    l[0] = l[1] = l[2] = l[3] = 0;
-    if ((k = sp__val_flat(c, label_size, q, qe, l, 4, 4)) != 0) return k;
+  } else if ((k = sp__val_flat(c, label_size, q, qe, l, 4, 4)) != 0) {
+    return k;
   }
   SP__STR(c, l[0]);
   SP__STR(c, l[1]);
