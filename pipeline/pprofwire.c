@@ -415,26 +415,27 @@ static void sp__loc_word_init(sp__locw_t *t, uint64_t n) {
 /*
  * sp__loc_word on 16 bytes with SSE2 byte compares: the same conditions,
  * with one bit per byte (bit i: byte i) instead of one per lane, and
- * carries of bit 15 as 0/1. 7-bit payloads compare as signed bytes.
+ * carries of bit 15 as 0/1, except that any 2-byte varint whose second
+ * byte is 0 (never the shortest encoding) is inconclusive rather than
+ * checked for ID 0. 7-bit payloads compare as signed bytes.
  */
 static inline uint32_t sp__loc_block(__m128i w, const sp__locw_t *t, uint32_t *carry_cont,
-                                     uint32_t *carry_zero, uint32_t *carry_gt) {
+                                     uint32_t *carry_gt) {
   __m128i x = _mm_and_si128(w, _mm_set1_epi8(0x7f));
   uint32_t cont = (uint32_t)_mm_movemask_epi8(w);
-  uint32_t zero = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
+  uint32_t nul = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128()));
   uint32_t gt1 = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, t->n1v));
   uint32_t gth = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, t->nhv));
   uint32_t eqh = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, t->nhv));
   uint32_t gtl = (uint32_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, t->nlv));
   uint32_t second = cont << 1 | *carry_cont;
-  uint32_t lo_zero = zero << 1 | *carry_zero;
   uint32_t lo_gt = gtl << 1 | *carry_gt;
   *carry_cont = cont >> 15;
-  *carry_zero = zero >> 15;
   *carry_gt = gtl >> 15;
   uint32_t single = ~(cont | second);
-  uint32_t bad = (cont & second) | (single & (zero | gt1)) |
-                 (second & (gth | (eqh & lo_gt) | (zero & lo_zero)));
+  /* A zero payload in a last byte: ID 0, or a 2-byte varint's high part 0 (not the
+   * shortest encoding, so inconclusive here; the scalar loop decides). */
+  uint32_t bad = (cont & second) | (nul & ~cont) | (single & gt1) | (second & (gth | (eqh & lo_gt)));
   return bad & 0xffff;
 }
 #else
@@ -463,21 +464,22 @@ static inline __attribute__((always_inline)) int sp__val_loc_ids(sp__val_t *c, c
     const uint8_t *s = q;
 #if SP__SSE2
     {
-      uint32_t bc = 0, bz = 0, bg = 0, bbad = 0;
+      uint32_t bc = 0, bg = 0, bbad = 0;
       for (; qe - s > 16; s += 16)
         bbad |= sp__loc_block(_mm_loadu_si128((const __m128i *)(const void *)s), &c->locw, &bc,
-                              &bz, &bg);
+                              &bg);
       if (c->buf_end - s >= 16) { /* the last 1-16 bytes as one more block */
         __m128i keep = _mm_cmpgt_epi8(_mm_set1_epi8((char)(qe - s)),
                                       _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         __m128i w16 = _mm_loadu_si128((const __m128i *)(const void *)s);
         w16 = _mm_or_si128(_mm_and_si128(keep, w16), _mm_andnot_si128(keep, _mm_set1_epi8(1)));
-        if ((bbad | sp__loc_block(w16, &c->locw, &bc, &bz, &bg)) == 0)
+        if ((bbad | sp__loc_block(w16, &c->locw, &bc, &bg)) == 0)
           return 0;
         goto scalar;
       }
       /* Near the end of the input: the words below, from the block's carries. */
-      cc = (uint64_t)bc << 7, cz = (uint64_t)bz << 7, cg = (uint64_t)bg << 7;
+      cc = (uint64_t)bc << 7, cg = (uint64_t)bg << 7;
+      cz = s > q && (s[-1] & 0x7f) == 0 ? 0x80 : 0; /* a carry the blocks do not keep */
       bad = bbad;
     }
 #endif
