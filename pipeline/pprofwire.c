@@ -328,7 +328,8 @@ static void sp__keep_label(sp__val_t *c, const int64_t l[4]) {
     return;
   }
   if (c->n_pl == c->cap_pl) {
-    size_t cap = c->cap_pl ? c->cap_pl * 2 : c->n_smp_hint + 64; /* most profiles: a label per sample at most */
+    /* First: room for a label per sample (most profiles have at most that), within reason. */
+    size_t cap = c->cap_pl ? c->cap_pl * 2 : (c->n_smp_hint < 65536 ? c->n_smp_hint : 65536) + 64;
     sp_pw_plabel_t *b = sp_realloc(c->pl, cap * sizeof(*b));
     if (b == NULL) {
       c->want_labels = false;
