@@ -210,7 +210,7 @@ enum { SP__K_VARINT, SP__K_VARINT_REP, SP__K_STR_REP, SP__K_MSG, SP__K_MSG_REP }
 
 #define SP__FIELD_COST 32 /* pbscan.c's per-occurrence record */
 
-/* sp__loc_word's thresholds, each times 0x0101...01. */
+/* sp__loc_word's thresholds, each times 0x0101...01, and sp__loc_block's. */
 typedef struct sp__locw_s {
   uint64_t k1, nh, nh1, nl1;
 #if defined(__SSE2__)
@@ -226,8 +226,8 @@ typedef struct sp__val_s {
    * to the top), so that they all lie in 1..n iff loc_ref_top < n: one compare per ID. */
   bool loc_ref_any;
   uint64_t loc_ref_top;
-  /* The word-at-a-time check of packed location IDs (sp__loc_word): IDs in 1..n, n the
-   * number of location fields counted by the first pass, as byte-lane thresholds. */
+  /* The block / word checks of packed location IDs (sp__loc_block, sp__loc_word): IDs in
+   * 1..n, n the number of location fields counted by the first pass, as byte thresholds. */
   sp__locw_t locw;
   const uint8_t *buf_end; /* end of the whole input: 8-byte loads up to here are safe */
   uint64_t fn_ref_min, fn_ref_max;   /* over line function_ids */

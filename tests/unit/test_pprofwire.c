@@ -11,7 +11,10 @@
  * Validation: every invalid case sp_pprof_decode() refuses is refused by
  * the index with the same message, valid variants (IDs out of order,
  * unknown fields) are accepted, and a deterministic mutation loop asserts
- * index(validate) accepts exactly when sp_pprof_decode does.
+ * index(validate) accepts exactly when sp_pprof_decode does; the fast paths
+ * (packed location IDs checked 16 / 8 bytes at a time, values counted as a
+ * word, labels, top-level samples and strings, the decode budget at their
+ * edges) get the same comparison on inputs aimed at them.
  */
 #include "perftools/profiles/profile.pb-c.h"
 #include "pipeline/alloc.h"
