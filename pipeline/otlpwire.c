@@ -46,24 +46,6 @@ enum {
 
 #define SP_OW_TAG(num, wt) ((uint8_t)(((num) << 3) | (wt)))
 
-static size_t sp__vsize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    n++;
-  }
-  return n;
-}
-
-static uint8_t *sp__put_varint(uint8_t *p, uint64_t v) {
-  while (v >= 0x80) {
-    *p++ = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  *p++ = (uint8_t)v;
-  return p;
-}
-
 /* The end of the field key starting at @p fs (already read successfully by sp_pbwire_next). */
 static const uint8_t *sp__tag_end(const uint8_t *fs) {
   while (*fs & 0x80)
@@ -226,26 +208,27 @@ static int sp__add(sp_otlpwire_splice_t *sp, size_t ordinal, const char *key, ui
                    const char *s, size_t slen, uint64_t v) {
   size_t klen = strlen(key);
   if (klen > SP_OTLPWIRE_MAX || slen > SP_OTLPWIRE_MAX) return SP_ETOOBIG;
-  size_t any_len =
-      any_tag == SP_OW_TAG(SP_OW_ANY_INT, 0) ? 1 + sp__vsize(v) : 1 + sp__vsize(slen) + slen;
-  size_t kv_len = 1 + sp__vsize(klen) + klen + 1 + sp__vsize(any_len) + any_len;
-  size_t total = 1 + sp__vsize(kv_len) + kv_len;
+  size_t any_len = any_tag == SP_OW_TAG(SP_OW_ANY_INT, 0) ? 1 + sp_pbwire_varint_size(v)
+                                                          : 1 + sp_pbwire_varint_size(slen) + slen;
+  size_t kv_len =
+      1 + sp_pbwire_varint_size(klen) + klen + 1 + sp_pbwire_varint_size(any_len) + any_len;
+  size_t total = 1 + sp_pbwire_varint_size(kv_len) + kv_len;
   int rc = sp__reserve(sp, ordinal, total);
   if (rc != 0) return rc;
   uint8_t *p = sp->bytes + sp->len;
   *p++ = SP_OW_TAG(SP_OW_SPAN_ATTRIBUTES, 2);
-  p = sp__put_varint(p, kv_len);
+  p = sp_pbwire_put_varint(p, kv_len);
   *p++ = SP_OW_TAG(SP_OW_KV_KEY, 2);
-  p = sp__put_varint(p, klen);
+  p = sp_pbwire_put_varint(p, klen);
   memcpy(p, key, klen);
   p += klen;
   *p++ = SP_OW_TAG(SP_OW_KV_VALUE, 2);
-  p = sp__put_varint(p, any_len);
+  p = sp_pbwire_put_varint(p, any_len);
   *p++ = any_tag;
   if (any_tag == SP_OW_TAG(SP_OW_ANY_INT, 0)) {
-    p = sp__put_varint(p, v);
+    p = sp_pbwire_put_varint(p, v);
   } else {
-    p = sp__put_varint(p, slen);
+    p = sp_pbwire_put_varint(p, slen);
     if (slen > 0) memcpy(p, s, slen);
     p += slen;
   }
@@ -297,7 +280,7 @@ static size_t sp__edit_prefix(sp_ow_edit_t *ev, size_t *n_ev, const uint8_t *req
 /* Fills prefix edit @p e with @p old_len + @p grow; returns the field's growth. */
 static int64_t sp__edit_fill(sp_ow_edit_t *e, uint64_t old_len, int64_t grow) {
   e->val = (size_t)((int64_t)old_len + grow);
-  return grow + (int64_t)sp__vsize(e->val) - (int64_t)e->cut;
+  return grow + (int64_t)sp_pbwire_varint_size(e->val) - (int64_t)e->cut;
 }
 
 /* The first pass: edits in input order into @p ev (room for 4 per run) and the total growth. */
@@ -392,7 +375,7 @@ int sp_otlpwire_splice_finish(sp_otlpwire_splice_t *sp, const uint8_t *req, size
       }
       at = e->off;
     } else {
-      p = sp__put_varint(p, e->val);
+      p = sp_pbwire_put_varint(p, e->val);
       at = e->off + e->cut;
     }
   }

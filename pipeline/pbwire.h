@@ -106,4 +106,26 @@ static inline sp_pbwire_t sp_pbwire_sub(const sp_pbwire_field_t *f) {
   return sp_pbwire_init(f->data, (size_t)f->v);
 }
 
+/* ---- writing ---------------------------------------------------------------------- */
+
+/** Bytes the varint encoding of @p v takes (1..10). */
+static inline size_t sp_pbwire_varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+/** Writes @p v as a varint at @p p (room for sp_pbwire_varint_size(v) bytes); returns the end. */
+static inline uint8_t *sp_pbwire_put_varint(uint8_t *p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = (uint8_t)v;
+  return p;
+}
+
 #endif

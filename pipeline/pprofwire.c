@@ -83,6 +83,7 @@
 #include "pipeline/alloc.h"
 #include "pipeline/error.h"
 #include "pipeline/pbscan.h"
+#include "pipeline/pbwire.h"
 #include "pipeline/pprof.h"
 
 #include <limits.h>
@@ -1419,24 +1420,6 @@ struct sp_pw_group_s {
   uint32_t lab_off, lab_n;
 };
 
-static size_t sp__varint_size(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    n++;
-  }
-  return n;
-}
-
-static uint8_t *sp__put_varint(uint8_t *p, uint64_t v) {
-  while (v >= 0x80) {
-    *p++ = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  *p++ = (uint8_t)v;
-  return p;
-}
-
 /*
  * memcpy for the short pieces a splice copies per sample (a sample's
  * payload, its new labels: tens of bytes, thousands of times per profile):
@@ -1545,7 +1528,7 @@ static size_t sp__label_encode(uint8_t *out, const sp_pw_label_t *l) {
   for (int i = 0; i < 4; i++) {
     if (v[i] != 0) {
       *p++ = (uint8_t)(((i + 1) << 3) | 0);
-      p = sp__put_varint(p, (uint64_t)v[i]);
+      p = sp_pbwire_put_varint(p, (uint64_t)v[i]);
     }
   }
   out[0] = (3 << 3) | 2;
@@ -1648,11 +1631,12 @@ static inline __attribute__((always_inline)) void sp__add_record(sp_pprof_splice
   const sp_pw_sample_t *s = &sp->w->samples[sample];
   if (!same) {
     sp->cur_extra = bytes;
-    sp->grow += 1 + sp__varint_size((size_t)s->len + bytes) + bytes - ((size_t)s->off - s->field_off);
+    sp->grow +=
+        1 + sp_pbwire_varint_size((size_t)s->len + bytes) + bytes - ((size_t)s->off - s->field_off);
   } else {
     size_t before = (size_t)s->len + sp->cur_extra;
     sp->cur_extra += bytes;
-    sp->grow += sp__varint_size(before + bytes) - sp__varint_size(before) + bytes;
+    sp->grow += sp_pbwire_varint_size(before + bytes) - sp_pbwire_varint_size(before) + bytes;
   }
 }
 
@@ -1743,7 +1727,7 @@ static void sp__adds_prepare(sp_pprof_splice_t *sp) {
       extra += sp->adds[j].len;
     size_t payload = (size_t)s->len + extra;
     /* modular: a padded input framing may be longer than the new one */
-    grow += 1 + sp__varint_size(payload) + extra - ((size_t)s->off - s->field_off);
+    grow += 1 + sp_pbwire_varint_size(payload) + extra - ((size_t)s->off - s->field_off);
     i = j;
   }
   sp->grow = grow;
@@ -1898,7 +1882,7 @@ static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
   sp__adds_prepare(sp);
   size_t total = w->len + sp->grow; /* modular growth: the sum is exact */
   for (size_t i = 0; i < sp->n_new_strings; i++)
-    total += 1 + sp__varint_size(sp->new_strings[i].len) + sp->new_strings[i].len;
+    total += 1 + sp_pbwire_varint_size(sp->new_strings[i].len) + sp->new_strings[i].len;
   /* The index: sizes of its arrays behind the bytes, each 8-aligned. */
   size_t n_str = w->n_strings + sp->n_new_strings, n_smp = w->n_samples;
   size_t n_old = w->plabels != NULL ? w->plabel_start[w->n_samples] : 0;
@@ -1960,7 +1944,7 @@ static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
     size_t fo = (size_t)(p - buf);
     size_t payload = (size_t)s->len + extra;
     *p++ = (2 << 3) | 2;
-    p = sp__put_varint(p, payload);
+    p = sp_pbwire_put_varint(p, payload);
     size_t po = (size_t)(p - buf);
     sp__copy(p, w->raw + s->off, s->len);
     p += s->len;
@@ -1985,7 +1969,7 @@ static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
   }
   for (size_t i = 0; i < sp->n_new_strings; i++) {
     *p++ = (6 << 3) | 2;
-    p = sp__put_varint(p, sp->new_strings[i].len);
+    p = sp_pbwire_put_varint(p, sp->new_strings[i].len);
     if (sp->new_strings[i].len > 0)
       memcpy(p, sp->str_bytes + sp->new_strings[i].off, sp->new_strings[i].len);
     p += sp->new_strings[i].len;
@@ -2034,7 +2018,7 @@ static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
     size_t l = sp->new_strings[i - 1].len;
     end -= l;
     strs[w->n_strings + i - 1] = (sp_pw_range_t){(uint32_t)end, (uint32_t)l};
-    end -= 1 + sp__varint_size(l);
+    end -= 1 + sp_pbwire_varint_size(l);
   }
   o.strings = strs;
   o.samples = smp;
