@@ -442,18 +442,24 @@ static void stream_bench(const char *title, const payload_t *pl, size_t npl, con
   free(bytes);
 }
 
-/* Reads @p path (gzip or raw) into a malloc'd buffer; NULL when unreadable. */
-static uint8_t *read_payload(const char *path, size_t *len) {
+/* Appends the bytes of file @p path to @p file; false when it cannot be opened. */
+static bool read_file(const char *path, sp_buf_t *file) {
   FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  sp_buf_t file, raw;
-  sp_buf_init(&file, 0);
-  sp_buf_init(&raw, 0);
+  if (!f) return false;
   uint8_t chunk[65536];
   size_t k;
   while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-    sp_buf_append(&file, chunk, k);
+    sp_buf_append(file, chunk, k);
   fclose(f);
+  return true;
+}
+
+/* Reads @p path (gzip or raw) into a malloc'd buffer; NULL when unreadable. */
+static uint8_t *read_payload(const char *path, size_t *len) {
+  sp_buf_t file, raw;
+  sp_buf_init(&file, 0);
+  sp_buf_init(&raw, 0);
+  if (!read_file(path, &file)) return NULL;
   sp_buf_t *use = &file;
   if (sp_is_gzip(file.data, file.len) && sp_inflate(file.data, file.len, SP_ENC_GZIP, 0, &raw) == 0)
     use = &raw;
@@ -546,18 +552,12 @@ int main(int argc, char **argv) {
   sp_buf_init(&file, 0);
   const char *what = "pprof (synthesised like spanprof-loadgen's)";
   if (path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    if (!read_file(path, &file)) {
       perror(path);
       return 1;
     }
     sp_buf_t raw;
     sp_buf_init(&raw, 0);
-    uint8_t chunk[65536];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
-      sp_buf_append(&file, chunk, k);
-    fclose(f);
     if (sp_is_gzip(file.data, file.len)) {
       if (sp_inflate(file.data, file.len, SP_ENC_GZIP, 0, &raw) != 0) {
         fprintf(stderr, "%s: bad gzip\n", path);
