@@ -163,6 +163,17 @@ void sp_otlpwire_splice_free(sp_otlpwire_splice_t *sp) {
 bool sp_otlpwire_splice_empty(const sp_otlpwire_splice_t *sp) { return sp->n_adds == 0; }
 
 /*
+ * Whether bytes for @p ordinal can extend the last run: the same span and
+ * its bytes the last ones queued (after a finish sorted the runs, the last
+ * run need not end the byte queue).
+ */
+static bool sp__extends_last(const sp_otlpwire_splice_t *sp, size_t ordinal) {
+  if (sp->n_adds == 0) return false;
+  const struct sp_ow_add_s *last = &sp->adds[sp->n_adds - 1];
+  return last->span == ordinal && last->off + last->len == sp->len;
+}
+
+/*
  * Makes room for @p n more bytes and, when @p ordinal starts a new run, one
  * more run record; changes nothing visible on failure.
  */
@@ -177,7 +188,7 @@ static int sp__reserve(sp_otlpwire_splice_t *sp, size_t ordinal, size_t n) {
     sp->bytes = b;
     sp->cap = c;
   }
-  bool new_run = sp->n_adds == 0 || sp->adds[sp->n_adds - 1].span != ordinal;
+  bool new_run = !sp__extends_last(sp, ordinal);
   if (new_run && sp->n_adds == sp->cap_adds) {
     size_t c = sp->cap_adds ? sp->cap_adds * 2 : 32;
     struct sp_ow_add_s *a = sp_realloc(sp->adds, c * sizeof(*a));
@@ -191,7 +202,7 @@ static int sp__reserve(sp_otlpwire_splice_t *sp, size_t ordinal, size_t n) {
 /* Records @p n bytes just written at sp->bytes + sp->len for @p ordinal (room reserved). */
 static void sp__commit(sp_otlpwire_splice_t *sp, size_t ordinal, size_t n) {
   struct sp_ow_add_s *last = sp->n_adds ? &sp->adds[sp->n_adds - 1] : NULL;
-  if (last == NULL || last->span != ordinal) {
+  if (!sp__extends_last(sp, ordinal)) {
     last = &sp->adds[sp->n_adds++];
     *last = (struct sp_ow_add_s){ordinal, sp->len, 0};
   }

@@ -86,6 +86,7 @@
 #include "pipeline/pbwire.h"
 #include "pipeline/pprof.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1719,10 +1720,11 @@ static void sp__adds_prepare(sp_pprof_splice_t *sp) {
     return;
   const sp_pprof_wire_t *w = sp->w;
   qsort(sp->adds, sp->n_adds, sizeof(*sp->adds), sp__cmp_add);
-  size_t grow = 0;
+  size_t grow = 0, extra = 0;
   for (size_t i = 0; i < sp->n_adds;) {
     const sp_pw_sample_t *s = &w->samples[sp->adds[i].sample];
-    size_t extra = 0, j = i;
+    size_t j = i;
+    extra = 0;
     for (; j < sp->n_adds && sp->adds[j].sample == sp->adds[i].sample; j++)
       extra += sp->adds[j].len;
     size_t payload = (size_t)s->len + extra;
@@ -1731,6 +1733,8 @@ static void sp__adds_prepare(sp_pprof_splice_t *sp) {
     i = j;
   }
   sp->grow = grow;
+  /* Labels added after this (a finish, then more) continue from the last sample's. */
+  sp->cur_extra = extra;
   sp->unsorted = false;
 }
 
@@ -1975,6 +1979,7 @@ static int sp__finish(sp_pprof_splice_t *sp, sp_arena_t *arena, unsigned flags,
     p += sp->new_strings[i].len;
   }
   size_t len = (size_t)(p - buf);
+  assert(len == total); /* the size computed up front is what was written */
   *out = buf;
   *out_len = len;
   if (wout == NULL)

@@ -839,6 +839,59 @@ static void test_set_raw(void **state) {
   free(req.b);
 }
 
+/* Attributes queued after a finish (which sorted the runs by span) still go to their span. */
+static void test_add_after_finish(void **state) {
+  (void)state;
+  Opentelemetry__Proto__Trace__V1__Span s0 = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__INIT,
+                                        s1 = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__INIT;
+  s0.name = "s0";
+  s1.name = "s1";
+  Opentelemetry__Proto__Trace__V1__Span *spans[2] = {&s0, &s1};
+  Opentelemetry__Proto__Trace__V1__ScopeSpans ss =
+      OPENTELEMETRY__PROTO__TRACE__V1__SCOPE_SPANS__INIT;
+  ss.n_spans = 2;
+  ss.spans = spans;
+  Opentelemetry__Proto__Trace__V1__ScopeSpans *ssp = &ss;
+  Opentelemetry__Proto__Trace__V1__ResourceSpans rs =
+      OPENTELEMETRY__PROTO__TRACE__V1__RESOURCE_SPANS__INIT;
+  rs.n_scope_spans = 1;
+  rs.scope_spans = &ssp;
+  Opentelemetry__Proto__Trace__V1__ResourceSpans *rsp = &rs;
+  Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest req =
+      OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
+  req.n_resource_spans = 1;
+  req.resource_spans = &rsp;
+  uint8_t buf[256];
+  size_t len =
+      opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(&req, buf);
+  sp_otlpwire_splice_t sp;
+  sp_otlpwire_splice_init(&sp);
+  uint8_t *out;
+  size_t out_len;
+  assert_int_equal(sp_otlpwire_splice_str(&sp, 1, "k1", "AAAA", 4), 0);
+  assert_int_equal(sp_otlpwire_splice_str(&sp, 0, "k0", "BBBB", 4), 0);
+  assert_int_equal(sp_otlpwire_splice_finish(&sp, buf, len, &out, &out_len), 0);
+  sp_free(out);
+  assert_int_equal(sp_otlpwire_splice_str(&sp, 1, "k2", "CCCC", 4), 0);
+  assert_int_equal(sp_otlpwire_splice_finish(&sp, buf, len, &out, &out_len), 0);
+  Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *d =
+      opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+          NULL, out_len, out);
+  assert_non_null(d);
+  Opentelemetry__Proto__Trace__V1__Span *const *got = d->resource_spans[0]->scope_spans[0]->spans;
+  assert_int_equal(got[0]->n_attributes, 1);
+  assert_string_equal(got[0]->attributes[0]->key, "k0");
+  assert_string_equal(got[0]->attributes[0]->value->string_value, "BBBB");
+  assert_int_equal(got[1]->n_attributes, 2);
+  assert_string_equal(got[1]->attributes[0]->key, "k1");
+  assert_string_equal(got[1]->attributes[0]->value->string_value, "AAAA");
+  assert_string_equal(got[1]->attributes[1]->key, "k2");
+  assert_string_equal(got[1]->attributes[1]->value->string_value, "CCCC");
+  opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(d, NULL);
+  sp_free(out);
+  sp_otlpwire_splice_free(&sp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_walk_order_and_keys),
@@ -851,6 +904,7 @@ int main(void) {
       cmocka_unit_test(test_malformed_refused),
       cmocka_unit_test(test_long_prefixes_shrink),
       cmocka_unit_test(test_set_raw),
+      cmocka_unit_test(test_add_after_finish),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

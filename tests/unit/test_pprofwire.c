@@ -1944,6 +1944,62 @@ static void test_index_enomem(void **state) {
   free(raw);
 }
 
+/*
+ * Labels added after a finish that sorted out-of-order adds: the next
+ * finish's size must count them (here they push a sample's length prefix to
+ * two bytes; the stale count overflowed the output under ASan).
+ */
+static void test_splice_add_after_finish(void **state) {
+  (void)state;
+  uint8_t buf[512], *p = buf;
+  *p++ = 0x0a; /* sample_type {} */
+  *p++ = 0;
+  for (int s = 0; s < 3; s++) {
+    size_t pl = s == 2 ? 112 : 6;
+    *p++ = 0x12;
+    *p++ = (uint8_t)pl;
+    static const uint8_t ids[] = {0x0a, 1, 1, 0x12, 1, 1}; /* location_id 1, value 1 */
+    memcpy(p, ids, sizeof(ids));
+    p += sizeof(ids);
+    for (size_t i = 6; i < pl; i += 2) { /* unknown field 15 to make it long */
+      *p++ = 0x78;
+      *p++ = 0;
+    }
+  }
+  static const uint8_t tail[] = {0x22, 2,   0x08, 1,   0x32, 0,   0x32, 1,   'k', 0x32,
+                                 9,    'v', 'v',  'v', 'v',  'v', 'v',  'v', 'v', 'v'};
+  /* location 1; strings "", "k", "vvvvvvvvv": 152 bytes, so that the stale size (152 + 24)
+   * filled its arena chunk exactly and the byte past it was written outside */
+  memcpy(p, tail, sizeof(tail));
+  p += sizeof(tail);
+  size_t len = (size_t)(p - buf);
+  sp_arena_t *a = sp_arena_create(0);
+  sp_pprof_wire_t w, r;
+  char err[200];
+  assert_int_equal(sp_pprof_wire_index(a, buf, len, true, &w, err, sizeof(err)), 0);
+  sp_pprof_splice_t sp;
+  sp_pprof_splice_init(&sp, &w);
+  sp_pw_label_t l = {.key = 1, .str = 2}; /* 6 bytes as a Sample field */
+  const uint8_t *out;
+  size_t out_len;
+  assert_int_equal(sp_pprof_splice_labels(&sp, 2, &l, 1), 0);
+  assert_int_equal(sp_pprof_splice_labels(&sp, 0, &l, 1), 0);
+  assert_int_equal(sp_pprof_splice_labels(&sp, 2, &l, 1), 0);
+  assert_int_equal(sp_pprof_splice_finish(&sp, a, &out, &out_len), 0);
+  assert_int_equal(out_len, len + 3 * 6);
+  assert_int_equal(sp_pprof_splice_labels(&sp, 2, &l, 1), 0); /* sample 2: 130 bytes */
+  sp_arena_t *a2 = sp_arena_create(64); /* the output in a chunk of exactly its computed size */
+  assert_int_equal(sp_pprof_splice_finish(&sp, a2, &out, &out_len), 0);
+  assert_int_equal(out_len, len + 4 * 6 + 1);
+  assert_int_equal(sp_pprof_wire_index(a, out, out_len, true, &r, err, sizeof(err)), 0);
+  sp_pw_label_t got[4];
+  assert_int_equal(sp_pprof_wire_labels(&r, 2, got, 4), 3);
+  assert_int_equal(sp_pprof_wire_labels(&r, 0, got, 4), 1);
+  sp_pprof_splice_free(&sp);
+  sp_arena_destroy(a2);
+  sp_arena_destroy(a);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_index_matches_protobuf_c),
@@ -1966,6 +2022,7 @@ int main(void) {
       cmocka_unit_test(test_keys_overflow),
       cmocka_unit_test(test_splice_every_size),
       cmocka_unit_test(test_batch_wire_labels),
+      cmocka_unit_test(test_splice_add_after_finish),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
