@@ -542,16 +542,18 @@ int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_b
    * A gzip member ends with its size (mod 2^32): room for exactly that (plus
    * a little, so the trailer is read without growing) spares a realloc that
    * copies everything and leaves up to half the buffer unused. It is only a
-   * hint: a wrong one (several members, a lie) costs a growth step, and it is
-   * capped by what deflate can expand to (1032:1) and by the limit.
+   * hint: a wrong one (several members, a lie) costs a growth step. It is
+   * believed up to 64:1 (payloads deflate 3-10x; past that the buffer grows
+   * as before, so a lying trailer cannot make a small upload allocate much)
+   * and within the limit.
    */
   const uint8_t *b = in;
   if ((enc == SP_ENC_GZIP || enc == SP_ENC_AUTO) && len >= 18 && b[0] == 0x1f && b[1] == 0x8b &&
-      len < SIZE_MAX / 1032 - 1024) {
+      len < SIZE_MAX / 64 - 1024) {
     size_t isize = (size_t)b[len - 4] | (size_t)b[len - 3] << 8 | (size_t)b[len - 2] << 16 |
                    (size_t)b[len - 1] << 24;
     size_t room = isize + 64;
-    if (room <= len * 1032 + 1024 && (limit == 0 || room <= limit + 1)) s.hint = room;
+    if (room <= len * 64 + 1024 && (limit == 0 || room <= limit + 1)) s.hint = room;
   }
   int rc = sp_inflater_feed(&s, in, len, out);
   if (!rc) rc = sp_inflater_finish(&s, out);
@@ -560,6 +562,37 @@ int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_b
 }
 
 /* --- encoding ------------------------------------------------------------ */
+
+/*
+ * Room the encoders may write into: the buffer's spare capacity less the
+ * byte sp_buf keeps for a NUL, and never past its limit (sp_buf_reserve
+ * rounds the capacity up, beyond the limit).
+ */
+static size_t out_room(const sp_buf_t *out) {
+  size_t room = out->cap > out->len ? out->cap - out->len - 1 : 0;
+  if (out->limit) {
+    size_t left = out->limit > out->len ? out->limit - out->len : 0;
+    if (room > left) room = left;
+  }
+  return room;
+}
+
+/* Makes about @p want more bytes of room, no more than the limit allows; SP_ETOOBIG at the limit.
+ */
+static int out_grow(sp_buf_t *out, size_t want) {
+  if (out->limit) {
+    if (out->len >= out->limit) return SP_ETOOBIG;
+    if (want > out->limit - out->len) want = out->limit - out->len;
+  }
+  return sp_buf_reserve(out, want);
+}
+
+/* out_grow that must add room (the encoder can go no further without): SP_ETOOBIG if it cannot. */
+static int out_more(sp_buf_t *out, size_t want) {
+  size_t before = out_room(out);
+  int rc = out_grow(out, want);
+  return rc == 0 && out_room(out) <= before ? SP_ETOOBIG : rc;
+}
 
 /* zlib: levels 0 (stored) and 4-9. */
 static int zlib_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int level,
@@ -571,7 +604,7 @@ static int zlib_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int l
   zs.zfree = z_free;
   int zrc = deflateInit2(&zs, level, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY);
   if (zrc != Z_OK) return zrc == Z_MEM_ERROR ? SP_ENOMEM : SP_EINVAL;
-  int rc = sp_buf_reserve(out, (size_t)deflateBound(&zs, (uLong)len));
+  int rc = out_grow(out, (size_t)deflateBound(&zs, (uLong)len));
   if (rc) goto fail;
   const uint8_t *p = in;
   size_t left = len;
@@ -581,11 +614,11 @@ static int zlib_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int l
     zs.avail_in = (uInt)n;
     int flush = n == left ? Z_FINISH : Z_NO_FLUSH;
     do {
-      if (out->cap - out->len <= 1) {
-        rc = sp_buf_reserve(out, out->cap / 2 + 1024);
+      if (out_room(out) == 0) {
+        rc = out_more(out, out->cap / 2 + 1024);
         if (rc) goto fail;
       }
-      size_t avail = out->cap - out->len - 1;
+      size_t avail = out_room(out);
       if (avail > UINT_MAX) avail = UINT_MAX;
       zs.next_out = out->data + out->len;
       zs.avail_out = (uInt)avail;
@@ -595,7 +628,7 @@ static int zlib_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int l
         rc = SP_EINVAL;
         goto fail;
       }
-    } while (zs.avail_out == 0 || (flush == Z_FINISH && zrc != Z_STREAM_END));
+    } while (flush == Z_FINISH ? zrc != Z_STREAM_END : zs.avail_out == 0);
     p += n - zs.avail_in;
     left -= n - zs.avail_in;
     if (flush == Z_FINISH) break;
@@ -643,7 +676,7 @@ static int isal_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int l
                                           : IGZIP_DEFLATE;
   zs->flush = NO_FLUSH;
   /* Profiles and spans deflate 3-5x: start at half and grow by halves. */
-  int rc = sp_buf_reserve(out, len / 2 + 1024);
+  int rc = out_grow(out, len / 2 + 1024);
   if (rc) goto fail;
   const uint8_t *p = in;
   size_t left = len;
@@ -655,12 +688,14 @@ static int isal_compress(const uint8_t *in, size_t len, sp_encoding_t enc, int l
     bool stalled = false;
     do {
       /* Room for a block header (ISAL_DEF_MAX_HDR_SIZE) at least; more when stuck. */
-      if (out->cap - out->len < 512 || stalled) {
-        rc = sp_buf_reserve(out, out->cap / 2 + 1024);
+      if (out_room(out) < 512 || stalled) {
+        /* Stuck: room must grow. Short of room: grow what the limit allows, write that first. */
+        rc = stalled ? out_more(out, out->cap / 2 + 1024) : out_grow(out, out->cap / 2 + 1024);
+        if (rc == SP_ETOOBIG && !stalled && out_room(out) > 0) rc = 0;
         if (rc) goto fail;
       }
       uint32_t in_before = zs->avail_in;
-      size_t avail = out->cap - out->len;
+      size_t avail = out_room(out);
       if (avail > UINT32_MAX) avail = UINT32_MAX;
       zs->next_out = out->data + out->len;
       zs->avail_out = (uint32_t)avail;
@@ -921,7 +956,8 @@ int sp_compressor_compress(sp_compressor_t *self, const void *in, size_t len, sp
      * Level 0 never falls back to stored blocks: data the tables do not
      * fit (random bytes: +25%) goes again through level 1, which does.
      */
-    if (rc == 0 && len >= SAMPLE_MIN && out->len - base > len - len / 8) {
+    if ((rc == 0 && len >= SAMPLE_MIN && out->len - base > len - len / 8) ||
+        (rc == SP_ETOOBIG && out->limit)) { /* level 1 may still fit: stored blocks */
       out->len = base;
       fallback = true;
       rc = isal_compress(in, len, enc, 1, NULL, out);

@@ -68,7 +68,8 @@ int sp_inflate(const void *in, size_t len, sp_encoding_t enc, size_t limit, sp_b
 
 /**
  * The level that -1 ("default") means: 1, ISA-L's fastest level with
- * Huffman coding fitted to the data (as the exporters' own default). On
+ * Huffman coding fitted to the data, for stateless calls (the exporters'
+ * default -1 goes through an sp_compressor_t, below). On
  * telemetry (pprof, OTLP protobuf) it is ~7x faster than zlib's level 1 for
  * ~2% more bytes, and compression is an exporter's main CPU cost; zlib's
  * former default 6 saves 4-16% of the bytes for ~15x the CPU. ISA-L's

@@ -18,7 +18,7 @@ enum { SP_OTLPHTTP_GZIP = 0, SP_OTLPHTTP_NONE = 1 };
  * /v1development/profiles are appended), traces_endpoint and
  * profiles_endpoint (full URLs overriding it), encoding (proto|json),
  * compression (gzip|none, default gzip), compression_params {level: -1..9,
- * default 1}, timeout (5s), headers (map),
+ * default -1: learned tables, pipeline/compress.h}, timeout (5s), headers (map),
  * tls (client schema), sending_queue, retry_on_failure,
  * tenant_from_metadata (false: when true the X-Scope-OrgID received with the
  * data is forwarded), max_conns_per_host (16).

@@ -39,7 +39,8 @@ typedef struct sp_pyroscope_basic_auth_s {
 
 /**
  * Keys: endpoint (base URL of Pyroscope, required), api (push|ingest),
- * compression (gzip|none), compression_params {level: -1..9, default 1},
+ * compression (gzip|none), compression_params {level: -1..9, default -1:
+ * learned tables, pipeline/compress.h},
  * timeout (10s), headers (map), tls (client
  * schema), basic_auth {username, password}, bearer_token, tenant_id
  * (X-Scope-OrgID), tenant_from_metadata (false), external_labels (map),
