@@ -10,6 +10,7 @@
  */
 #include "pipeline/alloc.h"
 #include "pipeline/component.h"
+#include "pipeline/cpus.h"
 #include "pipeline/error.h"
 #include "pipeline/log.h"
 #include "pipeline/service.h"
@@ -72,12 +73,13 @@ static void on_stopped(void *arg) { (void)arg; }
  * compete with the loop thread, which everything waits on: with the default
  * four threads on two cores, the loop was preempted while it had requests
  * to answer. So unless UV_THREADPOOL_SIZE says otherwise, the pool gets one
- * thread per core minus the loop's (at least one). libuv reads the variable
- * when the pool first starts, after this.
+ * thread per available CPU (affinity, capped by a container's CPU quota)
+ * minus the loop's, at least one. libuv reads the variable when the pool
+ * first starts, after this.
  */
 static void size_thread_pool(void) {
   if (getenv("UV_THREADPOOL_SIZE") != NULL) return;
-  unsigned n = uv_available_parallelism();
+  unsigned n = sp_cpus_available(NULL);
   char buf[16];
   snprintf(buf, sizeof(buf), "%u", n > 1 ? n - 1 : 1);
   setenv("UV_THREADPOOL_SIZE", buf, 0);

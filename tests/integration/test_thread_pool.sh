@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# spanprofd sizes libuv's thread pool to the cores it may run on minus the
-# loop thread's (at least one), unless UV_THREADPOOL_SIZE is set. The pool
+# spanprofd sizes libuv's thread pool to the CPUs it may use minus the loop
+# thread's (at least one), unless UV_THREADPOOL_SIZE is set. The pool
 # starts with the first job (here: validating a Pyroscope upload), so the
 # daemon's thread count is read after profiles went through: the loop thread
 # plus the pool (nothing else in this configuration starts threads).
@@ -30,8 +30,13 @@ send_profiles() { # LABEL
     --connections 4 --json --quiet >"$WORK/$1.json" || fail "$1: loadgen exited $?: $(cat "$WORK/$1.json")"
 }
 
-# Default: nproc - 1 pool threads (at least 1), as libuv counts the CPUs.
+# Default: one per available CPU minus one (at least 1): nproc counts the
+# affinity's CPUs; a cgroup CPU quota (v2 cpu.max), rounded up, caps them.
 CPUS=$(nproc)
+if [ -r /sys/fs/cgroup/cpu.max ] && read -r quota period </sys/fs/cgroup/cpu.max && [ "$quota" != max ] && [ "${period:-0}" -gt 0 ]; then
+  q=$(((quota + period - 1) / period))
+  [ "$q" -ge 1 ] && [ "$q" -lt "$CPUS" ] && CPUS=$q
+fi
 WANT=$((CPUS > 1 ? CPUS - 1 : 1))
 unset UV_THREADPOOL_SIZE
 start_daemon "$WORK/pool.yaml"
