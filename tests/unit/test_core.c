@@ -283,8 +283,8 @@ typedef struct bp_s {
   rec_t next;
 } bp_t;
 
-static void bp_make(bp_t *t, const char *yaml) {
-  memset(t, 0, sizeof(*t));
+/* Starts a batch processor from @p yaml (t zeroed first) whose @p signal output goes to @p next. */
+static void bp_start(bp_t *t, const char *yaml, unsigned signal, sp_consumer_t *next) {
   uv_loop_init(&t->loop);
   t->host.loop = &t->loop;
   sp_errors_t errs = {0};
@@ -296,9 +296,15 @@ static void bp_make(bp_t *t, const char *yaml) {
   t->comp->def = &sp_processor_batch;
   t->comp->host = &t->host;
   t->comp->id = "batch";
-  rec_init(&t->next);
-  assert_int_equal(sp_processor_batch.attach(t->comp, SP_SIGNAL_TRACES, &t->next.base, &t->input), 0);
+  assert_int_equal(sp_processor_batch.attach(t->comp, signal, next, &t->input), 0);
   assert_int_equal(sp_processor_batch.start(t->comp), 0);
+}
+
+/* A traces batch processor whose output t->next records. */
+static void bp_make(bp_t *t, const char *yaml) {
+  memset(t, 0, sizeof(*t));
+  rec_init(&t->next);
+  bp_start(t, yaml, SP_SIGNAL_TRACES, &t->next.base);
 }
 
 static void on_done(void *arg) { (*(int *)arg)++; }
@@ -587,25 +593,10 @@ static sp_profiles_t *oom_profiles(void) {
  */
 static void test_batch_processor_profiles_oom(void **state) {
   (void)state;
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sp_host_t host = {.loop = &loop};
-  sp_errors_t errs = {0};
-  sp_config_doc_t *doc = NULL;
-  const char *yaml = "send_batch_size: 100000\ntimeout: 1h\n";
-  assert_int_equal(sp_config_load_string("t", yaml, strlen(yaml), &doc, &errs), 0);
-  void *cfg = sp_calloc(1, sp_processor_batch.config_size);
-  assert_int_equal(sp_cfg_decode(sp_processor_batch.schema, doc->root, "batch", NULL, cfg, &errs), 0);
-  sp_create_settings_t set = {.host = &host, .id = "batch"};
-  sp_component_t *comp = NULL;
-  assert_int_equal(sp_processor_batch.create(&set, cfg, &comp), 0);
-  comp->def = &sp_processor_batch;
-  comp->host = &host;
-  comp->id = "batch";
+  bp_t t = {0};
   prec_t next = {.base.consume_profiles = prec_profiles};
-  sp_consumer_t *input = NULL;
-  assert_int_equal(sp_processor_batch.attach(comp, SP_SIGNAL_PROFILES, &next.base, &input), 0);
-  assert_int_equal(sp_processor_batch.start(comp), 0);
+  bp_start(&t, "send_batch_size: 100000\ntimeout: 1h\n", SP_SIGNAL_PROFILES, &next.base);
+  sp_consumer_t *input = t.input;
 
   /* A shared first batch, and no memory to copy it: refused, not adopted. */
   sp_profiles_t *shared = oom_profiles();
@@ -644,41 +635,17 @@ static void test_batch_processor_profiles_oom(void **state) {
   }
   sp_profiles_unref(shared);
 
-  int done = 0;
-  host.drain_deadline = uv_now(&loop) + 100;
-  sp_processor_batch.shutdown(comp, on_done, &done);
-  assert_int_equal(sp_test_run_until(&loop, flag_set, &done, 5000), 0);
+  bp_stop(&t, 100); /* flushes */
   assert_int_equal(next.profiles, accepted);
-  sp_processor_batch.destroy(comp);
-  sp_cfg_free(sp_processor_batch.schema, cfg);
-  sp_free(cfg);
-  sp_config_doc_free(doc);
-  assert_int_equal(sp_test_loop_finish(&loop, 1000), 0);
 }
 
 /* A flushed profiles batch's item array is cut to its profiles (it grew by doubling). */
 static void test_batch_processor_fits_profiles(void **state) {
   (void)state;
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sp_host_t host = {.loop = &loop};
-  sp_errors_t errs = {0};
-  sp_config_doc_t *doc = NULL;
-  const char *yaml = "send_batch_size: 5\ntimeout: 1h\n";
-  assert_int_equal(sp_config_load_string("t", yaml, strlen(yaml), &doc, &errs), 0);
-  void *cfg = sp_calloc(1, sp_processor_batch.config_size);
-  assert_int_equal(sp_cfg_decode(sp_processor_batch.schema, doc->root, "batch", NULL, cfg, &errs),
-                   0);
-  sp_create_settings_t set = {.host = &host, .id = "batch"};
-  sp_component_t *comp = NULL;
-  assert_int_equal(sp_processor_batch.create(&set, cfg, &comp), 0);
-  comp->def = &sp_processor_batch;
-  comp->host = &host;
-  comp->id = "batch";
+  bp_t t = {0};
   prec_t next = {.base.consume_profiles = prec_profiles};
-  sp_consumer_t *input = NULL;
-  assert_int_equal(sp_processor_batch.attach(comp, SP_SIGNAL_PROFILES, &next.base, &input), 0);
-  assert_int_equal(sp_processor_batch.start(comp), 0);
+  bp_start(&t, "send_batch_size: 5\ntimeout: 1h\n", SP_SIGNAL_PROFILES, &next.base);
+  sp_consumer_t *input = t.input;
   /* 2 + 2 + 2 profiles: the third append passes 5 and flushes 6 (the array had room for 8). */
   /* Profiles arrive indexed (as the receivers and the join leave them): the copies keep it. */
   for (int i = 0; i < 3; i++) {
@@ -691,15 +658,7 @@ static void test_batch_processor_fits_profiles(void **state) {
   assert_int_equal(next.profiles, 6);
   assert_int_equal(next.unfitted, 0);
   assert_int_equal(next.indexed, 6);
-  int done = 0;
-  host.drain_deadline = uv_now(&loop) + 100;
-  sp_processor_batch.shutdown(comp, on_done, &done);
-  assert_int_equal(sp_test_run_until(&loop, flag_set, &done, 5000), 0);
-  sp_processor_batch.destroy(comp);
-  sp_cfg_free(sp_processor_batch.schema, cfg);
-  sp_free(cfg);
-  sp_config_doc_free(doc);
-  assert_int_equal(sp_test_loop_finish(&loop, 1000), 0);
+  bp_stop(&t, 100);
 }
 
 /* ---- no limit on pipelines per receiver, exporters per pipeline, service keys ------ */
