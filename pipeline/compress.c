@@ -902,6 +902,7 @@ static void monitor(sp_compressor_t *self, size_t len, size_t out_len) {
 
 int sp_compressor_compress(sp_compressor_t *self, const void *in, size_t len, sp_encoding_t enc,
                            int level, sp_buf_t *out) {
+  if (self == NULL) return sp_compress(in, len, enc, level, out);
   if (level != -1 || enc == SP_ENC_IDENTITY || (!in && len) ||
       (enc != SP_ENC_GZIP && enc != SP_ENC_DEFLATE && enc != SP_ENC_RAW_DEFLATE)) {
     uv_mutex_lock(&self->mu);

@@ -153,7 +153,8 @@ int sp_compressor_create(const sp_compressor_opts_t *opts, sp_compressor_t **out
  * a lock and reference counted, so a call never sees a half-built table.
  * @p out is owned by the caller. Returns what sp_compress() returns. Out of
  * memory while sampling is not an error: the payload is compressed with the
- * tables it had.
+ * tables it had. A NULL context is sp_compress() itself (callers that make
+ * contexts only for level -1 call this either way).
  */
 int sp_compressor_compress(sp_compressor_t *self, const void *in, size_t len, sp_encoding_t enc,
                            int level, sp_buf_t *out);

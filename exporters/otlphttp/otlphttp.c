@@ -402,12 +402,10 @@ static void sp__compress_work(uv_work_t *w) {
   sp_otlphttp_t *self = r->self;
   int level = (int)self->cfg->compression_params.level;
   r->owned.len = 0;
-  if (level == -1)
-    r->work_rc =
-        sp_compressor_gzip(r->signal == SP_SIGNAL_PROFILES ? self->gz_profiles : self->gz_traces,
-                           r->raw, r->raw_len, level, &r->owned);
-  else
-    r->work_rc = sp_gzip_compress(r->raw, r->raw_len, level, &r->owned);
+  /* No contexts (NULL) at explicit levels: the stateless compressor. */
+  r->work_rc =
+      sp_compressor_gzip(r->signal == SP_SIGNAL_PROFILES ? self->gz_profiles : self->gz_traces,
+                         r->raw, r->raw_len, level, &r->owned);
 }
 
 /* A close that waited for the pool: every after_work has run, close the client now. */

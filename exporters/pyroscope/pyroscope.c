@@ -811,6 +811,7 @@ static bool sp__needs_work(const sp__req_t *r) {
  * (tests/bench/bench_compress.c). Many services share the 8 contexts.
  */
 static sp_compressor_t *sp__gz_for(sp_pyroscope_t *self, const sp_pyroscope_prepared_t *prep) {
+  if (self->gz[0] == NULL) return NULL; /* an explicit level: no contexts */
   uint32_t h = 2166136261u; /* FNV-1a */
   for (const char *s = prep->service_name ? prep->service_name : ""; *s; s++)
     h = (h ^ (uint8_t)*s) * 16777619u;
@@ -833,9 +834,9 @@ static void sp__work(uv_work_t *w) {
     sp__prof_t *pf = &r->profs[i];
     if (pf->state != SP__PENDING || pf->body != NULL) continue;
     pf->gz.len = 0;
-    rc = level == -1 ? sp_compressor_gzip(sp__gz_for(r->self, &pf->prep), pf->prep.pprof,
-                                          pf->prep.pprof_len, level, &pf->gz)
-                     : sp_gzip_compress(pf->prep.pprof, pf->prep.pprof_len, level, &pf->gz);
+    /* No contexts (NULL) at explicit levels: the stateless compressor. */
+    rc = sp_compressor_gzip(sp__gz_for(r->self, &pf->prep), pf->prep.pprof, pf->prep.pprof_len,
+                            level, &pf->gz);
     if (rc == 0) {
       pf->body = pf->gz.data;
       pf->body_len = pf->gz.len;

@@ -990,18 +990,21 @@ static void test_ctx_explicit_levels(void **state) {
   uint8_t *pp = make_pprof(0, 5, 600, &n);
   for (int i = 0; i < 3; i++)
     ctx_roundtrip(ctx, pp, n, SP_ENC_GZIP, -1); /* tables exist: they must not leak in */
-  for (int level = 0; level <= 9; level++)
-    for (int e = 0; e < 3; e++) {
-      sp_buf_t a, b;
-      sp_buf_init(&a, 0);
-      sp_buf_init(&b, 0);
-      assert_int_equal(sp_compressor_compress(ctx, pp, n, k_encs[e], level, &a), 0);
-      assert_int_equal(sp_compress(pp, n, k_encs[e], level, &b), 0);
-      assert_int_equal(a.len, b.len);
-      assert_memory_equal(a.data, b.data, a.len);
-      sp_buf_free(&a);
-      sp_buf_free(&b);
-    }
+  /* Explicit levels through a context, and any level without one (NULL), are sp_compress(). */
+  for (int level = -1; level <= 9; level++)
+    for (int e = 0; e < 3; e++)
+      for (int none = 0; none < 2; none++) {
+        if (level == -1 && !none) continue;
+        sp_buf_t a, b;
+        sp_buf_init(&a, 0);
+        sp_buf_init(&b, 0);
+        assert_int_equal(sp_compressor_compress(none ? NULL : ctx, pp, n, k_encs[e], level, &a), 0);
+        assert_int_equal(sp_compress(pp, n, k_encs[e], level, &b), 0);
+        assert_int_equal(a.len, b.len);
+        assert_memory_equal(a.data, b.data, a.len);
+        sp_buf_free(&a);
+        sp_buf_free(&b);
+      }
   sp_buf_t z;
   sp_buf_init(&z, 0);
   assert_int_equal(sp_compressor_compress(ctx, "x", 1, SP_ENC_GZIP, -2, &z), SP_EINVAL);
